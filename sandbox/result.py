@@ -1,0 +1,47 @@
+"""What every sandbox backend returns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Status = Literal["ok", "error", "timeout", "oom", "killed"]
+
+
+class OutputFile(BaseModel):
+    path: str  # relative to the node folder
+    sha256: str
+    bytes: int
+
+
+class Job(BaseModel):
+    """One execution: a command run in a fresh writable folder with read-only inputs."""
+
+    command: list[str]
+    workdir: Path  # the one writable folder (the node folder)
+    inputs: dict[str, Path] = Field(default_factory=dict)  # name -> host path, mounted read-only
+    timeout_s: float = 3600.0
+    memory: str = "8g"
+    cpus: float | None = None
+    pids: int = 512
+    env: dict[str, str] = Field(default_factory=dict)
+    gpu: bool = False
+
+
+class ExecutionResult(BaseModel):
+    status: Status
+    exit_code: int | None
+    wall_s: float
+    backend: str
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    outputs: list[OutputFile] = Field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def output(self, name: str) -> OutputFile | None:
+        return next((o for o in self.outputs if o.path == name), None)

@@ -1,0 +1,53 @@
+"""The canonical interface every input is projected onto (SPEC section 2) and the task kinds."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+OBS_FIELDS = (
+    "cell_type",
+    "batch_id",
+    "donor_id",
+    "pert_type",
+    "is_control",
+    "condition_name",
+    "dataset_id",
+)
+PERT_TYPES = ("crispr", "drug", "cytokine", "other", "control")
+CONTROL_LABEL = "control"  # condition_name of control cells
+COMBO_SEP = "+"  # combinations are sorted "A+B"
+OBSM_MASK = "pert_mask"
+OBSM_DOSE = "pert_dose"
+UNS_PERTS = "pert_vocab"  # list of single perturbation names, the columns of pert_mask
+VAR_SYMBOL = "gene_symbol"
+SPLIT = "split"
+SPLITS = ("train", "val", "test")
+N_HVG = 2000
+
+
+class TaskKind(str, Enum):
+    unseen_perturbation = "unseen-perturbation"
+    unseen_cell_context = "unseen-cell-context"
+    unseen_combination = "unseen-combination"
+
+    @classmethod
+    def parse(cls, value: str) -> "TaskKind":
+        from harmonycell.tools.errors import InputError
+
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(k.value for k in cls)
+            raise InputError(
+                f"unknown task kind {value!r}", where="--task", fix=f"use one of: {choices}"
+            ) from None
+
+
+def split_condition(name: str) -> list[str]:
+    """Single perturbations of a canonical condition name ("B+A" is stored as "A+B")."""
+    return [] if name == CONTROL_LABEL else name.split(COMBO_SEP)
+
+
+def canonical_condition(parts: list[str]) -> str:
+    parts = sorted({p for p in parts if p})
+    return COMBO_SEP.join(parts) if parts else CONTROL_LABEL
