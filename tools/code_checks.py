@@ -67,12 +67,17 @@ def check_code(code: str) -> list[CodeProblem]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name.split(".")[0] not in ALLOWED_IMPORTS:
+                parts = alias.name.split(".")
+                if parts[0] not in ALLOWED_IMPORTS:
                     bad(node, f"import of {alias.name!r} is not allowed")
+                elif FORBIDDEN_ATTRS.intersection(parts):
+                    bad(node, f"import of {alias.name!r} is not allowed (file/process access)")
         elif isinstance(node, ast.ImportFrom):
             mod = node.module or ""
             if node.level or mod.split(".")[0] not in ALLOWED_IMPORTS:
                 bad(node, f"import from {'.' * node.level}{mod!r} is not allowed")
+            elif FORBIDDEN_ATTRS.intersection(mod.split(".")):
+                bad(node, f"import from {mod!r} is not allowed (file/process access)")
             for alias in node.names:
                 if alias.name in FORBIDDEN_ATTRS or alias.name in FORBIDDEN_NAMES:
                     bad(node, f"importing {alias.name!r} from {mod!r} is not allowed (file/process access)")
@@ -83,8 +88,6 @@ def check_code(code: str) -> list[CodeProblem]:
                 bad(node, f"attribute {node.attr!r} is not allowed (reaches files, processes or native code)")
             elif node.attr.startswith("__") and node.attr not in ALLOWED_DUNDERS:
                 bad(node, f"dunder attribute {node.attr!r} is not allowed (introspection)")
-        elif isinstance(node, (ast.Global, ast.Nonlocal)):
-            pass
     builders = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build_model"]
     if not builders:
         bad(tree, "no top-level function build_model(info) is defined")
