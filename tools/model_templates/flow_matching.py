@@ -9,6 +9,9 @@ class VelocityField(nn.Module):
         self.blocks = nn.ModuleList([ResBlock(width, dropout) for _ in range(depth)])
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, n_genes)
+        # a time- and state-independent term: a straight path along the perturbation's mean shift
+        # is the simplest flow, and this makes it directly learnable from the embedding
+        self.direct = nn.Linear(emb, n_genes)
 
     def time_features(self, t):
         freqs = torch.arange(1, self.n_freq + 1, device=t.device, dtype=t.dtype) * math.pi
@@ -18,7 +21,7 @@ class VelocityField(nn.Module):
         h = self.inp(torch.cat([x_t, x_ctrl, z, self.time_features(t)], dim=-1))
         for block in self.blocks:
             h = block(h)
-        return self.head(self.norm(h))
+        return self.head(self.norm(h)) + self.direct(z)
 
 
 class FlowMatchingModel(nn.Module):
