@@ -7,7 +7,7 @@ from pathlib import Path
 from harmonycell.agents.base import StepAgent
 from harmonycell.agents.messages import Artifact, AuditDone, RunRequest
 from harmonycell.tools import atomic
-from harmonycell.tools.audit import audit_h5ad
+from harmonycell.tools.audit import AuditReport, audit_h5ad
 
 
 class DataAuditor(StepAgent):
@@ -16,10 +16,13 @@ class DataAuditor(StepAgent):
     def on_RunRequest(self, req: RunRequest) -> AuditDone:
         reports, summaries = [], []
         for path in map(Path, req.inputs):
-            rep = audit_h5ad(path)
-            json_path = self.ctx.run.audit_dir / f"{rep.name}.json"
-            atomic.write_text(json_path, rep.model_dump_json(indent=2))
-            atomic.write_text(json_path.with_suffix(".md"), rep.to_markdown())
+            json_path = self.ctx.run.audit_dir / f"{path.stem}.json"
+            if json_path.exists():  # a resumed run: the audit of this input is already done
+                rep = AuditReport.model_validate_json(json_path.read_text())
+            else:
+                rep = audit_h5ad(path)
+                atomic.write_text(json_path.with_suffix(".md"), rep.to_markdown())
+                atomic.write_text(json_path, rep.model_dump_json(indent=2))
             ref = self.ctx.artifact(json_path)
             kind = "raw counts" if rep.x.looks_raw_counts else (
                 "log-normalised" if rep.x.looks_log_normalised else "unclear scale")

@@ -39,6 +39,14 @@ class UnifyDone(BaseModel):
     unified: Artifact
 
 
+class Approval(BaseModel):
+    """User (chat mode): whether to go on from the unified data to the search, and with what budget."""
+
+    approved: bool
+    budget_nodes: int | None = None
+    note: str = ""
+
+
 class NodePlan(BaseModel):
     """Planner: train this action path as node ``node_id``."""
 
@@ -120,7 +128,7 @@ class Verdict(BaseModel):
 
 
 CONTENT_TYPES: tuple[type[BaseModel], ...] = (
-    RunRequest, AuditDone, UnifyDone, NodePlan, NodeExecuted, NodeFailed, NodeAbandoned,
+    RunRequest, AuditDone, UnifyDone, Approval, NodePlan, NodeExecuted, NodeFailed, NodeAbandoned,
     NodeScored, SearchDone, TestScored, Verdict,
 )
-Speaker = Literal["DataAuditor", "Unifier", "Planner", "Coder", "Debugger", "Evaluator", "Judge"]
+Speaker = Literal["User", "DataAuditor", "Unifier", "Planner", "Coder", "Debugger", "Evaluator", "Judge"]

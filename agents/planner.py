@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harmonycell.agents.base import StepAgent
-from harmonycell.agents.messages import NodeAbandoned, NodePlan, NodeScored, SearchDone, UnifyDone
+from harmonycell.agents.messages import Approval, NodeAbandoned, NodePlan, NodeScored, SearchDone, UnifyDone
 from harmonycell.tools import tree as T
 from harmonycell.tools.actions import child_actions, root_actions
 
@@ -40,8 +40,21 @@ class Planner(StepAgent):
         return NodePlan(node_id=node.id, action=node.action, parent=parent_id,
                         reason=f"UCT selected {where}")
 
-    def on_UnifyDone(self, done: UnifyDone) -> NodePlan | SearchDone:
-        return self._next(self._tree())
+    def on_UnifyDone(self, done: UnifyDone | None) -> NodePlan | SearchDone:
+        tree = self._tree()
+        pending = [n for n in tree.nodes.values() if n.id != T.ROOT and n.status == "planned"]
+        if pending:  # a resumed run: a node was planned but never finished
+            n = pending[0]
+            return NodePlan(node_id=n.id, action=n.action, parent=n.parent,
+                            reason="resumed: re-running a node interrupted by the last stop")
+        return self._next(tree)
+
+    def on_Approval(self, a: Approval) -> NodePlan | SearchDone:
+        if not a.approved:
+            return SearchDone(best_node=None, n_nodes=0, reason=f"the user stopped the run: {a.note or 'declined'}")
+        if a.budget_nodes:
+            self.ctx.config.budget_nodes = a.budget_nodes
+        return self.on_UnifyDone(None)
 
     def on_NodeScored(self, s: NodeScored) -> NodePlan | SearchDone:
         tree = self._tree()

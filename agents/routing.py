@@ -35,6 +35,11 @@ PRODUCES: dict[str, tuple[type[BaseModel], ...]] = {
 }
 
 
-def next_speaker(content: BaseModel) -> str | None:
+# Chat mode puts the person between the data and the search: they approve (and may size) it.
+CHAT_ROUTES: dict[type[BaseModel], str] = {**ROUTES, m.UnifyDone: "User", m.Approval: "Planner"}
+CHAT_PRODUCES: dict[str, tuple[type[BaseModel], ...]] = {**PRODUCES, "User": (m.Approval,)}
+
+
+def next_speaker(content: BaseModel, routes: dict[type[BaseModel], str] = ROUTES) -> str | None:
     """The agent that handles ``content`` next, or None when the conversation is over."""
-    return ROUTES.get(type(content))
+    return routes.get(type(content))
