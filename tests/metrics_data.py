@@ -15,10 +15,11 @@ from anndata import AnnData
 def make_canonical(n_genes: int = 60, n_perts: int = 20, cells_per: int = 25, n_ctrl: int = 150,
                    contexts: tuple[str, ...] = ("LineA", "LineB"), combos: int = 0,
                    seed: int = 0, sparse: bool = False, hold_context: str | None = None,
-                   shared_shift: float = 0.6) -> AnnData:
+                   shared_shift: float = 0.6, n_drugs: int = 0) -> AnnData:
     rng = np.random.default_rng(seed)
     genes = [f"G{i:03d}" for i in range(n_genes)]
-    perts = genes[:n_perts]  # perturbations are genes of the panel: their own row exists
+    # perturbations are genes of the panel (their own row exists), except n_drugs named DRUGi
+    perts = [f"DRUG{i}" if i < n_drugs else g for i, g in enumerate(genes[:n_perts])]
     shared = shared_shift * rng.normal(0, 1, n_genes)
     programs = rng.normal(0, 1, (4, n_genes)) * (rng.random((4, n_genes)) < 0.3)
     effects = {}
