@@ -11,6 +11,7 @@ from harmonycell.tools import tree as T
 from harmonycell.tools.baselines import compute_baselines
 from harmonycell.tools.errors import PredictionError
 from harmonycell.tools.evaluate import score_prediction_file
+from harmonycell.tools.pseudobulk import targets_for
 from harmonycell.tools.taskdata import load_meta, queries_from_meta
 
 
@@ -24,8 +25,12 @@ class Evaluator(StepAgent):
 
     def _score(self, split: str, pred: Artifact):
         path = self.ctx.run.root / pred.path
-        expected = queries_from_meta(load_meta(self.ctx.run.sandbox_data), split)
-        report = score_prediction_file(self.adata(), split, path, expected)
+        meta = load_meta(self.ctx.run.sandbox_data)
+        key = f"targets_{split}"
+        if key not in self.ctx.cache:
+            self.ctx.cache[key] = targets_for(self.adata(), split)
+        report = score_prediction_file(self.adata(), split, path, queries_from_meta(meta, split),
+                                       genes=meta["genes"], targets=self.ctx.cache[key])
         if report.predictions_sha256 != pred.sha256:
             raise PredictionError("predictions changed after the sandbox wrote them",
                                   where=pred.path, fix="re-run the node; do not edit node outputs")
@@ -47,7 +52,7 @@ class Evaluator(StepAgent):
         run = self.ctx.run
         baselines = compute_baselines(self.adata(), "test")
         atomic.write_text(run.root / "baselines.json", baselines.model_dump_json(indent=2))
-        base = {name: dict(rep.aggregate) for name, rep in baselines.baselines.items()}
+        base = baselines.baselines
         self.ctx.tool_call(self.name, "compute_baselines", {"split": "test"},
                            {name: {"DeltaPCC": v.get("DeltaPCC"), "RMSE": v.get("RMSE")} for name, v in base.items()},
                            [self.ctx.artifact(run.root / "baselines.json")])
