@@ -254,6 +254,25 @@ def fingerprint_x(xnode) -> XFingerprint:
     )
 
 
+class _InMemoryCSR:
+    """Lets fingerprint_x read an in-memory CSR matrix the way it reads the HDF5 group."""
+
+    def __init__(self, X):
+        self.attrs = {"encoding-type": "csr_matrix", "shape": X.shape}
+        self._parts = {"data": X.data, "indptr": X.indptr, "indices": X.indices}
+
+    def __getitem__(self, key):
+        return self._parts[key]
+
+
+def fingerprint_matrix(X) -> XFingerprint:
+    """Fingerprint of an in-memory matrix (dense arrays are converted to CSR first)."""
+    import scipy.sparse as sp
+
+    X = X.tocsr() if sp.issparse(X) else sp.csr_matrix(np.asarray(X))
+    return fingerprint_x(_InMemoryCSR(X))
+
+
 def id_type(values: pd.Index | pd.Series) -> IdType:
     vals = pd.Series(values).astype(str)
     if len(vals) == 0:
