@@ -126,7 +126,7 @@ def check_h5ad_file(path: Path) -> None:
         head = fh.read(8)
     if head != HDF5_SIGNATURE:
         hint = ""
-        if head[:1].isascii() and (b"," in head or b"\t" in head or head[:1].isalnum()):
+        if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
             hint = " (it looks like text, e.g. a CSV renamed to .h5ad)"
         raise InputError(
             f"not an HDF5/.h5ad file{hint}",
