@@ -60,7 +60,7 @@ def parse_model_reply(reply: str) -> str:
     code = extract_code(reply)
     problems = check_code(code)
     if problems:
-        raise ReplyInvalid("; ".join(p.text() for p in problems))
+        raise ReplyInvalid("; ".join(problems))
     return code
 
 

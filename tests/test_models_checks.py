@@ -2,7 +2,7 @@ import pytest
 
 from harmonycell.tools import codegen
 from harmonycell.tools.actions import all_backbone_paths, parse_action
-from harmonycell.tools.code_checks import CodeCheckError, check_code, ensure_safe
+from harmonycell.tools.code_checks import CodeCheckError, check_code, ensure_safe, find_problems
 
 GOOD = """
 import torch
@@ -47,7 +47,7 @@ def test_good_minimal_module_passes():
     ("import pathlib\n", "'pathlib'"),
 ])
 def test_forbidden_constructs_are_rejected_with_line_and_reason(snippet, needle):
-    problems = check_code(GOOD + snippet)
+    problems = find_problems(GOOD + snippet)
     assert problems, snippet
     assert any(needle in p.reason for p in problems)
     assert all(p.line is None or p.line > 0 for p in problems)
@@ -56,10 +56,10 @@ def test_forbidden_constructs_are_rejected_with_line_and_reason(snippet, needle)
 
 
 def test_syntax_error_reports_line():
-    problems = check_code(GOOD + "def broken(:\n    pass\n")
+    problems = find_problems(GOOD + "def broken(:\n    pass\n")
     assert len(problems) == 1 and "syntax error" in problems[0].reason and problems[0].line
 
 
 def test_contract_must_be_defined():
-    reasons = " ".join(p.reason for p in check_code("import torch\nx = 1\n"))
+    reasons = " ".join(p.reason for p in find_problems("import torch\nx = 1\n"))
     assert "build_model" in reasons and "forward" in reasons

@@ -318,3 +318,14 @@ def describe() -> dict[str, Any]:
         },
         "refinements": {"hparams": "hparams:NAME=VALUE[,NAME=VALUE]", "loss": list(LOSSES)},
     }
+
+
+def root_actions() -> list[str]:
+    """First trainable level for the Planner: a paradigm alone cannot be trained, so the root's
+    children are paradigm/backbone pairs (discriminative first, the cheaper paradigm)."""
+    return all_backbone_paths()
+
+
+def child_actions(action: str) -> list[str]:
+    """Refinements below a trained node (never a different paradigm or backbone)."""
+    return expansions(parse_action(action))

@@ -53,8 +53,8 @@ class CodeCheckError(HarmonyCellError):
         )
 
 
-def check_code(code: str) -> list[CodeProblem]:
-    """Every problem found (empty list: the code may be sent to the sandbox)."""
+def find_problems(code: str) -> list[CodeProblem]:
+    """Every problem found, with its line (empty list: the code may be sent to the sandbox)."""
     try:
         tree = ast.parse(code)
     except SyntaxError as e:
@@ -102,7 +102,12 @@ def check_code(code: str) -> list[CodeProblem]:
     return problems
 
 
+def check_code(code: str) -> list[str]:
+    """Every problem found as one line of text each (empty: the code may go to the sandbox)."""
+    return [p.text() for p in find_problems(code)]
+
+
 def ensure_safe(code: str, where: str = "model code") -> None:
-    problems = check_code(code)
+    problems = find_problems(code)
     if problems:
         raise CodeCheckError(problems, where=where)

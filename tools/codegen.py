@@ -60,7 +60,8 @@ def generate(
     notes: list[str] = []
     if path.backbone == "pathway-masked":
         modules, note = pathway_modules(path, data_dir, seed, gene_sets, gene_symbols)
-        config["hparams"]["gene_modules"] = modules
+        if modules:
+            config["hparams"]["gene_modules"] = modules
         notes.append(note)
     code = render(path)
     ensure_safe(code, where=f"template for {path.text()}")
@@ -69,9 +70,12 @@ def generate(
 
 def pathway_modules(path: ActionPath, data_dir: Path | None, seed: int,
                     gene_sets: Path | None, gene_symbols: list[str] | None) -> tuple[list[list[int]], str]:
+    if data_dir is None and gene_sets is None:
+        # no data to learn modules from: the template chunks genes in order (weaker; said so)
+        return [], "no task data given to the Coder: genes chunked in order instead of co-expression modules"
     if data_dir is None:
-        raise InputError("pathway-masked needs the task data to build gene modules",
-                         where=path.text(), fix="pass the task's sandbox data folder to the Coder")
+        raise InputError("a gene-set file needs the task data to match its genes", where=path.text(),
+                         fix="pass the task's sandbox data folder to the Coder")
     meta = json.loads((Path(data_dir) / "meta.json").read_text())
     genes = [str(g) for g in meta["genes"]]
     if gene_sets is not None:
@@ -172,3 +176,15 @@ def modules_from_gene_sets(path: Path, genes: list[str], symbols: list[str] | No
     if rest:  # genes in no set still need a path to the output
         modules.append(rest)
     return modules
+
+
+def render_node(action: str, seed: int = 0, epochs: int | None = None,
+                data_dir: Path | None = None) -> tuple[str, dict]:
+    """(model code, config) for an action path; ``epochs`` caps the path's epochs (a run-wide
+    limit), unless the path itself sets epochs explicitly."""
+    mc = generate(action, data_dir, seed=seed)
+    path = parse_action(action)
+    explicit = any(r.kind == "hparams" and "epochs" in dict(r.values) for r in path.refinements)
+    if epochs is not None and not explicit:
+        mc.config["epochs"] = min(int(mc.config["epochs"]), int(epochs))
+    return mc.code, mc.config
