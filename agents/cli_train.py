@@ -58,6 +58,9 @@ def make_backend(name: str):
                                fix="use --backend local") from None
         from harmonycell.sandbox.local import LocalBackend
 
+        if name == "auto":
+            print("warning: no Docker backend in this build; running on the LOCAL backend, which "
+                  "does not isolate the network or files", file=sys.stderr)
         return LocalBackend()
     return get_backend(name)
 

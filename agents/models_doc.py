@@ -143,6 +143,7 @@ def render(results: list[dict]) -> str:
                    "**No backbone beats the train-mean shift on both DeltaPCC and the shift-corrected PCC on this task.**")
         lines += ["", verdict, ""]
         verdicts.append((r["title"], winners))
+    lines += action_space_section()
     lines += ["## Summary", ""]
     for title, winners in verdicts:
         lines.append(f"- {title}: {len(winners)} of 5 backbones beat the train-mean shift on both metrics.")
@@ -151,6 +152,21 @@ def render(results: list[dict]) -> str:
               "`peak_gpu_mem_bytes` and per-epoch seconds (`train_log.jsonl`) when it runs on CUDA;",
               "rerun this command on a GPU host to fill in epoch times and peak memory.", ""]
     return "\n".join(lines)
+
+
+def action_space_section() -> list[str]:
+    from harmonycell.tools.actions import BACKBONES, COMMON_PARAMS, LOSSES, fmt as pfmt
+
+    lines = ["## The action space (harmonycell.tools.actions)", "",
+             "Paths read `paradigm/backbone[/refinement...]`, refinements `hparams:NAME=VALUE,...` or",
+             f"`loss:{'|'.join(LOSSES)}`; a segment naming a paradigm or backbone below level 2 is rejected.", "",
+             "| backbone path | what it is | own parameters (default, range) |", "|---|---|---|"]
+    for b in BACKBONES.values():
+        own = ", ".join(f"{p.name} {pfmt(p.default)} [{pfmt(p.low)}, {pfmt(p.high)}]" for p in b.extra) or "-"
+        lines.append(f"| {b.paradigm}/{b.name} | {b.description} | {own} |")
+    common = ", ".join(f"{p.name} {pfmt(p.default)} [{pfmt(p.low)}, {pfmt(p.high)}]" for p in COMMON_PARAMS)
+    lines += ["", f"Shared by all: {common}.", ""]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
