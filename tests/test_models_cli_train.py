@@ -60,3 +60,21 @@ def test_bad_action_exits_2_with_choices(task_dir, tmp_path, action, needle):
 def test_missing_task_dir_exits_2(tmp_path):
     res = runner.invoke(app, [str(tmp_path), "--action", "discriminative/resnet", "--backend", "local"])
     assert res.exit_code == 2 and "unified.h5ad" in res.stderr
+
+
+def test_train_with_llm_coder_through_stub_server(task_dir, tmp_path, monkeypatch):
+    from llm_stub import StubServer, load_recording
+
+    monkeypatch.setenv("HARMONYCELL_THREADS", "1")
+    with StubServer(load_recording("coder_syntax_then_good")) as server:
+        cfg = tmp_path / "llm.json"
+        cfg.write_text(json.dumps({"base_url": server.base_url, "model": "recorded-model",
+                                   "transport_retries": 1}))
+        res = runner.invoke(app, [str(task_dir), "--action", "discriminative/resnet/hparams:epochs=3",
+                                  "--backend", "local", "--json", "--llm-config", str(cfg),
+                                  "--out", str(tmp_path / "node")])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert rep["policy"] == "llm" and not rep["fell_back"] and rep["status"] == "ok"
+    assert "class LowRankShift" in (tmp_path / "node" / "model.py").read_text()
+    assert any("syntax error" in n for n in rep["notes"])
