@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from harmonycell.agents.llm import LLMConfig, ReplyInvalid, ask_validated, build_client, extract_code
+from harmonycell.agents.llm import (LLMConfig, ReplyInvalid, ask_validated, build_client, extract_code,
+                                    run_sync)
 from harmonycell.tools import codegen
 from harmonycell.tools.actions import PARADIGMS, parse_action
 from harmonycell.tools.code_checks import ALLOWED_IMPORTS, check_code
@@ -91,9 +92,7 @@ class LLMCoder:
                                        "attempts": out.attempts, "notes": notes})
 
     def write(self, req: CodeRequest) -> ModelCode:
-        import asyncio
-
-        return asyncio.run(self.awrite(req))
+        return run_sync(self.awrite(req))
 
 
 def make_coder(llm: LLMConfig | None = None) -> BuiltinCoder | LLMCoder:

@@ -124,5 +124,14 @@ def extract_code(reply: str) -> str:
 
 
 def run_sync(coro):
-    """Run a coroutine from synchronous code (CLI); inside a running loop, await it instead."""
-    return asyncio.run(coro)
+    """Run a coroutine from synchronous code. Agents' handlers may be synchronous functions
+    called from inside autogen's running event loop, where ``asyncio.run`` is refused, so in
+    that case the coroutine runs on its own loop in a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()

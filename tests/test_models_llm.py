@@ -94,3 +94,14 @@ def test_unknown_action_is_rejected_before_any_llm_call():
         with pytest.raises(InputError, match="resnet"):
             coder_for(server).write(CodeRequest(action="discriminative/transformer"))
     assert server.requests == []
+
+
+def test_sync_write_works_inside_a_running_event_loop():
+    import asyncio
+
+    async def inside_loop():
+        with StubServer(load_recording("coder_good")) as server:
+            return coder_for(server).write(CodeRequest(action=ACTION))
+
+    mc = asyncio.run(inside_loop())
+    assert mc.policy == "llm" and mc.attempts == 1
