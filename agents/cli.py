@@ -26,7 +26,7 @@ from harmonycell.tools.transcript import Transcript
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Predict single-cell perturbation responses from heterogeneous .h5ad files.")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def execute(files: list[Path], task: str, out: Path, seed: int, budget: int, epochs: int) -> Path:
@@ -134,7 +134,9 @@ app.command("baselines")(cli_eval.baselines)
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # with standalone_mode=False click returns a command's exit code instead of exiting
+        rc = app(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
     except HarmonyCellError as exc:
         err.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False)
         sys.exit(2)
