@@ -130,8 +130,8 @@ class DockerBackend:
             container.reload()
             state = container.attrs.get("State", {})
             wall = round(time.monotonic() - t0, 3)
+            code = state.get("ExitCode", code)
             if status == "ok":
-                code = state.get("ExitCode", code)
                 status = ("oom" if state.get("OOMKilled") else
                           "ok" if code == 0 else "killed" if code in (137, 143) else "error")
             for stream, fname in (("stdout", "stdout.log"), ("stderr", "stderr.log")):

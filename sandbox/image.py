@@ -181,6 +181,11 @@ def build_image(base: str | None = None, wheelhouse: Path | None = None, image: 
             if "aux" in chunk and "ID" in chunk["aux"]:
                 image_id = chunk["aux"]["ID"]
     built = engine.require_image(client, image)
+    if current is not None and current.id != built.id:  # the superseded image only costs disk
+        try:
+            client.images.remove(current.id)
+        except Exception:  # still used by a container, or shared with another tag: keep it
+            pass
     return BuildResult(image, image_id or built.id, base, digest, True, round(time.monotonic() - t0, 1))
 
 
