@@ -18,6 +18,11 @@ from models_support import canonical_unseen_perturbation
 ACTION = "discriminative/resnet/hparams:epochs=8,width=64"
 
 
+@pytest.fixture(autouse=True)
+def one_sandbox_thread(monkeypatch):
+    # on a 2-core host shared with other jobs, torch's default threads oversubscribe (10x slower)
+    monkeypatch.setenv("HARMONYCELL_THREADS", "1")
+
 def coder_for(server: StubServer, **kw) -> LLMCoder:
     return LLMCoder(LLMConfig(base_url=server.base_url, model="recorded-model", transport_retries=1, **kw))
 

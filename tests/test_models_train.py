@@ -20,6 +20,11 @@ from models_support import canonical_unseen_perturbation, pseudobulk_scores
 FAST = "hparams:epochs=25,width=96,patience=5"
 
 
+@pytest.fixture(autouse=True)
+def one_sandbox_thread(monkeypatch):
+    # on a 2-core host shared with other jobs, torch's default threads oversubscribe (10x slower)
+    monkeypatch.setenv("HARMONYCELL_THREADS", "1")
+
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
     adata = canonical_unseen_perturbation()
