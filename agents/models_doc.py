@@ -64,7 +64,7 @@ def build_task(task: RealTask, work: Path, seed: int = 0):
     return unify([src], task.kind, seed).adata
 
 
-def run_task(task: RealTask, actions: list[str], seed: int = 0) -> dict:
+def run_task(task: RealTask, actions: list[str], seed: int = 0, cache: Path | None = None) -> dict:
     from harmonycell.agents.cli_train import train_node
     from harmonycell.tools.baselines import compute_baselines
     from harmonycell.tools.taskdata import export_sandbox_data
@@ -75,14 +75,31 @@ def run_task(task: RealTask, actions: list[str], seed: int = 0) -> dict:
         data = work / "data"
         meta = export_sandbox_data(adata, data)
         base = compute_baselines(adata, split="test")
+        # resume: runs already finished for this task and seed are kept (written after each run)
+        done = {}
+        if cache is not None and cache.exists():
+            prev = json.loads(cache.read_text())
+            if prev.get("seed") == seed:
+                done = {r["action"]: r for r in prev.get("runs", [])}
         rows = []
         for action in actions:
+            from harmonycell.tools.actions import parse_action
+
+            if parse_action(action).text() in done:
+                rows.append(done[parse_action(action).text()])
+                continue
             t0 = time.time()
             rep = train_node(adata, action, work / action.replace("/", "_"), backend="local",
                              seed=seed, data_dir=data, with_baselines=False)
             rows.append(rep.model_dump(mode="json") | {"elapsed_s": round(time.time() - t0, 1)})
             print(f"[models_doc] {task.key} {action}: {rep.status} {rep.wall_s:.1f}s "
                   f"DeltaPCC={rep.metrics.get('DeltaPCC')}", flush=True)
+            if cache is not None:
+                atomic.write_json(cache, summary(task, seed, adata, meta, base, rows, partial=True))
+    return summary(task, seed, adata, meta, base, rows)
+
+
+def summary(task: RealTask, seed: int, adata, meta: dict, base, rows: list[dict], partial: bool = False) -> dict:
     return {
         "task": task.key, "title": task.title, "kind": task.kind, "seed": seed,
         "cells": int(adata.n_obs), "genes": int(adata.n_vars),
@@ -91,7 +108,7 @@ def run_task(task: RealTask, actions: list[str], seed: int = 0) -> dict:
         if base.fallbacks.get("linear") else None,
         "runs": rows, "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
         "threads": os.environ.get("HARMONYCELL_THREADS", "torch default"),
-        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "partial": partial,
     }
 
 
@@ -182,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     if not args.render:
         for key in args.task or list(TASKS):
-            res = run_task(TASKS[key], args.action or all_backbone_paths(), args.seed)
-            atomic.write_json(RESULTS / f"models_{key}.json", res)
+            cache = RESULTS / f"models_{key}.json"
+            res = run_task(TASKS[key], args.action or all_backbone_paths(), args.seed, cache=cache)
+            atomic.write_json(cache, res)
     results = [json.loads((RESULTS / f"models_{k}.json").read_text())
                for k in TASKS if (RESULTS / f"models_{k}.json").exists()]
     atomic.write_text(DOC, render(results))
