@@ -136,6 +136,8 @@ def render(results: list[dict]) -> str:
                   f"Task `{r['kind']}`: {r['cells']} cells x {r['genes']} genes, {r['train_cells']} training "
                   f"cells, {r['test_queries']} test queries. {r['machine']}, sandbox threads: {r['threads']}; "
                   f"finished {r['finished']}.", ""]
+        if r.get("partial"):
+            lines += [f"**Partial: only {len(r['runs'])} backbone(s) finished when this table was rendered.**", ""]
         head = "| model | status | wall s | epochs (best) | " + " | ".join(METRICS) + " |"
         lines += [head, "|" + "---|" * (4 + len(METRICS))]
         for name in BASELINES:
