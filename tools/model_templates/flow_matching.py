@@ -1,6 +1,6 @@
 # --- backbone: generative/flow-matching ---
 class VelocityField(nn.Module):
-    """v(x_t, t | x_ctrl, z_pert): residual MLP over [x_t, x_ctrl, z, time features]."""
+    """f(x_t, t | x_ctrl, z_pert): residual MLP over [x_t, x_ctrl, z, time features]."""
 
     def __init__(self, n_genes, emb, width, depth, dropout):
         super().__init__()
@@ -8,10 +8,9 @@ class VelocityField(nn.Module):
         self.inp = nn.Linear(2 * n_genes + emb + 2 * self.n_freq, width)
         self.blocks = nn.ModuleList([ResBlock(width, dropout) for _ in range(depth)])
         self.norm = nn.LayerNorm(width)
-        self.head = nn.Linear(width, n_genes)
-        # a time- and state-independent term: a straight path along the perturbation's mean shift
-        # is the simplest flow, and this makes it directly learnable from the embedding
-        self.direct = nn.Linear(emb, n_genes)
+        self.head = zero_init(nn.Linear(width, n_genes))
+        # a time- and state-independent term: the perturbation's mean shift, directly learnable
+        self.direct = zero_init(nn.Linear(emb, n_genes))
 
     def time_features(self, t):
         freqs = torch.arange(1, self.n_freq + 1, device=t.device, dtype=t.dtype) * math.pi
@@ -27,7 +26,8 @@ class VelocityField(nn.Module):
 class FlowMatchingModel(nn.Module):
     """Conditional flow matching on the paired (control -> perturbed) coupling: the path starts at
     the control cell (plus noise sigma) and ends at the perturbed cell; inference integrates the
-    learned velocity with Euler steps, so x_pred = x_ctrl + the integral of v (residual form)."""
+    learned velocity with Euler steps from the control cell. The velocity is parameterised by its
+    endpoint, x1_hat = x_ctrl + f(x_t, t, x_ctrl, z) (residual form)."""
 
     def __init__(self, info):
         super().__init__()
@@ -41,12 +41,18 @@ class FlowMatchingModel(nn.Module):
         self.pert = PertEncoder(info, emb)
         self.field = VelocityField(n_genes, emb, width, depth, dropout)
 
+    def endpoint(self, x_t, t, x_ctrl, z):
+        """The network predicts where the path ends (x-prediction); the velocity follows as
+        (x1_hat - x_t) / (1 - t). Integrating this field cannot run away from the data: the last
+        Euler step lands exactly on the predicted endpoint."""
+        return x_ctrl + self.field(x_t, t, x_ctrl, z)
+
     def loss(self, x_ctrl, pert, x_target):
         z = self.pert(pert)
         x0 = x_ctrl + self.sigma * torch.randn_like(x_ctrl)
         t = torch.rand(x_ctrl.shape[0], 1, device=x_ctrl.device)
         x_t = (1 - t) * x0 + t * x_target
-        return recon_loss(self.loss_kind, self.field(x_t, t, x_ctrl, z), x_target - x0)
+        return recon_loss(self.loss_kind, self.endpoint(x_t, t, x_ctrl, z), x_target)
 
     def sample(self, x_ctrl, pert):
         z = self.pert(pert)
@@ -54,7 +60,7 @@ class FlowMatchingModel(nn.Module):
         dt = 1.0 / self.steps
         for i in range(self.steps):
             t = torch.full((x.shape[0], 1), i * dt, device=x.device)
-            x = x + dt * self.field(x, t, x_ctrl, z)
+            x = x + dt * (self.endpoint(x, t, x_ctrl, z) - x) / (1.0 - t)
         return x
 
     def forward(self, x_ctrl, pert):
