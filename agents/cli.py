@@ -101,12 +101,15 @@ def chat(
     out: Path = typer.Option(Path("runs"), help="runs root"),
     budget: int = typer.Option(2, min=1),
     epochs: int = typer.Option(100, min=1),
+    backend: str = typer.Option("auto", help="sandbox: docker | local | auto"),
+    llm_config: Optional[Path] = typer.Option(None, "--llm-config", help="LLM policies (see `run`)"),
 ) -> None:
     """A conversation in the terminal: you approve the search and ask about the result."""
     ask = lambda q: Prompt.ask(f"[bold yellow]you[/] {q}", console=console, default="", show_default=False)
     files = files or ask_inputs(ask, console)
     task = task or ask_task(ask, console)
-    run = create_run(out, files, task, budget_nodes=budget, epochs=epochs)
+    llm = load_llm_config(llm_config).model_dump() if llm_config else None
+    run = create_run(out, files, task, budget_nodes=budget, epochs=epochs, backend=backend, llm=llm)
     drive(run, ask)
     answer_questions(run, ask, console)
 
