@@ -15,6 +15,7 @@ from harmonycell.agents.messages import Artifact, Check, TestScored, Verdict
 from harmonycell.tools import atomic
 from harmonycell.tools.code_checks import check_code
 from harmonycell.tools.report import render_report
+from harmonycell.tools.report_plots import plot_report
 from harmonycell.tools.schema import SPLIT, TaskKind
 from harmonycell.tools.taskdata import load_meta
 from harmonycell.tools.transcript import read_records
@@ -82,6 +83,11 @@ class Judge(StepAgent):
             tree=tree, best=t.node_id, best_action=tree.nodes[t.node_id].action if t.node_id else None,
             test_metrics=t.metrics, baselines=t.baselines,
             checks=[c.model_dump() for c in checks], valid=valid)
+        if t.node_id is not None and t.scores is not None:
+            scores = json.loads((run.root / t.scores.path).read_text())
+            plot_report(run.root / "report.png", t.metrics, t.baselines, scores["per_perturbation"],
+                        tree, run.nodes_dir)
+            text += "\n![model vs baselines, per perturbation, training curves](report.png)\n"
         atomic.write_text(run.report_md, text)
         verdict = Verdict(valid=valid, checks=checks, report=Artifact(**self.ctx.artifact(run.report_md).model_dump()))
         atomic.write_text(run.root / "verdict.json", verdict.model_dump_json(indent=2))
