@@ -1,0 +1,352 @@
+"""DataAuditor's tool: a profile of one ``.h5ad`` file, read without densifying X.
+
+The profile is what the mapping policy (builtin or LLM) sees: shape, a numerical fingerprint of
+X (raw counts or log-normalised?), every obs column with dtype, cardinality and sampled values,
+the var index type and candidate gene-symbol/Ensembl columns, and the layers. X is streamed from
+the HDF5 file in chunks, so a file far larger than memory can be audited.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import h5py
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from harmonycell.tools.errors import InputError
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ENSEMBL_RE = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
+CHUNK_NNZ = 20_000_000  # values per streamed chunk of X: bounds audit memory to ~100 MB
+N_SAMPLED_VALUES = 12
+
+IdType = Literal["symbol", "ensembl", "mixed", "other"]
+
+
+class XFingerprint(BaseModel):
+    """Numbers that tell raw counts from log-normalised values."""
+
+    storage: str  # "csr_matrix", "csc_matrix" or "dense"
+    dtype: str
+    min: float
+    max: float
+    mean: float  # over all entries, zeros included
+    sparsity: float  # fraction of zero entries
+    is_integer: bool  # every stored value is a whole number
+    n_nonfinite: int
+    n_negative: int
+    cell_sum_min: float
+    cell_sum_median: float
+    cell_sum_max: float
+    looks_raw_counts: bool
+    looks_log_normalised: bool
+    reason: str
+
+
+class ObsColumn(BaseModel):
+    name: str
+    dtype: str
+    n_unique: int
+    n_missing: int
+    sampled_values: list[str]  # most frequent first
+    top_counts: dict[str, int] = Field(default_factory=dict)
+    numeric: bool
+
+
+class VarProfile(BaseModel):
+    index_type: IdType
+    index_examples: list[str]
+    index_unique: bool
+    symbol_columns: list[str]  # columns that hold gene symbols
+    ensembl_columns: list[str]  # columns that hold Ensembl ids
+    columns: list[str]
+
+
+class AuditReport(BaseModel):
+    path: str
+    name: str  # file stem: the default dataset_id
+    n_cells: int
+    n_genes: int
+    x: XFingerprint
+    obs: list[ObsColumn]
+    obs_names_unique: bool
+    obs_names_examples: list[str]
+    var: VarProfile
+    layers: list[str]
+    obsm: list[str]
+
+    def column(self, name: str) -> ObsColumn | None:
+        return next((c for c in self.obs if c.name == name), None)
+
+    def to_markdown(self) -> str:
+        x = self.x
+        lines = [
+            f"# Audit of `{self.name}`",
+            "",
+            f"- file: `{self.path}`",
+            f"- shape: {self.n_cells} cells x {self.n_genes} genes",
+            f"- X: {x.storage} {x.dtype}; min {x.min:.4g}, max {x.max:.4g}, mean {x.mean:.4g}, "
+            f"sparsity {x.sparsity:.3f}, integer-valued: {x.is_integer}",
+            f"- per-cell sums: min {x.cell_sum_min:.4g}, median {x.cell_sum_median:.4g}, max {x.cell_sum_max:.4g}",
+            f"- verdict: {'raw counts' if x.looks_raw_counts else 'log-normalised' if x.looks_log_normalised else 'unclear'}"
+            f" ({x.reason})",
+            f"- non-finite values: {x.n_nonfinite}; negative values: {x.n_negative}",
+            f"- layers: {', '.join(self.layers) or 'none'}; obsm: {', '.join(self.obsm) or 'none'}",
+            f"- cell names unique: {self.obs_names_unique} (e.g. {', '.join(self.obs_names_examples[:3])})",
+            "",
+            "## var",
+            f"- index type: {self.var.index_type} (e.g. {', '.join(self.var.index_examples[:5])}); unique: {self.var.index_unique}",
+            f"- symbol columns: {', '.join(self.var.symbol_columns) or 'none'}; Ensembl columns: "
+            f"{', '.join(self.var.ensembl_columns) or 'none'}",
+            "",
+            "## obs columns",
+            "",
+            "| column | dtype | unique | missing | sampled values |",
+            "|---|---|---|---|---|",
+        ]
+        for c in self.obs:
+            vals = ", ".join(f"`{v}`" for v in c.sampled_values[:8]).replace("|", "\\|")
+            lines.append(f"| `{c.name}` | {c.dtype} | {c.n_unique} | {c.n_missing} | {vals} |")
+        return "\n".join(lines) + "\n"
+
+
+def check_h5ad_file(path: Path) -> None:
+    """Fail early, with a useful message, on files that are not HDF5 at all."""
+    if not path.exists():
+        raise InputError("file not found", where=str(path), fix="check the path")
+    if path.is_dir():
+        raise InputError("is a directory, not an .h5ad file", where=str(path), fix="pass the .h5ad file itself")
+    if path.stat().st_size == 0:
+        raise InputError("file is empty (0 bytes)", where=str(path), fix="re-export or re-download the dataset")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head != HDF5_SIGNATURE:
+        hint = ""
+        if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+            hint = " (it looks like text, e.g. a CSV renamed to .h5ad)"
+        raise InputError(
+            f"not an HDF5/.h5ad file{hint}",
+            where=str(path),
+            fix="convert it to AnnData first, e.g. anndata.read_csv(...).write_h5ad(...)",
+        )
+
+
+def open_h5ad(path: Path) -> h5py.File:
+    check_h5ad_file(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise InputError(f"cannot be read as HDF5 ({e})", where=str(path), fix="the file may be truncated; re-export it") from None
+    if "X" not in f or "obs" not in f or "var" not in f:
+        f.close()
+        raise InputError(
+            "HDF5 file without the AnnData groups X, obs and var",
+            where=str(path),
+            fix="write it with anndata (adata.write_h5ad)",
+        )
+    return f
+
+
+def read_obs_var_backed(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """obs and var through anndata's backed mode: X stays on disk, and legacy layouts (obs as a
+    structured array, categories in uns) are decoded by anndata itself."""
+    import warnings
+
+    import anndata as ad
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a = ad.read_h5ad(path, backed="r")
+        obs, var = a.obs.copy(), a.var.copy()
+        a.file.close()
+    except Exception as e:  # anndata raises many types for malformed files
+        raise InputError(f"obs/var cannot be read ({type(e).__name__}: {e})", where=str(path),
+                         fix="re-export it with anndata (adata.write_h5ad)") from None
+    return obs, var
+
+
+def x_shape(xnode) -> tuple[int, int]:
+    if isinstance(xnode, h5py.Dataset):
+        return tuple(int(s) for s in xnode.shape)  # type: ignore[return-value]
+    for key in ("shape", "h5sparse_shape"):  # the second is the pre-0.7 anndata layout
+        if key in xnode.attrs:
+            return tuple(int(s) for s in xnode.attrs[key])  # type: ignore[return-value]
+    raise InputError("X has no recorded shape", where="X", fix="re-export the file with anndata")
+
+
+def sparse_format(xnode) -> str:
+    enc = xnode.attrs.get("encoding-type", None) or xnode.attrs.get("h5sparse_format", "csr")
+    enc = enc.decode() if isinstance(enc, bytes) else str(enc)
+    return "csc_matrix" if enc.startswith("csc") else "csr_matrix"
+
+
+def fingerprint_x(xnode) -> XFingerprint:
+    """Stream X once and collect the statistics; never holds more than CHUNK_NNZ values."""
+    n_cells, n_genes = x_shape(xnode)
+    total = n_cells * n_genes
+    mn, mx, s, nnz, nonint, nonfinite, neg = np.inf, -np.inf, 0.0, 0, 0, 0, 0
+    cell_sums = np.zeros(n_cells, dtype=np.float64)
+
+    def consume(vals: np.ndarray) -> None:
+        nonlocal mn, mx, s, nnz, nonint, nonfinite, neg
+        vals = np.asarray(vals, dtype=np.float64)
+        finite = np.isfinite(vals)
+        nonfinite += int((~finite).sum())
+        v = vals[finite] if nonfinite else vals
+        if v.size:
+            mn, mx = min(mn, float(v.min())), max(mx, float(v.max()))
+            s += float(v.sum())
+            nnz += int(np.count_nonzero(v))
+            neg += int((v < 0).sum())
+            nonint += int(np.count_nonzero(v != np.round(v)))
+
+    if isinstance(xnode, h5py.Dataset):
+        storage = "dense"
+        dtype = str(xnode.dtype)
+        rows = max(1, CHUNK_NNZ // max(n_genes, 1))
+        for start in range(0, n_cells, rows):
+            block = np.asarray(xnode[start:start + rows], dtype=np.float64)
+            consume(block.ravel())
+            cell_sums[start:start + rows] = np.nansum(np.where(np.isfinite(block), block, 0), axis=1)
+    else:
+        storage = sparse_format(xnode)
+        data, indptr = xnode["data"], np.asarray(xnode["indptr"][:], dtype=np.int64)
+        dtype = str(data.dtype)
+        n_data = int(data.shape[0])
+        for start in range(0, n_data, CHUNK_NNZ):
+            chunk = np.asarray(data[start:start + CHUNK_NNZ], dtype=np.float64)
+            consume(chunk)
+            if storage == "csr_matrix":
+                # cumulative sums over the stored values give per-row sums without a dense copy
+                cs = np.concatenate([[0.0], np.cumsum(np.where(np.isfinite(chunk), chunk, 0))])
+                lo = np.clip(indptr[:-1] - start, 0, len(chunk))
+                hi = np.clip(indptr[1:] - start, 0, len(chunk))
+                cell_sums += cs[hi] - cs[lo]
+            else:  # csc: column-major; rows come from indices
+                idx = np.asarray(xnode["indices"][start:start + CHUNK_NNZ])
+                np.add.at(cell_sums, idx, np.where(np.isfinite(chunk), chunk, 0))
+        if n_data < total:  # implicit zeros
+            mn, mx = min(mn, 0.0), max(mx, 0.0)
+    if total == 0:
+        mn = mx = 0.0
+    is_int = nonint == 0
+    mean = s / total if total else 0.0
+    sums = cell_sums if n_cells else np.zeros(1)
+    raw = bool(is_int and mx > 0 and neg == 0)
+    log = bool(not is_int and neg == 0 and 0 < mx < 30)
+    if raw:
+        reason = f"all values are whole numbers up to {mx:.0f}: raw counts, to be normalised"
+    elif log:
+        reason = f"non-integer values with max {mx:.3g} < 30: already log-normalised, not logged again"
+    else:
+        reason = f"neither whole counts nor a log1p range (max {mx:.3g}, integer {is_int})"
+    return XFingerprint(
+        storage=storage, dtype=dtype, min=float(mn), max=float(mx), mean=float(mean),
+        sparsity=float(1 - nnz / total) if total else 1.0, is_integer=is_int,
+        n_nonfinite=nonfinite, n_negative=neg,
+        cell_sum_min=float(sums.min()), cell_sum_median=float(np.median(sums)), cell_sum_max=float(sums.max()),
+        looks_raw_counts=raw, looks_log_normalised=log, reason=reason,
+    )
+
+
+class _InMemoryCSR:
+    """Lets fingerprint_x read an in-memory CSR matrix the way it reads the HDF5 group."""
+
+    def __init__(self, X):
+        self.attrs = {"encoding-type": "csr_matrix", "shape": X.shape}
+        self._parts = {"data": X.data, "indptr": X.indptr, "indices": X.indices}
+
+    def __getitem__(self, key):
+        return self._parts[key]
+
+
+def fingerprint_matrix(X) -> XFingerprint:
+    """Fingerprint of an in-memory matrix (dense arrays are converted to CSR first)."""
+    import scipy.sparse as sp
+
+    X = X.tocsr() if sp.issparse(X) else sp.csr_matrix(np.asarray(X))
+    return fingerprint_x(_InMemoryCSR(X))
+
+
+def id_type(values: pd.Index | pd.Series) -> IdType:
+    vals = pd.Series(values).astype(str)
+    if len(vals) == 0:
+        return "other"
+    ens = vals.str.match(ENSEMBL_RE.pattern).mean()
+    if ens > 0.95:
+        return "ensembl"
+    sym = vals.str.match(r"^[A-Za-z][A-Za-z0-9\-\.\_\@]*$").mean()
+    if ens > 0.05:
+        return "mixed"
+    return "symbol" if sym > 0.8 else "other"
+
+
+def profile_var(var: pd.DataFrame) -> VarProfile:
+    sym_cols, ens_cols = [], []
+    for c in var.columns:
+        col = var[c]
+        if col.dtype.kind in "biufc" or col.dtype == bool:
+            continue
+        t = id_type(col.dropna())
+        if t == "ensembl":
+            ens_cols.append(c)
+        elif t == "symbol" and col.nunique() > 0.5 * len(col):
+            sym_cols.append(c)
+    # names that announce symbols come first
+    sym_cols.sort(key=lambda c: 0 if re.search(r"symbol|name|gene", c, re.I) else 1)
+    return VarProfile(
+        index_type=id_type(var.index),
+        index_examples=[str(v) for v in var.index[:8]],
+        index_unique=bool(var.index.is_unique),
+        symbol_columns=sym_cols,
+        ensembl_columns=ens_cols,
+        columns=[str(c) for c in var.columns],
+    )
+
+
+def profile_obs(obs: pd.DataFrame) -> list[ObsColumn]:
+    out = []
+    for c in obs.columns:
+        col = obs[c]
+        numeric = col.dtype.kind in "biuf"
+        vc = col.astype("object").value_counts(dropna=True)
+        out.append(ObsColumn(
+            name=str(c), dtype=str(col.dtype), n_unique=int(col.nunique(dropna=True)),
+            n_missing=int(col.isna().sum()),
+            sampled_values=[str(v) for v in vc.index[:N_SAMPLED_VALUES]],
+            top_counts={str(k): int(v) for k, v in vc.iloc[:N_SAMPLED_VALUES].items()},
+            numeric=bool(numeric),
+        ))
+    return out
+
+
+def group_keys(f: h5py.File, name: str) -> list[str]:
+    node = f.get(name)
+    if node is None:
+        return []
+    if isinstance(node, h5py.Dataset):  # legacy layout: a structured array
+        return sorted(node.dtype.names or [])
+    return sorted(node.keys())
+
+
+def audit_h5ad(path: str | Path) -> AuditReport:
+    path = Path(path)
+    with open_h5ad(path) as f:
+        n_cells, n_genes = x_shape(f["X"])
+        if n_cells == 0 or n_genes == 0:
+            raise InputError(f"no data: {n_cells} cells x {n_genes} genes", where=str(path),
+                             fix="check that the right file was exported")
+        x = fingerprint_x(f["X"])
+        layers, obsm = group_keys(f, "layers"), group_keys(f, "obsm")
+    obs, var = read_obs_var_backed(path)
+    return AuditReport(
+        path=str(path), name=path.stem, n_cells=n_cells, n_genes=n_genes, x=x,
+        obs=profile_obs(obs), obs_names_unique=bool(obs.index.is_unique),
+        obs_names_examples=[str(v) for v in obs.index[:5]],
+        var=profile_var(var), layers=layers, obsm=obsm,
+    )

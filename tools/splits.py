@@ -1,0 +1,146 @@
+"""Seeded train/val/test splits for the three task kinds (SPEC section 1).
+
+The unit held out is a condition (unseen perturbation), a whole context (unseen cell context:
+a cell type within a dataset) or a combination whose singles stay in training (unseen
+combination). Control cells carry no condition, so they are shuffled within each context and
+cut in the same ratios as the conditions; they are inputs for every split, never targets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from harmonycell.tools.errors import InputError
+from harmonycell.tools.schema import COMBO_SEP, CONTROL_LABEL, SPLIT, TaskKind, split_condition
+
+TEST_FRACTION = 0.2
+VAL_FRACTION = 0.15  # of the training units
+
+
+def contexts(obs: pd.DataFrame) -> pd.Series:
+    return obs["dataset_id"].astype(str) + "|" + obs["cell_type"].astype(str)
+
+
+def carve(units: list[str], frac: float, rng: np.random.Generator, keep_one: bool = True) -> tuple[list[str], list[str]]:
+    """Split sorted ``units`` into (rest, held) with ``held`` about ``frac`` of them."""
+    units = sorted(units)
+    if len(units) < 2:
+        return units, []
+    n = int(round(frac * len(units)))
+    n = max(1, n) if keep_one else n
+    n = min(n, len(units) - 1)
+    order = rng.permutation(len(units))
+    held = sorted(units[i] for i in order[:n])
+    rest = sorted(units[i] for i in order[n:])
+    return rest, held
+
+
+def split_controls(obs: pd.DataFrame, split: np.ndarray, ratios: dict[str, float], rng: np.random.Generator,
+                   rows: np.ndarray | None = None) -> None:
+    """Shuffle control cells within each context and cut them in ``ratios`` (in place)."""
+    is_ctrl = obs["is_control"].to_numpy(bool)
+    ctx = contexts(obs).to_numpy()
+    sel = is_ctrl if rows is None else (is_ctrl & rows)
+    total = sum(ratios.values()) or 1.0
+    names = [k for k in ("train", "val", "test") if ratios.get(k, 0) > 0]
+    for c in sorted(set(ctx[sel])):
+        idx = np.flatnonzero(sel & (ctx == c))
+        idx = idx[rng.permutation(len(idx))]
+        cuts, acc = [], 0.0
+        for k in names[:-1]:
+            acc += ratios[k] / total
+            cuts.append(int(round(acc * len(idx))))
+        for k, part in zip(names, np.split(idx, cuts)):
+            split[part] = k
+
+
+def assign_conditions(obs: pd.DataFrame, train: list[str], val: list[str], test: list[str]) -> np.ndarray:
+    cond = obs["condition_name"].astype(str)
+    split = np.full(len(obs), "train", dtype=object)
+    split[cond.isin(val).to_numpy()] = "val"
+    split[cond.isin(test).to_numpy()] = "test"
+    return split
+
+
+def perturbed_conditions(obs: pd.DataFrame) -> list[str]:
+    return sorted(set(obs.loc[~obs["is_control"].astype(bool), "condition_name"].astype(str)) - {CONTROL_LABEL})
+
+
+def unseen_perturbation(obs: pd.DataFrame, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    conds = perturbed_conditions(obs)
+    if len(conds) < 3:
+        raise InputError(f"unseen-perturbation needs at least 3 perturbations, found {len(conds)}",
+                         where="--task unseen-perturbation", fix="use more perturbations or another task kind")
+    rest, test = carve(conds, TEST_FRACTION, rng)
+    train, val = carve(rest, VAL_FRACTION, rng)
+    split = assign_conditions(obs, train, val, test)
+    split_controls(obs, split, {"train": len(train), "val": len(val), "test": len(test)}, rng)
+    return split, {"train_conditions": train, "val_conditions": val, "test_conditions": test}
+
+
+def unseen_cell_context(obs: pd.DataFrame, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    ctx = contexts(obs)
+    pert = ~obs["is_control"].astype(bool)
+    by_ctx = {c: set(obs.loc[pert & (ctx == c), "condition_name"].astype(str)) for c in sorted(ctx.unique())}
+    if len(by_ctx) < 2:
+        raise InputError(f"unseen-cell-context needs at least 2 contexts (dataset, cell type), found {len(by_ctx)}",
+                         where="--task unseen-cell-context", fix="add a dataset or cell type, or use another task kind")
+    # hold out a context whose perturbations are also seen elsewhere, so the test asks about
+    # known perturbations in an unknown context
+    shared = [c for c, s in by_ctx.items() if s & set().union(*(t for d, t in by_ctx.items() if d != c))]
+    pool = shared or sorted(by_ctx)
+    test_ctx = pool[int(rng.integers(len(pool)))]
+    in_test = (ctx == test_ctx).to_numpy()
+    train_conds = sorted(set().union(*(s for c, s in by_ctx.items() if c != test_ctx)))
+    rest, val = carve(train_conds, VAL_FRACTION, rng)
+    split = np.full(len(obs), "train", dtype=object)
+    split[(~in_test) & obs["condition_name"].astype(str).isin(val).to_numpy()] = "val"
+    split_controls(obs, split, {"train": len(rest), "val": len(val)}, rng, rows=~in_test)
+    split[in_test] = "test"
+    return split, {"test_context": test_ctx, "val_conditions": val, "train_conditions": rest}
+
+
+def unseen_combination(obs: pd.DataFrame, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    conds = perturbed_conditions(obs)
+    singles = {c for c in conds if COMBO_SEP not in c}
+    combos = [c for c in conds if COMBO_SEP in c]
+    eligible = sorted(c for c in combos if all(p in singles for p in split_condition(c)))
+    if not eligible:
+        raise InputError(f"unseen-combination needs a combination A+B whose singles A and B are also measured; "
+                         f"found {len(combos)} combinations, none with both singles",
+                         where="--task unseen-combination", fix="use unseen-perturbation for this dataset")
+    if len(eligible) == 1:
+        rest, test = [], eligible
+    else:
+        rest, test = carve(eligible, TEST_FRACTION, rng)
+    others = sorted(set(combos) - set(eligible))
+    if rest:
+        rest, val = carve(rest, VAL_FRACTION, rng) if len(rest) > 1 else ([], rest)
+    else:
+        others, val = carve(others, VAL_FRACTION, rng) if others else ([], [])
+    train = sorted(singles) + sorted(set(rest) | set(others))
+    split = assign_conditions(obs, train, val, test)
+    split_controls(obs, split, {"train": len(train), "val": len(val), "test": len(test)}, rng)
+    return split, {"train_conditions": train, "val_conditions": val, "test_conditions": test}
+
+
+KINDS = {
+    TaskKind.unseen_perturbation: unseen_perturbation,
+    TaskKind.unseen_cell_context: unseen_cell_context,
+    TaskKind.unseen_combination: unseen_combination,
+}
+
+
+def assign_splits(adata: AnnData, task: TaskKind | str, seed: int = 0) -> AnnData:
+    """Set ``obs['split']`` (train/val/test) and ``uns['split_info']``; returns ``adata``."""
+    task = TaskKind.parse(task) if isinstance(task, str) else task
+    rng = np.random.default_rng(seed)
+    split, info = KINDS[task](adata.obs, rng)
+    adata.obs[SPLIT] = pd.Categorical(split, categories=["train", "val", "test"])
+    counts = adata.obs[SPLIT].value_counts()
+    adata.uns["split_info"] = {"task": task.value, "seed": int(seed),
+                               **{k: v for k, v in info.items()},
+                               "n_cells": {k: int(counts.get(k, 0)) for k in ("train", "val", "test")}}
+    return adata
