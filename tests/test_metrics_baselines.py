@@ -116,3 +116,17 @@ def test_cli_bad_task_dir(tmp_path):
     res = CliRunner().invoke(app, [str(tmp_path)])
     assert res.exit_code == 2
     assert "unified.h5ad" in res.output
+
+
+def test_unseen_context_with_one_perturbation_has_no_shift_corrected_signal():
+    # one perturbation measured in several contexts, one context held out (Kang-like): the
+    # average effect is the train-mean prediction, so nothing perturbation-specific remains
+    ad = make_canonical(n_perts=1, contexts=("T", "B", "NK"), hold_context="NK", seed=13)
+    ad = ad[ad.obs["condition_name"].isin(["control", "G000"]).to_numpy()].copy()
+    t = targets_for(ad, "test")
+    assert t.pert_mean_source == ["pooled"] and t.ctrl_source == ["split"]
+    rep = compute_baselines(ad)
+    assert rep.baselines["train_mean"]["PCC_Delta_shift_corrected"] is None
+    assert rep.baselines["train_mean"]["DeltaPCC"] > 0.5
+    assert rep.baselines["train_mean"]["Discrimination_rank"] is None  # a single query: no rank
+    assert rep.fallbacks["linear"].n == 0  # G000 is a measured gene, seen in other contexts

@@ -12,8 +12,9 @@ Definitions (SPEC section 7):
 - ``pert_mean_train[q]`` = mean of all *perturbed training cells* of the context (cell-weighted).
   It is the reference of the shift-corrected PearsonDelta: deltas against it no longer contain
   the shift every perturbation shares. When the context has no perturbed training cell (unseen
-  cell context), it is ``y_ctrl[q]`` plus the pooled training shift (mean perturbed training
-  cell minus mean training control cell over all contexts); ``pert_mean_source`` says which.
+  cell context), it is ``y_ctrl[q]`` plus the average training shift (per training context: mean
+  perturbed training cell minus mean training control cell; averaged over those contexts);
+  ``pert_mean_source`` says which.
 
 All means are sparse-indicator matrix products (groups x cells) @ X: no Python loop over cells
 or genes, and X may be dense or scipy sparse.
@@ -43,6 +44,7 @@ class Targets:
     y_ctrl_train: np.ndarray  # (Q, G) training control mean of the query's context
     pert_mean_train: np.ndarray  # (Q, G) mean of perturbed training cells (shift reference)
     n_cells: np.ndarray  # (Q,) cells behind each y
+    n_ctrl: np.ndarray  # (Q,) control cells behind each y_ctrl
     contexts: list[str]  # distinct contexts, sorted
     query_context: np.ndarray  # (Q,) index into contexts
     target_genes: list[list[int]] = field(default_factory=list)  # measured perturbed genes per query
@@ -156,9 +158,11 @@ def targets_for(adata: AnnData, split: str) -> Targets:
     pm, n_pm = group_means(adata.X, np.where(train_pert, ctx_code, -1), len(contexts))
     pm_src = ["context"] * len(contexts)
     if (n_pm == 0).any():
-        pooled_pert, n_pp = group_means(adata.X, np.where(train_pert, 0, -1), 1)
-        pooled_ctrl, n_pc = group_means(adata.X, np.where(is_ctrl & (splits == "train"), 0, -1), 1)
-        shift = (pooled_pert[0] - pooled_ctrl[0]) if n_pp[0] and n_pc[0] else np.zeros(adata.n_vars)
+        # Unseen context: the context's own control mean plus the average training shift,
+        # contexts weighted equally (so a single perturbation seen in several contexts maps
+        # onto exactly the train-mean baseline's prediction, which then scores null).
+        seen = np.flatnonzero((n_pm > 0) & ~np.isnan(ctrl_tr).any(1))
+        shift = (pm[seen] - ctrl_tr[seen]).mean(0) if len(seen) else np.zeros(adata.n_vars)
         for i in np.flatnonzero(n_pm == 0):
             pm[i] = ctrl[i] + shift
             pm_src[i] = "pooled"
@@ -173,6 +177,7 @@ def targets_for(adata: AnnData, split: str) -> Targets:
         y_ctrl_train=np.where(np.isnan(ctrl_tr[qctx]), ctrl[qctx], ctrl_tr[qctx]),
         pert_mean_train=pm[qctx],
         n_cells=n_cells,
+        n_ctrl=n_ctrl[qctx],
         contexts=contexts,
         query_context=qctx,
         target_genes=[measured_genes(q.condition, lookup) for q in queries],
