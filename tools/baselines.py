@@ -60,6 +60,7 @@ class BaselinesReport(BaseModel):
     n_queries: int
     n_genes: int
     contexts: list[str]
+    control_cells: dict[str, int]  # control cells behind y_ctrl, per context
     baselines: dict[str, dict[str, float | None]]
     null_counts: dict[str, dict[str, int]]
     per_context: dict[str, dict[str, dict[str, float | None]]]
@@ -206,6 +207,7 @@ def compute_baselines(adata: AnnData, split: str = "test") -> BaselinesReport:
         n_queries=len(t.queries),
         n_genes=len(t.genes),
         contexts=sorted({q.context for q in t.queries}),
+        control_cells={q.context: int(n) for q, n in zip(t.queries, t.n_ctrl)},
         baselines={n: r.aggregate for n, r in reports.items()},
         null_counts={n: r.null_counts for n, r in reports.items()},
         per_context={n: r.per_context for n, r in reports.items()},
