@@ -130,3 +130,14 @@ def test_unseen_context_with_one_perturbation_has_no_shift_corrected_signal():
     assert rep.baselines["train_mean"]["DeltaPCC"] > 0.5
     assert rep.baselines["train_mean"]["Discrimination_rank"] is None  # a single query: no rank
     assert rep.fallbacks["linear"].n == 0  # G000 is a measured gene, seen in other contexts
+
+
+@pytest.mark.parametrize("shape", [(40, 12), (12, 40)])
+def test_top_left_singular_matches_svd(shape):
+    from harmonycell.tools.baselines import top_left_singular
+
+    A = np.random.default_rng(1).normal(size=shape)
+    u, s = top_left_singular(A, 5)
+    U, S, _ = np.linalg.svd(A, full_matrices=False)
+    np.testing.assert_allclose(s, S[:5], rtol=1e-8)
+    np.testing.assert_allclose(np.abs(u.T @ U[:, :5]), np.eye(5), atol=1e-8)  # up to sign

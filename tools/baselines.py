@@ -34,10 +34,11 @@ from pydantic import BaseModel, Field
 from harmonycell.tools.metrics import DEFINITIONS, score
 from harmonycell.tools.pseudobulk import (
     Targets,
-    context_control_means,
+    control_code_sets,
+    first_available,
     gene_lookup,
-    group_means,
     measured_genes,
+    stacked_group_means,
     targets_for,
 )
 from harmonycell.tools.schema import SPLIT, split_condition
@@ -93,10 +94,12 @@ class TrainEffects:
         groups, inverse = np.unique(pair[train], return_inverse=True)
         codes = np.full(len(pair), -1, dtype=np.int64)
         codes[train] = inverse
-        means, _ = group_means(adata.X, codes, len(groups))
+        ctrl_sets = control_code_sets(adata, ctx_code, "train")
+        (means, _), *ctrl_res = stacked_group_means(  # one pass over X
+            adata.X, [(codes, len(groups))] + [(c, len(contexts)) for c in ctrl_sets])
+        ctrl_train = first_available(ctrl_res[1:], ["train", "all"])[0]
         self.conditions = [str(cond_names[g // len(contexts)]) for g in groups]
         self.context = (groups % len(contexts)).astype(np.int64)
-        ctrl_train, n_ctrl, _ = context_control_means(adata, ctx_code, len(contexts), "train")
         self.delta = means - ctrl_train[self.context]  # (T, G)
         self.n_contexts = len(contexts)
 
@@ -117,17 +120,32 @@ def _train_mean(t: Targets, eff: TrainEffects) -> np.ndarray:
     return t.y_ctrl + shifts[t.query_context]
 
 
+def top_left_singular(A: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k left singular vectors and values of A (genes x perturbations), from the
+    eigendecomposition of the smaller Gram matrix (much faster than a thin SVD here);
+    directions with a singular value ~0 are dropped."""
+    small = A.shape[1] <= A.shape[0]
+    w, V = np.linalg.eigh(A.T @ A if small else A @ A.T)
+    order = np.argsort(w)[::-1][:k]
+    s = np.sqrt(np.maximum(w[order], 0.0))
+    keep = s > 1e-8 * max(s.max(initial=0.0), 1e-300)
+    s, order = s[keep], order[keep]
+    return ((A @ V[:, order]) / s if small else V[:, order]), s
+
+
 def fit_linear(D: np.ndarray, P_genes: list[list[int]], k: int = LINEAR_K, lam: float = LINEAR_LAMBDA):
     """Fit the Ahlmann-Eltze model on training deltas D (T perturbations x G genes).
 
     Returns (G_pcs (G, K), W (K, K), b (G,)) or None when fewer than two training perturbations
     have a measured gene."""
+    usable = [i for i, g in enumerate(P_genes) if g]
+    if len(usable) < 2:
+        return None
     b = D.mean(0)
     Dc = (D - b).T  # genes x perturbations
-    u, s, _ = np.linalg.svd(Dc, full_matrices=False)
-    k = int(min(k, int((s > 1e-10 * max(s.max(initial=0), 1e-300)).sum())))
-    usable = [i for i, g in enumerate(P_genes) if g]
-    if k < 1 or len(usable) < 2:
+    u, s = top_left_singular(Dc, k)
+    k = len(s)
+    if k < 1:
         return None
     G = u[:, :k]
     P = np.stack([G[P_genes[i]].sum(0) for i in usable])  # (T_used, K)
