@@ -154,29 +154,36 @@ def fit_linear(D: np.ndarray, P_genes: list[list[int]], k: int = LINEAR_K, lam: 
     return G, W, b
 
 
+NO_GENE = "the perturbed gene is not among the task's genes (or it is a drug or cytokine)"
+NO_FIT = "fewer than two training perturbations on measured genes to fit"
+
+
 def _linear(t: Targets, eff: TrainEffects, adata: AnnData, fallback: np.ndarray
             ) -> tuple[np.ndarray, Fallback]:
     lookup = gene_lookup(adata)
     train_genes = [measured_genes(c, lookup) for c in eff.conditions]
-    pooled = None
+    pooled: tuple | None = None
+    pooled_tried = False
     pred = fallback.copy()
-    fell = []
+    fell: dict[str, str] = {}
+    n = 0
     for c in np.unique(t.query_context):  # contexts
         rows = eff.rows(c)
         model = fit_linear(eff.delta[rows], [train_genes[i] for i in rows]) if len(rows) >= 2 else None
-        if model is None:
-            if pooled is None:
-                pooled = fit_linear(eff.delta, train_genes) or ()
-            model = pooled or None
+        if model is None:  # too little in this context: fit on all contexts' deltas
+            if not pooled_tried:
+                pooled, pooled_tried = fit_linear(eff.delta, train_genes), True
+            model = pooled
         for q in np.flatnonzero(t.query_context == c):  # queries
             genes = t.target_genes[q]
             if model is None or not genes:
-                fell.append(t.queries[q].condition)
+                fell[t.queries[q].condition] = NO_GENE if not genes else NO_FIT
+                n += 1
                 continue
             G, W, b = model
             pred[q] = t.y_ctrl[q] + G @ (W @ G[genes].sum(0)) + b
-    why = "no measured perturbed gene (drug, cytokine or gene outside the task genes) or too few training perturbations to fit"
-    return pred, Fallback(n=len(fell), of=len(t.queries), conditions=sorted(set(fell)), why=why)
+    return pred, Fallback(n=n, of=len(t.queries), conditions=sorted(fell),
+                          why="; ".join(sorted(set(fell.values()))) or "none")
 
 
 def _additive(t: Targets, eff: TrainEffects, fallback: np.ndarray) -> tuple[np.ndarray, Fallback]:
