@@ -34,12 +34,13 @@ def _cell_level_pair(ad, t, pred):
     test = ad[(ad.obs["split"] == "test").to_numpy()]
     symbols = list(ad.var["gene_symbol"].astype(str))
     lab = test.obs["condition_name"].astype(str).to_numpy()
-    real = AnnData(np.asarray(test.X, dtype=np.float64), obs=pd.DataFrame({"p": lab}))
+    real = AnnData(np.asarray(test.X, dtype=np.float64),
+                   obs=pd.DataFrame({"p": lab}, index=[f"r{i}" for i in range(len(lab))]))
     real.var_names = symbols
     ctrl = np.asarray(test.X[test.obs["is_control"].to_numpy()], dtype=np.float64)
     Xp = np.vstack([ctrl, np.repeat(pred, 3, axis=0)])
     labp = ["control"] * len(ctrl) + [q.condition for q in t.queries for _ in range(3)]
-    fake = AnnData(Xp, obs=pd.DataFrame({"p": labp}))
+    fake = AnnData(Xp, obs=pd.DataFrame({"p": labp}, index=[f"f{i}" for i in range(len(labp))]))
     fake.var_names = symbols
     return real, fake
 

@@ -134,8 +134,12 @@ def _check_queries(targets: Targets, queries: list[Query], where: str) -> None:
     got = [(q.condition, q.context) for q in queries]
     if got == want:
         return
-    missing = [w for w in want if w not in set(got)]
-    extra = [g for g in got if g not in set(want)]
+    got_set, want_set = set(got), set(want)
+    missing = [w for w in want if w not in got_set]
+    extra = [g for g in got if g not in want_set]
+    if len(got) != len(got_set):
+        raise PredictionError(f"{len(got) - len(got_set)} queries are listed twice", where=where,
+                              fix="predict each query of meta.json once")
     if missing:
         raise PredictionError(f"{len(missing)} held-out queries are missing, e.g. "
                               f"{missing[0][0]} in {missing[0][1]}", where=where,
