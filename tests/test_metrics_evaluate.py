@@ -61,3 +61,14 @@ def test_rejects_nan_rows_naming_the_file(task, tmp_path):
     with pytest.raises(PredictionError) as err:
         score_prediction_file(ad, "test", path, meta["queries"]["test"], targets=t)
     assert str(path) in str(err.value) and t.queries[2].condition in str(err.value)
+
+
+def test_sandbox_data_cannot_reproduce_test_targets(task, tmp_path):
+    # the scores mean something only if the held-out perturbed cells never left the host
+    ad, _ = task
+    meta = export_sandbox_data(ad, tmp_path)
+    train = np.load(tmp_path / "train.npz", allow_pickle=False)
+    assert train["X"].shape[0] == int((ad.obs["split"] == "train").sum())
+    test_conditions = {q["condition"] for q in meta["queries"]["test"]}
+    seen = {meta["train_conditions"][i] for i in np.unique(train["condition"])}
+    assert not test_conditions & seen
