@@ -56,8 +56,10 @@ DEFINITIONS: dict[str, str] = {
     "PCC_Delta_shift_corrected": "per perturbation Pearson(y_p - m, y^_p - m) with m = mean of "
                                  "all perturbed training cells of the context (Systema-style: the "
                                  "shift shared by all perturbations is removed, so predicting the "
-                                 "average perturbation scores ~0); null when y^_p - m is flat; "
-                                 "aggregate = mean.",
+                                 "average perturbation scores ~0); for a context with no perturbed "
+                                 "training cell (unseen cell context) m = its control mean + the "
+                                 "average training shift over contexts; null when y^_p - m is "
+                                 "flat; aggregate = mean.",
     "Discrimination_rank": "per perturbation p: among the held-out perturbations q of p's context, "
                            "the fraction of q != p whose true delta_q is closer (Euclidean) to "
                            "delta^_p than delta_p, ignoring p's own perturbed gene(s) so that "
