@@ -100,7 +100,7 @@ def test_cli_json_and_table(tmp_path):
     ad = make_canonical(n_perts=12, combos=4, seed=11)
     ad.write_h5ad(tmp_path / "unified.h5ad")
     runner = CliRunner()
-    res = runner.invoke(app, [str(tmp_path), "--json", "--out", str(tmp_path / "b.json")])
+    res = runner.invoke(app, ["baselines", str(tmp_path), "--json", "--out", str(tmp_path / "b.json")])
     assert res.exit_code == 0, res.output
     payload = json.loads(res.stdout)
     assert payload["split"] == "test"
@@ -108,12 +108,12 @@ def test_cli_json_and_table(tmp_path):
     assert payload["test_conditions"] == sorted(payload["test_conditions"]) and payload["test_conditions"]
     assert payload["baselines"]["control_mean"]["DeltaPCC"] is None
     assert json.loads((tmp_path / "b.json").read_text()) == payload
-    res = runner.invoke(app, [str(tmp_path)])
+    res = runner.invoke(app, ["baselines", str(tmp_path)])
     assert res.exit_code == 0 and "train_mean" in res.stdout and "PCC_Delta_shift_corrected" in res.stdout
 
 
 def test_cli_bad_task_dir(tmp_path):
-    res = CliRunner().invoke(app, [str(tmp_path)])
+    res = CliRunner().invoke(app, ["baselines", str(tmp_path)])
     assert res.exit_code == 2
     assert "unified.h5ad" in res.output
 
@@ -141,3 +141,20 @@ def test_top_left_singular_matches_svd(shape):
     U, S, _ = np.linalg.svd(A, full_matrices=False)
     np.testing.assert_allclose(s, S[:5], rtol=1e-8)
     np.testing.assert_allclose(np.abs(u.T @ U[:, :5]), np.eye(5), atol=1e-8)  # up to sign
+
+
+def test_cli_score_predictions_file(tmp_path):
+    from harmonycell.tools.atomic import sha256_file
+
+    ad = make_canonical(n_perts=12, seed=14)
+    ad.write_h5ad(tmp_path / "unified.h5ad")
+    t = targets_for(ad, "test")
+    np.save(tmp_path / "pred.npy", t.y.astype(np.float32))
+    res = CliRunner().invoke(app, ["score", str(tmp_path), str(tmp_path / "pred.npy"), "--json"])
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.stdout)
+    assert payload["aggregate"]["DeltaPCC"] == pytest.approx(1.0, abs=1e-6)
+    assert payload["predictions_sha256"] == sha256_file(tmp_path / "pred.npy")
+    np.save(tmp_path / "bad.npy", t.y[:-1])
+    res = CliRunner().invoke(app, ["score", str(tmp_path), str(tmp_path / "bad.npy")])
+    assert res.exit_code == 2 and "shape" in res.output
