@@ -72,3 +72,12 @@ def test_sandbox_data_cannot_reproduce_test_targets(task, tmp_path):
     test_conditions = {q["condition"] for q in meta["queries"]["test"]}
     seen = {meta["train_conditions"][i] for i in np.unique(train["condition"])}
     assert not test_conditions & seen
+
+
+def test_rejects_oversized_file_before_reading(task, tmp_path):
+    ad, _ = task
+    t = targets_for(ad, "test")
+    p = tmp_path / "big.npy"
+    np.save(p, np.zeros((len(t.queries) * 20, len(t.genes) * 20)))
+    with pytest.raises(PredictionError, match="bytes"):
+        score_prediction_file(ad, "test", p, targets=t)
