@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.prompt import Prompt
 
-from harmonycell.agents import cli_data, cli_eval, cli_sandbox
+from harmonycell.agents import cli_data, cli_eval, cli_sandbox, cli_train
 from harmonycell.agents.chat import Ask, User, answer_questions, ask_inputs, ask_task
 from harmonycell.agents.context import RunContext
 from harmonycell.agents.messages import RunRequest
@@ -133,9 +133,11 @@ def demo(out: Path = typer.Option(Path("runs"), help="runs root"),
     from harmonycell.tools.synthetic import SimConfig, write_synthetic
 
     data_dir = out / "demo-data"
-    paths = write_synthetic(data_dir, SimConfig(seed=seed))
+    # sized so that the whole demo (two architectures searched) takes a few minutes on 2 cores
+    sim = SimConfig(n_genes=300, cells_per_condition=30, n_controls=300, seed=seed)
+    paths = write_synthetic(data_dir, sim)
     console.print(f"synthetic inputs: {', '.join(str(p) for p in paths)}")
-    execute(paths, "unseen-perturbation", out, seed, budget=2, epochs=30, backend=backend)
+    execute(paths, "unseen-perturbation", out, seed, budget=2, epochs=15, backend=backend)
 
 
 @app.command("replay")
@@ -148,6 +150,7 @@ def replay_cmd(run_dir: Path = typer.Argument(..., help="a run folder"),
 app.command("audit")(cli_data.audit)
 app.command("unify")(cli_data.unify)
 app.command("baselines")(cli_eval.baselines)
+app.command("train")(cli_train.train)
 app.add_typer(cli_sandbox.app, name="sandbox")
 
 

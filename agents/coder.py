@@ -47,6 +47,6 @@ class Coder(StepAgent):
     description_text = "Writes model code for an action path and trains it in the sandbox."
 
     def on_NodePlan(self, plan: NodePlan) -> NodeExecuted | NodeFailed:
-        code, config = render_node(plan.action, seed=self.ctx.config.seed,
+        code, config = render_node(plan.action, seed=self.ctx.config.seed, data_dir=self.ctx.run.sandbox_data,
                                    epochs=self.ctx.config.epochs)
         return execute_node(self, plan.node_id, plan.action, code, config, attempt=1)

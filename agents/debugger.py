@@ -29,7 +29,8 @@ class Debugger(StepAgent):
     description_text = "Diagnoses a failed node and retries it with a fix, a bounded number of times."
 
     def on_NodeFailed(self, failed: NodeFailed) -> NodeExecuted | NodeAbandoned:
-        code, config = render_node(failed.action, seed=self.ctx.config.seed, epochs=self.ctx.config.epochs)
+        code, config = render_node(failed.action, seed=self.ctx.config.seed, epochs=self.ctx.config.epochs,
+                                   data_dir=self.ctx.run.sandbox_data)
         status, tail, attempt = failed.status, failed.error_tail, failed.attempts
         for _ in range(MAX_STEPS):
             fix = diagnose(status, tail, config)
