@@ -158,6 +158,7 @@ def replay_cmd(run_dir: Path = typer.Argument(..., help="a run folder"),
 app.command("audit")(cli_data.audit)
 app.command("unify")(cli_data.unify)
 app.command("baselines")(cli_eval.baselines)
+app.command("score")(cli_eval.score)
 app.command("train")(cli_train.train)
 app.add_typer(cli_sandbox.app, name="sandbox")
 
