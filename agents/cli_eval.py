@@ -1,6 +1,11 @@
-"""`harmonycell baselines TASK_DIR [--json]`: the baselines of a unified task, scored on the host.
+"""Host-side evaluation commands.
 
-Register in agents/cli.py with ``app.command("baselines")(cli_eval.baselines)``.
+- ``harmonycell baselines TASK_DIR [--json]``: the baselines of a unified task;
+- ``harmonycell score TASK_DIR PRED.npy [--split test] [--json]``: score a predictions file
+  (rows in the task's query order, columns in its gene order) exactly as the Evaluator does.
+
+Register in agents/cli.py with ``app.command("baselines")(cli_eval.baselines)`` and
+``app.command("score")(cli_eval.score)``.
 """
 
 from __future__ import annotations
@@ -84,6 +89,37 @@ def baselines(
         print(json.dumps(payload, indent=2))
     else:
         render_table(report)
+
+
+@app.command("score")
+def score(
+    task_dir: Path = typer.Argument(..., help="task folder with unified.h5ad"),
+    predictions: Path = typer.Argument(..., help=".npy of shape (queries, genes), e.g. a node's pred_test.npy"),
+    split: str = typer.Option("test", help="split the predictions are for: test or val"),
+    as_json: bool = typer.Option(False, "--json", help="print the full report as JSON"),
+) -> None:
+    """Score a predictions file against the held-out targets (validated first; sha256 recorded)."""
+    from harmonycell.tools.evaluate import score_prediction_file
+
+    try:
+        report = score_prediction_file(load_task(task_dir), split, predictions)
+    except HarmonyCellError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    if as_json:
+        print(report.model_dump_json(indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{predictions.name} on the {split} split: {report.n_queries} queries, "
+                        f"{report.n_genes} genes (sha256 {report.predictions_sha256[:12]})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("null for", justify="right")
+    for metric, value in report.aggregate.items():
+        table.add_row(metric, _fmt(value), str(report.null_counts.get(metric, 0) or ""))
+    Console().print(table)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from harmonycell.agents.messages import Artifact, Check, TestScored, Verdict
 from harmonycell.tools import atomic
 from harmonycell.tools.code_checks import check_code
 from harmonycell.tools.report import render_report
+from harmonycell.tools.report_plots import plot_report
 from harmonycell.tools.schema import SPLIT, TaskKind
 from harmonycell.tools.taskdata import load_meta
 from harmonycell.tools.transcript import read_records
@@ -82,6 +83,11 @@ class Judge(StepAgent):
             tree=tree, best=t.node_id, best_action=tree.nodes[t.node_id].action if t.node_id else None,
             test_metrics=t.metrics, baselines=t.baselines,
             checks=[c.model_dump() for c in checks], valid=valid)
+        if t.node_id is not None and t.scores is not None:
+            scores = json.loads((run.root / t.scores.path).read_text())
+            plot_report(run.root / "report.png", t.metrics, t.baselines, scores["per_perturbation"],
+                        tree, run.nodes_dir)
+            text += "\n![model vs baselines, per perturbation, training curves](report.png)\n"
         atomic.write_text(run.report_md, text)
         verdict = Verdict(valid=valid, checks=checks, report=Artifact(**self.ctx.artifact(run.report_md).model_dump()))
         atomic.write_text(run.root / "verdict.json", verdict.model_dump_json(indent=2))
@@ -106,10 +112,13 @@ class Judge(StepAgent):
         if cm is not None and t.metrics.get("RMSE") is not None:
             out.append(Check(name="beats_control_mean", passed=t.metrics["RMSE"] < cm,
                              detail=f"RMSE {t.metrics['RMSE']:.4f} vs {cm:.4f}"))
-        mine = t.metrics.get("DeltaPCC")
-        for name in ("train_mean", "linear"):
-            ref = t.baselines.get(name, {}).get("DeltaPCC")
-            if ref is not None and mine is not None:
-                out.append(Check(name=f"beats_{name}", passed=mine > ref,
-                                 detail=f"DeltaPCC {mine:.3f} vs {ref:.3f}"))
+        # DeltaPCC alone is inflated by the shift all perturbations share: also the corrected one
+        for metric in ("DeltaPCC", "PCC_Delta_shift_corrected"):
+            mine = t.metrics.get(metric)
+            for name in ("train_mean", "linear"):
+                ref = t.baselines.get(name, {}).get(metric)
+                if ref is not None and mine is not None:
+                    suffix = "" if metric == "DeltaPCC" else "_shift_corrected"
+                    out.append(Check(name=f"beats_{name}{suffix}", passed=mine > ref,
+                                     detail=f"{metric} {mine:.3f} vs {ref:.3f}"))
         return out

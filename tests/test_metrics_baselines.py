@@ -100,7 +100,7 @@ def test_cli_json_and_table(tmp_path):
     ad = make_canonical(n_perts=12, combos=4, seed=11)
     ad.write_h5ad(tmp_path / "unified.h5ad")
     runner = CliRunner()
-    res = runner.invoke(app, [str(tmp_path), "--json", "--out", str(tmp_path / "b.json")])
+    res = runner.invoke(app, ["baselines", str(tmp_path), "--json", "--out", str(tmp_path / "b.json")])
     assert res.exit_code == 0, res.output
     payload = json.loads(res.stdout)
     assert payload["split"] == "test"
@@ -108,11 +108,53 @@ def test_cli_json_and_table(tmp_path):
     assert payload["test_conditions"] == sorted(payload["test_conditions"]) and payload["test_conditions"]
     assert payload["baselines"]["control_mean"]["DeltaPCC"] is None
     assert json.loads((tmp_path / "b.json").read_text()) == payload
-    res = runner.invoke(app, [str(tmp_path)])
+    res = runner.invoke(app, ["baselines", str(tmp_path)])
     assert res.exit_code == 0 and "train_mean" in res.stdout and "PCC_Delta_shift_corrected" in res.stdout
 
 
 def test_cli_bad_task_dir(tmp_path):
-    res = CliRunner().invoke(app, [str(tmp_path)])
+    res = CliRunner().invoke(app, ["baselines", str(tmp_path)])
     assert res.exit_code == 2
     assert "unified.h5ad" in res.output
+
+
+def test_unseen_context_with_one_perturbation_has_no_shift_corrected_signal():
+    # one perturbation measured in several contexts, one context held out (Kang-like): the
+    # average effect is the train-mean prediction, so nothing perturbation-specific remains
+    ad = make_canonical(n_perts=1, contexts=("T", "B", "NK"), hold_context="NK", seed=13)
+    ad = ad[ad.obs["condition_name"].isin(["control", "G000"]).to_numpy()].copy()
+    t = targets_for(ad, "test")
+    assert t.pert_mean_source == ["pooled"] and t.ctrl_source == ["split"]
+    rep = compute_baselines(ad)
+    assert rep.baselines["train_mean"]["PCC_Delta_shift_corrected"] is None
+    assert rep.baselines["train_mean"]["DeltaPCC"] > 0.5
+    assert rep.baselines["train_mean"]["Discrimination_rank"] is None  # a single query: no rank
+    assert rep.fallbacks["linear"].n == 0  # G000 is a measured gene, seen in other contexts
+
+
+@pytest.mark.parametrize("shape", [(40, 12), (12, 40)])
+def test_top_left_singular_matches_svd(shape):
+    from harmonycell.tools.baselines import top_left_singular
+
+    A = np.random.default_rng(1).normal(size=shape)
+    u, s = top_left_singular(A, 5)
+    U, S, _ = np.linalg.svd(A, full_matrices=False)
+    np.testing.assert_allclose(s, S[:5], rtol=1e-8)
+    np.testing.assert_allclose(np.abs(u.T @ U[:, :5]), np.eye(5), atol=1e-8)  # up to sign
+
+
+def test_cli_score_predictions_file(tmp_path):
+    from harmonycell.tools.atomic import sha256_file
+
+    ad = make_canonical(n_perts=12, seed=14)
+    ad.write_h5ad(tmp_path / "unified.h5ad")
+    t = targets_for(ad, "test")
+    np.save(tmp_path / "pred.npy", t.y.astype(np.float32))
+    res = CliRunner().invoke(app, ["score", str(tmp_path), str(tmp_path / "pred.npy"), "--json"])
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.stdout)
+    assert payload["aggregate"]["DeltaPCC"] == pytest.approx(1.0, abs=1e-6)
+    assert payload["predictions_sha256"] == sha256_file(tmp_path / "pred.npy")
+    np.save(tmp_path / "bad.npy", t.y[:-1])
+    res = CliRunner().invoke(app, ["score", str(tmp_path), str(tmp_path / "bad.npy")])
+    assert res.exit_code == 2 and "shape" in res.output

@@ -7,7 +7,7 @@ import zipfile
 
 def test_wheel_contents(tmp_path):
     repo = __import__("pathlib").Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
                     "-w", str(tmp_path), str(repo)], check=True, cwd=tmp_path)
     (wheel,) = tmp_path.glob("harmonycell-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

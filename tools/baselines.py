@@ -34,10 +34,11 @@ from pydantic import BaseModel, Field
 from harmonycell.tools.metrics import DEFINITIONS, score
 from harmonycell.tools.pseudobulk import (
     Targets,
-    context_control_means,
+    control_code_sets,
+    first_available,
     gene_lookup,
-    group_means,
     measured_genes,
+    stacked_group_means,
     targets_for,
 )
 from harmonycell.tools.schema import SPLIT, split_condition
@@ -60,6 +61,7 @@ class BaselinesReport(BaseModel):
     n_queries: int
     n_genes: int
     contexts: list[str]
+    control_cells: dict[str, int]  # control cells behind y_ctrl, per context
     baselines: dict[str, dict[str, float | None]]
     null_counts: dict[str, dict[str, int]]
     per_context: dict[str, dict[str, dict[str, float | None]]]
@@ -92,10 +94,12 @@ class TrainEffects:
         groups, inverse = np.unique(pair[train], return_inverse=True)
         codes = np.full(len(pair), -1, dtype=np.int64)
         codes[train] = inverse
-        means, _ = group_means(adata.X, codes, len(groups))
+        ctrl_sets = control_code_sets(adata, ctx_code, "train")
+        (means, _), *ctrl_res = stacked_group_means(  # one pass over X
+            adata.X, [(codes, len(groups))] + [(c, len(contexts)) for c in ctrl_sets])
+        ctrl_train = first_available(ctrl_res[1:], ["train", "all"])[0]
         self.conditions = [str(cond_names[g // len(contexts)]) for g in groups]
         self.context = (groups % len(contexts)).astype(np.int64)
-        ctrl_train, n_ctrl, _ = context_control_means(adata, ctx_code, len(contexts), "train")
         self.delta = means - ctrl_train[self.context]  # (T, G)
         self.n_contexts = len(contexts)
 
@@ -116,17 +120,32 @@ def _train_mean(t: Targets, eff: TrainEffects) -> np.ndarray:
     return t.y_ctrl + shifts[t.query_context]
 
 
+def top_left_singular(A: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k left singular vectors and values of A (genes x perturbations), from the
+    eigendecomposition of the smaller Gram matrix (much faster than a thin SVD here);
+    directions with a singular value ~0 are dropped."""
+    small = A.shape[1] <= A.shape[0]
+    w, V = np.linalg.eigh(A.T @ A if small else A @ A.T)
+    order = np.argsort(w)[::-1][:k]
+    s = np.sqrt(np.maximum(w[order], 0.0))
+    keep = s > 1e-8 * max(s.max(initial=0.0), 1e-300)
+    s, order = s[keep], order[keep]
+    return ((A @ V[:, order]) / s if small else V[:, order]), s
+
+
 def fit_linear(D: np.ndarray, P_genes: list[list[int]], k: int = LINEAR_K, lam: float = LINEAR_LAMBDA):
     """Fit the Ahlmann-Eltze model on training deltas D (T perturbations x G genes).
 
     Returns (G_pcs (G, K), W (K, K), b (G,)) or None when fewer than two training perturbations
     have a measured gene."""
+    usable = [i for i, g in enumerate(P_genes) if g]
+    if len(usable) < 2:
+        return None
     b = D.mean(0)
     Dc = (D - b).T  # genes x perturbations
-    u, s, _ = np.linalg.svd(Dc, full_matrices=False)
-    k = int(min(k, int((s > 1e-10 * max(s.max(initial=0), 1e-300)).sum())))
-    usable = [i for i, g in enumerate(P_genes) if g]
-    if k < 1 or len(usable) < 2:
+    u, s = top_left_singular(Dc, k)
+    k = len(s)
+    if k < 1:
         return None
     G = u[:, :k]
     P = np.stack([G[P_genes[i]].sum(0) for i in usable])  # (T_used, K)
@@ -135,29 +154,36 @@ def fit_linear(D: np.ndarray, P_genes: list[list[int]], k: int = LINEAR_K, lam: 
     return G, W, b
 
 
+NO_GENE = "the perturbed gene is not among the task's genes (or it is a drug or cytokine)"
+NO_FIT = "fewer than two training perturbations on measured genes to fit"
+
+
 def _linear(t: Targets, eff: TrainEffects, adata: AnnData, fallback: np.ndarray
             ) -> tuple[np.ndarray, Fallback]:
     lookup = gene_lookup(adata)
     train_genes = [measured_genes(c, lookup) for c in eff.conditions]
-    pooled = None
+    pooled: tuple | None = None
+    pooled_tried = False
     pred = fallback.copy()
-    fell = []
+    fell: dict[str, str] = {}
+    n = 0
     for c in np.unique(t.query_context):  # contexts
         rows = eff.rows(c)
         model = fit_linear(eff.delta[rows], [train_genes[i] for i in rows]) if len(rows) >= 2 else None
-        if model is None:
-            if pooled is None:
-                pooled = fit_linear(eff.delta, train_genes) or ()
-            model = pooled or None
+        if model is None:  # too little in this context: fit on all contexts' deltas
+            if not pooled_tried:
+                pooled, pooled_tried = fit_linear(eff.delta, train_genes), True
+            model = pooled
         for q in np.flatnonzero(t.query_context == c):  # queries
             genes = t.target_genes[q]
             if model is None or not genes:
-                fell.append(t.queries[q].condition)
+                fell[t.queries[q].condition] = NO_GENE if not genes else NO_FIT
+                n += 1
                 continue
             G, W, b = model
             pred[q] = t.y_ctrl[q] + G @ (W @ G[genes].sum(0)) + b
-    why = "no measured perturbed gene (drug, cytokine or gene outside the task genes) or too few training perturbations to fit"
-    return pred, Fallback(n=len(fell), of=len(t.queries), conditions=sorted(set(fell)), why=why)
+    return pred, Fallback(n=n, of=len(t.queries), conditions=sorted(fell),
+                          why="; ".join(sorted(set(fell.values()))) or "none")
 
 
 def _additive(t: Targets, eff: TrainEffects, fallback: np.ndarray) -> tuple[np.ndarray, Fallback]:
@@ -206,6 +232,7 @@ def compute_baselines(adata: AnnData, split: str = "test") -> BaselinesReport:
         n_queries=len(t.queries),
         n_genes=len(t.genes),
         contexts=sorted({q.context for q in t.queries}),
+        control_cells={q.context: int(n) for q, n in zip(t.queries, t.n_ctrl)},
         baselines={n: r.aggregate for n, r in reports.items()},
         null_counts={n: r.null_counts for n, r in reports.items()},
         per_context={n: r.per_context for n, r in reports.items()},

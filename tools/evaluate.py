@@ -36,10 +36,15 @@ def as_queries(items: Iterable[Any]) -> list[Query]:
     return out
 
 
-def load_predictions(path: str | Path) -> tuple[np.ndarray, str]:
-    """(array, sha256 of the file's bytes); refuses pickles and unreadable files."""
+def load_predictions(path: str | Path, max_bytes: int | None = None) -> tuple[np.ndarray, str]:
+    """(array, sha256 of the file's bytes); refuses pickles, unreadable and oversized files."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            raise PredictionError(f"file is {size} bytes, more than a (queries, genes) float64 "
+                                  f"array needs ({max_bytes})", where=str(path),
+                                  fix="save only the (queries, genes) prediction matrix")
         data = path.read_bytes()
     except OSError as exc:
         raise PredictionError(f"cannot read predictions ({exc.strerror})", where=str(path),
@@ -71,7 +76,8 @@ def score_prediction_file(adata: AnnData, split: str, path: str | Path,
     t = targets if targets is not None else targets_for(adata, split)
     if t.split != split:
         raise PredictionError(f"targets are for split {t.split!r}, not {split!r}", where=str(path))
-    pred, digest = load_predictions(path)
+    # float64 of the right shape plus a generous header: anything larger is not a prediction
+    pred, digest = load_predictions(path, max_bytes=8 * len(t.queries) * len(t.genes) + 65536)
     queries = as_queries(expected_queries) if expected_queries is not None else None
     try:
         report = score(t, pred, genes=genes, queries=queries)

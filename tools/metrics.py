@@ -56,8 +56,10 @@ DEFINITIONS: dict[str, str] = {
     "PCC_Delta_shift_corrected": "per perturbation Pearson(y_p - m, y^_p - m) with m = mean of "
                                  "all perturbed training cells of the context (Systema-style: the "
                                  "shift shared by all perturbations is removed, so predicting the "
-                                 "average perturbation scores ~0); null when y^_p - m is flat; "
-                                 "aggregate = mean.",
+                                 "average perturbation scores ~0); for a context with no perturbed "
+                                 "training cell (unseen cell context) m = its control mean + the "
+                                 "average training shift over contexts; null when y^_p - m is "
+                                 "flat; aggregate = mean.",
     "Discrimination_rank": "per perturbation p: among the held-out perturbations q of p's context, "
                            "the fraction of q != p whose true delta_q is closer (Euclidean) to "
                            "delta^_p than delta_p, ignoring p's own perturbed gene(s) so that "
@@ -134,8 +136,12 @@ def _check_queries(targets: Targets, queries: list[Query], where: str) -> None:
     got = [(q.condition, q.context) for q in queries]
     if got == want:
         return
-    missing = [w for w in want if w not in set(got)]
-    extra = [g for g in got if g not in set(want)]
+    got_set, want_set = set(got), set(want)
+    missing = [w for w in want if w not in got_set]
+    extra = [g for g in got if g not in want_set]
+    if len(got) != len(got_set):
+        raise PredictionError(f"{len(got) - len(got_set)} queries are listed twice", where=where,
+                              fix="predict each query of meta.json once")
     if missing:
         raise PredictionError(f"{len(missing)} held-out queries are missing, e.g. "
                               f"{missing[0][0]} in {missing[0][1]}", where=where,
@@ -208,23 +214,41 @@ def _rank_of_own(score: np.ndarray, higher_is_closer: bool) -> np.ndarray:
     return r
 
 
-def _pairwise_sq_dist(a: np.ndarray, b: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
-    """d[p, q] = sum_g keep[p, g] (a[p, g] - b[q, g])^2 via matrix products."""
-    if keep is None:
-        d = (a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None, :] - 2.0 * a @ b.T
-    else:
-        d = (keep * a ** 2).sum(1)[:, None] + keep @ (b ** 2).T - 2.0 * (keep * a) @ b.T
-    return np.maximum(d, 0.0)
+class _Pairs:
+    """Pairwise comparisons of predicted deltas a[p] with true deltas b[q] of one context, all
+    derived from a single matrix product a @ b.T (the only O(n^2 G) step)."""
 
+    def __init__(self, a: np.ndarray, b: np.ndarray):
+        self.a, self.b = a, b
+        self.G = a.shape[1]
+        self.ab = a @ b.T
+        self.a2, self.b2 = (a ** 2).sum(1), (b ** 2).sum(1)
+        self.sa, self.sb = a.sum(1), b.sum(1)
 
-def _pairwise_cosine(a: np.ndarray, b: np.ndarray, center: bool) -> np.ndarray:
-    if center:
-        a = a - a.mean(1, keepdims=True)
-        b = b - b.mean(1, keepdims=True)
-    na = np.linalg.norm(a, axis=1)[:, None]
-    nb = np.linalg.norm(b, axis=1)[None, :]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (a @ b.T) / (na * nb)
+    def sq_dist(self) -> np.ndarray:
+        return np.maximum(self.a2[:, None] + self.b2[None, :] - 2.0 * self.ab, 0.0)
+
+    def sq_dist_without(self, genes: list[list[int]]) -> np.ndarray:
+        """Squared distance leaving out genes[p] from row p: subtract their terms."""
+        d = self.a2[:, None] + self.b2[None, :] - 2.0 * self.ab
+        rows = np.repeat(np.arange(len(genes)), [len(g) for g in genes])
+        if len(rows):
+            cols = np.concatenate([np.asarray(g, dtype=np.int64) for g in genes])
+            terms = (self.a[rows, cols][:, None] - self.b[:, cols].T) ** 2  # (pairs, n)
+            np.subtract.at(d, rows, terms)
+        return np.maximum(d, 0.0)
+
+    def cosine(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.ab / np.sqrt(self.a2[:, None] * self.b2[None, :])
+
+    def pearson(self) -> np.ndarray:
+        # sum_g (a - mean a)(b - mean b) = a.b - sum(a) sum(b) / G, likewise the norms
+        cov = self.ab - np.outer(self.sa, self.sb) / self.G
+        va = self.a2 - self.sa ** 2 / self.G
+        vb = self.b2 - self.sb ** 2 / self.G
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return cov / np.sqrt(np.maximum(va, 0)[:, None] * np.maximum(vb, 0)[None, :])
 
 
 def _context_ranks(targets: Targets, pred: np.ndarray, delta: np.ndarray, dhat: np.ndarray,
@@ -236,20 +260,17 @@ def _context_ranks(targets: Targets, pred: np.ndarray, delta: np.ndarray, dhat: 
         idx = np.flatnonzero(targets.query_context == c)
         if len(idx) < 2:
             continue
-        a, b = dhat[idx], delta[idx]
+        pairs = _Pairs(dhat[idx], delta[idx])
         # Ranks by RMSE on y and on delta coincide: y_ctrl is shared within the context.
-        out["rank_rmse"][idx] = _rank_of_own(_pairwise_sq_dist(a, b), higher_is_closer=False)
-        s = _pairwise_cosine(a, b, center=False)
-        s[np.isnan(cos[idx])] = np.nan
+        out["rank_rmse"][idx] = _rank_of_own(pairs.sq_dist(), higher_is_closer=False)
+        s = pairs.cosine()
+        s[np.isnan(cos[idx])] = np.nan  # no predicted shift: no rank either
         out["rank_cosine"][idx] = _rank_of_own(s, higher_is_closer=True)
-        s = _pairwise_cosine(a, b, center=True)
+        s = pairs.pearson()
         s[np.isnan(pcc[idx])] = np.nan
         out["rank_pcc"][idx] = _rank_of_own(s, higher_is_closer=True)
-        keep = np.ones((len(idx), G))
-        if targets.target_genes:
-            for row, q in enumerate(idx):  # queries: drop each one's own perturbed gene(s)
-                keep[row, targets.target_genes[q]] = 0.0
-        out["Discrimination_rank"][idx] = _rank_of_own(_pairwise_sq_dist(a, b, keep),
+        own = [targets.target_genes[q] for q in idx] if targets.target_genes else [[]] * len(idx)
+        out["Discrimination_rank"][idx] = _rank_of_own(pairs.sq_dist_without(own),
                                                        higher_is_closer=False)
     return out
 
