@@ -262,3 +262,15 @@ def test_check_cli_reports_the_docker_backend(client):
     rep = json.loads(out.stdout)
     assert rep["backend"] == "docker" and rep["engine_ok"] and rep["image_id"]
     assert rep["engine_version"] == engine.engine_info(client).version
+
+
+def test_build_cli_up_to_date_and_missing_base_says_what_to_do(client):
+    from typer.testing import CliRunner
+
+    from harmonycell.agents.cli_sandbox import app
+
+    out = CliRunner().invoke(app, ["build"])
+    assert out.exit_code == 0 and "up to date" in out.output, out.output
+    out = CliRunner().invoke(app, ["build", "--base", "no-such-base:tag"])
+    assert out.exit_code == 2
+    assert "no-such-base:tag is not on this engine" in out.output and "docker load" in out.output
