@@ -6,13 +6,18 @@ host-side wall time of ``backend.run`` (container create/start/wait/logs/remove 
 Median of N runs per backend, written to bench/results/sandbox.json; the ratio docker/local is
 measured in the same run.
 
-    python bench/sandbox.py [--repeats 10] [--dataset papalexi_eccite_lowmoi.h5ad]
+    python bench/sandbox.py [--repeats 10] [--dataset papalexi_eccite_lowmoi.h5ad] [--train 3]
+
+``--train N`` also trains the builtin residual MLP template through the harness for 3 epochs,
+N times per backend (interleaved), and compares the harness's own training seconds: the cost
+of running inside the container once it is up.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -67,6 +72,24 @@ def measure(backends, data: Path, script: Path, work: Path, repeats: int) -> dic
     return times
 
 
+def measure_training(backends, data: Path, work: Path, repeats: int) -> dict[str, list[float]]:
+    from importlib import resources
+
+    from harmonycell.sandbox.training import run_training
+
+    code = resources.files("harmonycell.tools").joinpath("model_templates/residual_mlp.py").read_text()
+    cfg = {"seed": 0, "epochs": 3, "patience": 100, "batch_size": 128, "lr": 1e-3}
+    times: dict[str, list[float]] = {b.name: [] for b in backends}
+    for i in range(repeats):
+        for b in backends:
+            node = work / f"train-{b.name}-{i}"
+            res = run_training(b, data, code, cfg, node, timeout_s=1800, cpus=2)
+            if res.status != "ok":
+                raise SystemExit(f"{b.name} training failed: {res.status}\n{res.stderr_tail}")
+            times[b.name].append(json.loads((node / "harness_result.json").read_text())["train_seconds"])
+    return times
+
+
 def summary(t: list[float]) -> dict:
     return {"median_s": round(statistics.median(t), 3), "min_s": round(min(t), 3),
             "max_s": round(max(t), 3), "samples_s": [round(x, 3) for x in t]}
@@ -76,7 +99,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--dataset", default="papalexi_eccite_lowmoi.h5ad")
+    ap.add_argument("--train", type=int, default=0, help="training repeats per backend (0: skip)")
     args = ap.parse_args()
+    load0 = [round(x, 2) for x in os.getloadavg()]
     from harmonycell.sandbox.docker_backend import DockerBackend
     from harmonycell.sandbox.local import LocalBackend
 
@@ -99,6 +124,11 @@ def main() -> None:
         for name, t in measure(backends, data, empty, tmp, args.repeats).items():
             bare[name] = summary(t)
             print(f"{name:6s} empty script (sandbox start/teardown only): median {bare[name]['median_s']:.3f} s")
+        training = {}
+        if args.train:
+            for name, t in measure_training(backends, data, tmp, args.train).items():
+                training[name] = summary(t)
+                print(f"{name:6s} harness training, 3 epochs residual MLP: median {training[name]['median_s']:.3f} s")
     ratio = results["docker"]["median_s"] / results["local"]["median_s"]
     extra = results["docker"]["median_s"] - results["local"]["median_s"]
     print(f"docker/local = {ratio:.2f}x (+{extra:.3f} s per node); data: {info}")
@@ -106,8 +136,12 @@ def main() -> None:
     OUT.write_text(json.dumps({
         "what": "per-node overhead (start + import numpy/torch + load task data + teardown), median",
         "repeats": args.repeats, "data": info, "results": results, "empty_script": bare,
+        "training_3_epochs": training,
         "docker_over_local": round(ratio, 3), "docker_extra_s": round(extra, 3),
         "docker_engine": backends[0].info.version, "machine": platform.platform(),
+        # other processes on the host matter: under cgroup v1 all containers together compete
+        # with each host process as one group, so a busy host slows docker runs more
+        "loadavg_start": load0, "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }, indent=2) + "\n")
     print(f"written to {OUT}")

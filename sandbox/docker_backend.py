@@ -128,6 +128,10 @@ class DockerBackend:
                     break
             if status != "ok":
                 _kill(container)
+                try:  # let the engine record the exit before reading the state and logs
+                    container.wait(timeout=10)
+                except Exception:
+                    pass
             container.reload()
             state = container.attrs.get("State", {})
             wall = round(time.monotonic() - t0, 3)
