@@ -8,7 +8,7 @@ measured in the same run.
 
     python bench/sandbox.py [--repeats 10] [--dataset papalexi_eccite_lowmoi.h5ad] [--train 3]
 
-``--train N`` also trains the builtin residual MLP template through the harness for 3 epochs,
+``--train N`` also trains the builtin discriminative/resnet model through the harness for 3 epochs,
 N times per backend (interleaved), and compares the harness's own training seconds: the cost
 of running inside the container once it is up.
 """
@@ -73,12 +73,11 @@ def measure(backends, data: Path, script: Path, work: Path, repeats: int) -> dic
 
 
 def measure_training(backends, data: Path, work: Path, repeats: int) -> dict[str, list[float]]:
-    from importlib import resources
-
     from harmonycell.sandbox.training import run_training
+    from harmonycell.tools.codegen import generate
 
-    code = resources.files("harmonycell.tools").joinpath("model_templates/residual_mlp.py").read_text()
-    cfg = {"seed": 0, "epochs": 3, "patience": 100, "batch_size": 128, "lr": 1e-3}
+    model = generate("discriminative/resnet", data, seed=0)
+    code, cfg = model.code, {**model.config, "epochs": 3, "patience": 100}
     times: dict[str, list[float]] = {b.name: [] for b in backends}
     for i in range(repeats):
         for b in backends:
@@ -128,7 +127,7 @@ def main() -> None:
         if args.train:
             for name, t in measure_training(backends, data, tmp, args.train).items():
                 training[name] = summary(t)
-                print(f"{name:6s} harness training, 3 epochs residual MLP: median {training[name]['median_s']:.3f} s")
+                print(f"{name:6s} harness training, 3 epochs resnet: median {training[name]['median_s']:.3f} s")
     ratio = results["docker"]["median_s"] / results["local"]["median_s"]
     extra = results["docker"]["median_s"] - results["local"]["median_s"]
     print(f"docker/local = {ratio:.2f}x (+{extra:.3f} s per node); data: {info}")
