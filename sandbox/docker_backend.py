@@ -29,7 +29,8 @@ WORKDIR = "/work"
 INPUTS = "/inputs"
 SANDBOX_UID = 10001  # used when the host runs as root; otherwise the host user's own uid
 POLL_S = 0.25
-LOG_MAX = "20m"  # per stream kept by the engine; the tails only need the end
+LOG_MAX = "20m"
+HARD_DEADLINE_GRACE_S = 30  # per stream kept by the engine; the tails only need the end
 
 
 class DockerBackend:
@@ -100,7 +101,7 @@ class DockerBackend:
         status, code = "ok", None
         try:
             container = self.client.containers.create(
-                self.image, command=list(job.command), name=name, working_dir=WORKDIR,
+                self.image, command=_with_hard_deadline(job), name=name, working_dir=WORKDIR,
                 user=f"{uid}:{gid}", environment=env, volumes=volumes,
                 network_mode="none", read_only=True,
                 tmpfs={"/tmp": f"rw,nosuid,nodev,size={parse_bytes(job.tmp_size)},mode=1777"},
@@ -127,6 +128,10 @@ class DockerBackend:
                     break
             if status != "ok":
                 _kill(container)
+                try:  # let the engine record the exit before reading the state and logs
+                    container.wait(timeout=10)
+                except Exception:
+                    pass
             container.reload()
             state = container.attrs.get("State", {})
             wall = round(time.monotonic() - t0, 3)
@@ -147,6 +152,14 @@ class DockerBackend:
             stderr_tail=tail(workdir / "stderr.log", own_files=job.trim_frames),
             outputs=collect_outputs(workdir), sandbox_id=name,
         )
+
+
+def _with_hard_deadline(job: Job) -> list[str]:
+    """The command under coreutils ``timeout``: if the host process dies (so nobody enforces
+    the timeout from outside), the code inside still stops, shortly after its own deadline."""
+    grace = int(os.environ.get("HARMONYCELL_SANDBOX_GRACE_S", HARD_DEADLINE_GRACE_S))
+    return ["timeout", "-s", "KILL", str(int(math.ceil(job.timeout_s)) + grace),
+            *job.command]
 
 
 def _kill(container) -> None:

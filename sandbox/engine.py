@@ -42,7 +42,7 @@ def connect(timeout: int = 30):
         raise SandboxError(
             f"no Docker engine answers ({type(exc).__name__})",
             where=_where(),
-            fix="start one (`sudo dockerd &`, or `.ci/docker-up.sh`), or use --backend local",
+            fix="start one (`sudo dockerd &`, or run under `.ci/with-docker.sh`), or use --backend local",
         ) from None
     return client
 

@@ -235,7 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg.update(json.loads(args.config.read_text()))
     torch.manual_seed(cfg["seed"])
     np.random.seed(cfg["seed"])
-    torch.set_num_threads(max(1, int(os.environ.get("HARMONYCELL_THREADS", "0")) or torch.get_num_threads()))
+    # HARMONYCELL_THREADS (set by the backend from the CPU limit) wins; unset keeps torch's default
+    threads = int(os.environ.get("HARMONYCELL_THREADS") or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
     device = pick_device(cfg["device"])
     t0 = time.time()
     data = load_data(args.data)
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         if not np.isfinite(pred).all():
             raise FloatingPointError(f"{split} predictions contain NaN or inf")
         np.save(args.out / f"pred_{split}.npy", pred)
-    summary.update({"device": str(device), "n_params": int(n_params),
+    summary.update({"device": str(device), "n_params": int(n_params), "threads": torch.get_num_threads(),
                     "total_seconds": round(time.time() - t0, 3)})
     if device.type == "cuda":
         summary["peak_gpu_mem_bytes"] = int(torch.cuda.max_memory_allocated())

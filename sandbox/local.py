@@ -79,7 +79,9 @@ class LocalBackend:
         mem = parse_bytes(job.memory)
         # RLIMIT_NPROC counts every process of the user, so leave room for those already running.
         nproc = _user_process_count() + job.pids
-        use_gpu = job.gpu if job.gpu is not None else False
+        # CUDA reserves far more address space than it uses, so RLIMIT_AS would break it: skip the
+        # cap whenever the code may use a GPU (asked for, or auto on a machine with NVIDIA devices).
+        use_gpu = job.gpu if job.gpu is not None else Path("/dev/nvidiactl").exists()
         cores = None
         if job.cpus:
             avail = sorted(os.sched_getaffinity(0))
@@ -92,7 +94,8 @@ class LocalBackend:
             if cores:
                 os.sched_setaffinity(0, cores)
 
-        return apply
+        notes = [f"LOCAL backend: memory limit {job.memory} NOT enforced (the code may use a GPU)"] if use_gpu else []
+        return apply, notes
 
     def run(self, job: Job, cancel: threading.Event | None = None) -> ExecutionResult:
         if job.gpu and not self.gpu_available():
@@ -103,13 +106,14 @@ class LocalBackend:
         env = {**os.environ, **job.env}
         if job.cpus and "HARMONYCELL_THREADS" not in job.env:
             env["HARMONYCELL_THREADS"] = str(max(1, math.ceil(job.cpus)))
+        limits, notes = self._limits(job)
         t0 = time.monotonic()
         status, code = "ok", None
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             try:
                 proc = subprocess.Popen(
                     job.command, cwd=job.workdir, stdout=out, stderr=err, env=env,
-                    start_new_session=True, preexec_fn=self._limits(job),
+                    start_new_session=True, preexec_fn=limits,
                 )
             except FileNotFoundError:
                 raise SandboxError(f"cannot start {job.command[0]!r}: no such program",
@@ -141,7 +145,7 @@ class LocalBackend:
             wall_s=round(time.monotonic() - t0, 3), backend=self.name,
             stdout_tail=tail(out_path, own_files=job.trim_frames),
             stderr_tail=tail(err_path, own_files=job.trim_frames),
-            outputs=collect_outputs(job.workdir), warnings=[self.warning],
+            outputs=collect_outputs(job.workdir), warnings=[self.warning, *notes],
         )
 
     @staticmethod

@@ -162,3 +162,14 @@ def test_cli_check_without_engine_points_to_the_fix(monkeypatch):
     assert rep["backend"] == "local" and not rep["engine_ok"] and "dockerd" in rep["fix"]
     strict = CliRunner().invoke(app, ["check", "--require-docker"])
     assert strict.exit_code == 2
+
+
+def test_owner_label_liveness():
+    import socket
+
+    from harmonycell.sandbox.engine import owner_alive, owner_label
+
+    assert owner_alive(owner_label())
+    assert not owner_alive(f"{socket.gethostname()}:999999999:1")
+    assert not owner_alive("garbage")
+    assert owner_alive("some-other-host:1:1")  # another machine's run is not ours to judge

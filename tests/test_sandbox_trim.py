@@ -46,3 +46,4 @@ def test_tail_reads_only_the_end(tmp_path):
     p.write_text("a" * 100_000 + "THE END")
     assert tail(p, 50).endswith("THE END") and len(tail(p, 50)) == 50
     assert tail(tmp_path / "missing") == ""
+
