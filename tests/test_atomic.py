@@ -31,3 +31,12 @@ def test_sha256_file(tmp_path):
     p = tmp_path / "x"
     p.write_bytes(b"abc")
     assert atomic.sha256_file(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_written_files_get_the_ordinary_mode(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        p = atomic.write_text(tmp_path / "f.txt", "x")
+        assert p.stat().st_mode & 0o777 == 0o644  # readable by the sandbox's non-root user
+    finally:
+        os.umask(umask)
