@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import warnings
@@ -63,13 +64,25 @@ def drive(run: RunFolder, ask: Ask | None = None) -> Path:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, interrupt)
+    # agents' failures are re-raised as themselves and recorded in the transcript; the runtime's
+    # own logging of the same errors (and of cancelled tasks after Ctrl-C) is noise here
+    for name in ("autogen_core", "autogen_agentchat", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         verdict = run_team(ctx, RunRequest(inputs=[i.path for i in cfg.inputs], task=cfg.task.value,
                                            seed=cfg.seed), team)
     except BaseException as exc:
-        reason = exc.one_line() if isinstance(exc, HarmonyCellError) else f"{type(exc).__name__}: {exc}"
+        if ctx.cancel.is_set():
+            reason = "interrupted by the user; continue with `harmonycell resume`"
+        elif isinstance(exc, HarmonyCellError):
+            reason = exc.one_line()
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
         ctx.transcript.append("event", "harmonycell", "run_failed", {"error": reason})
         run.set_status("failed", reason)
+        if ctx.cancel.is_set():
+            err.print(f"run {cfg.run_id} {reason}")
+            raise KeyboardInterrupt from None
         raise
     finally:
         signal.signal(signal.SIGINT, previous)
