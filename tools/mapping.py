@@ -129,11 +129,28 @@ class MappingSpec(BaseModel):
         return {f: self.field(f) for f in SPEC_FIELDS}
 
 
+def json_schema_text() -> str:
+    return json.dumps(MappingSpec.model_json_schema(), indent=2) + "\n"
+
+
+def render_prompt(audit: AuditReport, builtin: "MappingSpec | None" = None) -> str:
+    """The LLM policy's prompt (prompts/unifier_mapping.md) filled in for one audited file."""
+    from importlib.resources import files
+
+    template = files("harmonycell.prompts").joinpath("unifier_mapping.md").read_text(encoding="utf-8")
+    hint = ""
+    if builtin is not None:
+        hint = ("A deterministic policy proposes the spec below; keep what is right, fix what is wrong:\n\n"
+                "```json\n" + builtin.model_dump_json(indent=2) + "\n```")
+    return template.format(dataset_id=audit.name, audit_markdown=audit.to_markdown(), builtin_hint=hint,
+                           json_schema=json.dumps(MappingSpec.model_json_schema(), indent=2))
+
+
 def export_json_schema(path: Path = SCHEMA_PATH) -> Path:
     """Write MappingSpec's JSON schema (the document an LLM policy must produce)."""
     from harmonycell.tools import atomic
 
-    return atomic.write_text(path, json.dumps(MappingSpec.model_json_schema(), indent=2) + "\n")
+    return atomic.write_text(path, json_schema_text())
 
 
 # --- label helpers used by both the policy and the engine -------------------------------------
