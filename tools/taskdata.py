@@ -161,3 +161,8 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 def load_meta(data_dir: Path) -> dict:
     return json.loads((Path(data_dir) / "meta.json").read_text())
+
+
+def queries_from_meta(meta: dict, split: str) -> list[Query]:
+    """The queries the sandbox was asked to predict, in the order of its prediction rows."""
+    return [Query(q["condition"], q["context"]) for q in meta["queries"][split]]

@@ -1,0 +1,29 @@
+# Two commands for a newcomer: `make demo` (runs the whole pipeline on synthetic data) and
+# `make test` (everything CI runs: installs, starts a Docker engine, builds the sandbox image,
+# runs the test suite, stops the engine). Both install what they need first.
+
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+OUT ?= runs
+
+.PHONY: setup demo test test-fast sandbox-image clean
+
+setup:
+	# the pinned CPU build first, so the project's torch range never pulls CUDA packages
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[test]"
+
+demo: setup
+	$(PYTHON) -m harmonycell.agents.cli demo --out $(OUT)
+
+sandbox-image: setup
+	$(PYTHON) -m harmonycell.agents.cli sandbox build
+
+test: setup
+	bash .ci/with-docker.sh sh -c '$(PYTHON) -m harmonycell.agents.cli sandbox build && $(PYTHON) -m pytest'
+
+test-fast: setup
+	$(PYTHON) -m pytest -m "not docker and not slow"
+
+clean:
+	rm -rf build *.egg-info .pytest_cache

@@ -1,0 +1,35 @@
+"""DataAuditor: profiles every input (columns, sampled values, counts-vs-log fingerprint)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harmonycell.agents.base import StepAgent
+from harmonycell.agents.messages import Artifact, AuditDone, RunRequest
+from harmonycell.tools import atomic
+from harmonycell.tools.audit import AuditReport, audit_h5ad
+
+
+class DataAuditor(StepAgent):
+    description_text = "Profiles each input .h5ad: shape, X fingerprint, obs columns, gene ids."
+
+    def on_RunRequest(self, req: RunRequest) -> AuditDone:
+        reports, summaries = [], []
+        for path in map(Path, req.inputs):
+            json_path = self.ctx.run.audit_dir / f"{path.stem}.json"
+            if json_path.exists():  # a resumed run: the audit of this input is already done
+                rep = AuditReport.model_validate_json(json_path.read_text())
+            else:
+                rep = audit_h5ad(path)
+                atomic.write_text(json_path.with_suffix(".md"), rep.to_markdown())
+                atomic.write_text(json_path, rep.model_dump_json(indent=2))
+            ref = self.ctx.artifact(json_path)
+            kind = "raw counts" if rep.x.looks_raw_counts else (
+                "log-normalised" if rep.x.looks_log_normalised else "unclear scale")
+            summaries.append(f"{rep.name}: {rep.n_cells} cells x {rep.n_genes} genes, {kind}, "
+                             f"{len(rep.obs)} obs columns, var ids {rep.var.index_type}")
+            self.ctx.tool_call(self.name, "audit_h5ad", {"path": str(path)},
+                               {"n_obs": rep.n_cells, "n_vars": rep.n_genes, "x_kind": kind},
+                               [ref])
+            reports.append(Artifact(**ref.model_dump()))
+        return AuditDone(inputs=req.inputs, summaries=summaries, reports=reports)

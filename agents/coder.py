@@ -1,0 +1,48 @@
+"""Coder: turns a NodePlan into model code and runs it in the sandbox."""
+
+from __future__ import annotations
+
+from harmonycell.agents.base import StepAgent
+from harmonycell.agents.messages import Artifact, NodeExecuted, NodeFailed, NodePlan
+from harmonycell.sandbox.result import ExecutionResult
+from harmonycell.sandbox.training import run_training
+from harmonycell.tools.codegen import render_node
+
+PRED_FILES = {"val": "pred_val.npy", "test": "pred_test.npy"}
+
+
+def execute_node(agent: StepAgent, node_id: str, action: str, code: str, config: dict,
+                 attempt: int) -> NodeExecuted | NodeFailed:
+    """Run code in the sandbox, record the call, and report what came out (shared with Debugger)."""
+    ctx = agent.ctx
+    node_dir = ctx.run.node_dir(node_id)
+    res: ExecutionResult = run_training(ctx.backend, ctx.run.sandbox_data, code, config, node_dir,
+                                        timeout_s=ctx.config.node_timeout_s)
+    outputs = [o.path for o in res.outputs]
+    ctx.tool_call(agent.name, "sandbox.run_training",
+                  {"node": node_id, "action": action, "attempt": attempt, "backend": res.backend},
+                  {"status": res.status, "wall_s": res.wall_s, "exit_code": res.exit_code,
+                   "outputs": outputs},
+                  [ctx.artifact(node_dir / "model.py")])
+    missing = [f for f in PRED_FILES.values() if res.output(f) is None]
+    if not res.ok or missing:
+        tail = res.stderr_tail or res.stdout_tail
+        if res.ok:
+            tail += f"\nthe run finished but wrote no {', '.join(missing)}"
+        return NodeFailed(node_id=node_id, action=action, status=res.status if not res.ok else "error",
+                          error_tail=tail[-3000:], attempts=attempt)
+    # sha256 as computed by the backend right after the run: the Evaluator checks files against it
+    preds = {split: Artifact(path=ctx.rel(node_dir / f), sha256=res.output(f).sha256)
+             for split, f in PRED_FILES.items()}
+    return NodeExecuted(node_id=node_id, action=action, wall_s=res.wall_s, backend=res.backend,
+                        code=Artifact(**ctx.artifact(node_dir / "model.py").model_dump()),
+                        predictions=preds, attempts=attempt)
+
+
+class Coder(StepAgent):
+    description_text = "Writes model code for an action path and trains it in the sandbox."
+
+    def on_NodePlan(self, plan: NodePlan) -> NodeExecuted | NodeFailed:
+        code, config = render_node(plan.action, seed=self.ctx.config.seed,
+                                   epochs=self.ctx.config.epochs)
+        return execute_node(self, plan.node_id, plan.action, code, config, attempt=1)

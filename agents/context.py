@@ -1,0 +1,44 @@
+"""What every agent of one run shares: the run folder, its transcript, config and backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+
+from harmonycell.tools.runfolder import RunConfig, RunFolder
+from harmonycell.tools.transcript import ArtifactRef, Transcript
+
+
+@dataclass
+class RunContext:
+    run: RunFolder
+    config: RunConfig
+    transcript: Transcript
+    backend: Any  # a sandbox backend (harmonycell.sandbox)
+    console: Console = field(default_factory=Console)
+    failure: BaseException | None = None
+    cache: dict[str, Any] = field(default_factory=dict)  # e.g. the loaded unified AnnData
+
+    def artifact(self, path) -> ArtifactRef:
+        return self.transcript.artifact(path)
+
+    def rel(self, path) -> str:
+        return str(path.relative_to(self.run.root))
+
+    def say(self, source: str, content) -> None:
+        """Record an agent message (typed content) and show it."""
+        rec = self.transcript.append("message", source, type(content).__name__,
+                                     content.model_dump(mode="json"))
+        from harmonycell.agents.render import render_record
+
+        render_record(self.console, rec.model_dump(mode="json"))
+
+    def tool_call(self, source: str, tool: str, args: dict, result: Any = None,
+                  artifacts: list[ArtifactRef] | None = None) -> None:
+        rec = self.transcript.append("tool_call", source, tool,
+                                     {"args": args, "result": result}, artifacts)
+        from harmonycell.agents.render import render_record
+
+        render_record(self.console, rec.model_dump(mode="json"))

@@ -1,0 +1,71 @@
+"""Evaluator: scores sandbox predictions on the host, never trusting the model's own numbers."""
+
+from __future__ import annotations
+
+import anndata as ad
+
+from harmonycell.agents.base import StepAgent
+from harmonycell.agents.messages import Artifact, NodeExecuted, NodeScored, SearchDone, TestScored
+from harmonycell.tools import atomic
+from harmonycell.tools import tree as T
+from harmonycell.tools.baselines import compute_baselines
+from harmonycell.tools.errors import PredictionError
+from harmonycell.tools.evaluate import score_prediction_file
+from harmonycell.tools.pseudobulk import targets_for
+from harmonycell.tools.taskdata import load_meta, queries_from_meta
+
+
+class Evaluator(StepAgent):
+    description_text = "Scores predictions on the host (validation reward, final test, baselines)."
+
+    def adata(self):
+        if "adata" not in self.ctx.cache:
+            self.ctx.cache["adata"] = ad.read_h5ad(self.ctx.run.unified)
+        return self.ctx.cache["adata"]
+
+    def _score(self, split: str, pred: Artifact):
+        path = self.ctx.run.root / pred.path
+        meta = load_meta(self.ctx.run.sandbox_data)
+        key = f"targets_{split}"
+        if key not in self.ctx.cache:
+            self.ctx.cache[key] = targets_for(self.adata(), split)
+        report = score_prediction_file(self.adata(), split, path, queries_from_meta(meta, split),
+                                       genes=meta["genes"], targets=self.ctx.cache[key])
+        if report.predictions_sha256 != pred.sha256:
+            raise PredictionError("predictions changed after the sandbox wrote them",
+                                  where=pred.path, fix="re-run the node; do not edit node outputs")
+        return report
+
+    def on_NodeExecuted(self, ex: NodeExecuted) -> NodeScored:
+        report = self._score("val", ex.predictions["val"])
+        m = dict(report.aggregate)
+        tree = T.Tree.load(self.ctx.run.tree_json)
+        t_root = tree.t_root or ex.wall_s
+        r = T.reward(T.normalised_metric(m.get("DeltaPCC")), ex.wall_s, t_root)
+        m["wall_s"] = ex.wall_s
+        self.ctx.tool_call(self.name, "score_predictions", {"node": ex.node_id, "split": "val"},
+                           {"DeltaPCC": m.get("DeltaPCC"), "RMSE": m.get("RMSE"),
+                            "sha256": report.predictions_sha256})
+        return NodeScored(node_id=ex.node_id, metrics=m, reward=r)
+
+    def on_SearchDone(self, done: SearchDone) -> TestScored:
+        run = self.ctx.run
+        baselines = compute_baselines(self.adata(), "test")
+        atomic.write_text(run.root / "baselines.json", baselines.model_dump_json(indent=2))
+        base = baselines.baselines
+        self.ctx.tool_call(self.name, "compute_baselines", {"split": "test"},
+                           {name: {"DeltaPCC": v.get("DeltaPCC"), "RMSE": v.get("RMSE")} for name, v in base.items()},
+                           [self.ctx.artifact(run.root / "baselines.json")])
+        if done.best_node is None:
+            return TestScored(node_id=None, baselines=base)
+        pred = Artifact(path=self.ctx.rel(run.node_dir(done.best_node) / "pred_test.npy"),
+                        sha256=atomic.sha256_file(run.node_dir(done.best_node) / "pred_test.npy"))
+        report = self._score("test", pred)
+        scores_path = run.node_dir(done.best_node) / "test_scores.json"
+        atomic.write_text(scores_path, report.model_dump_json(indent=2))
+        scores = self.ctx.artifact(scores_path)
+        self.ctx.tool_call(self.name, "score_predictions", {"node": done.best_node, "split": "test"},
+                           {"DeltaPCC": report.aggregate.get("DeltaPCC"), "sha256": report.predictions_sha256},
+                           [scores])
+        return TestScored(node_id=done.best_node, metrics=dict(report.aggregate), baselines=base,
+                          predictions=pred, scores=Artifact(**scores.model_dump()))

@@ -1,0 +1,134 @@
+"""Typed messages the agents exchange (the content of autogen ``StructuredMessage``s)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Artifact(BaseModel):
+    path: str  # relative to the run folder
+    sha256: str
+
+
+class RunRequest(BaseModel):
+    """The user's task: which files, which question."""
+
+    inputs: list[str]
+    task: str
+    seed: int = 0
+
+
+class AuditDone(BaseModel):
+    """DataAuditor: one profile per input."""
+
+    inputs: list[str]
+    summaries: list[str]  # one line per input, for people
+    reports: list[Artifact]
+
+
+class UnifyDone(BaseModel):
+    """Unifier: the canonical task data is ready."""
+
+    n_cells: int
+    n_genes: int
+    n_conditions: dict[str, int]  # split -> held-out (or train) perturbations
+    dropped_cells: int
+    mapping_specs: list[Artifact]
+    unified: Artifact
+
+
+class Approval(BaseModel):
+    """User (chat mode): whether to go on from the unified data to the search, and with what budget."""
+
+    approved: bool
+    budget_nodes: int | None = None
+    note: str = ""
+
+
+class NodePlan(BaseModel):
+    """Planner: train this action path as node ``node_id``."""
+
+    node_id: str
+    action: str
+    parent: str | None = None
+    reason: str = ""
+
+
+class NodeExecuted(BaseModel):
+    """Coder or Debugger: the node's code ran and wrote predictions."""
+
+    node_id: str
+    action: str
+    wall_s: float
+    backend: str
+    code: Artifact
+    predictions: dict[str, Artifact]  # split -> predictions file written by the sandbox
+    attempts: int = 1
+
+
+class NodeFailed(BaseModel):
+    """Coder: the node's code failed in the sandbox (the Debugger takes over)."""
+
+    node_id: str
+    action: str
+    status: str
+    error_tail: str
+    attempts: int = 1
+
+
+class NodeAbandoned(BaseModel):
+    """Debugger: no fix found within its step budget."""
+
+    node_id: str
+    action: str
+    reason: str
+    attempts: int
+
+
+class NodeScored(BaseModel):
+    """Evaluator: host-computed validation metrics and the search reward."""
+
+    node_id: str
+    metrics: dict[str, float | None]
+    reward: float
+
+
+class SearchDone(BaseModel):
+    """Planner: budget spent; the best node goes to the final test."""
+
+    best_node: str | None
+    n_nodes: int
+    reason: str
+
+
+class TestScored(BaseModel):
+    """Evaluator: the best node on the test split, beside the baselines."""
+
+    node_id: str | None
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+    baselines: dict[str, dict[str, float | None]] = Field(default_factory=dict)
+    predictions: Artifact | None = None
+    scores: Artifact | None = None
+
+
+class Check(BaseModel):
+    name: str
+    passed: bool
+    detail: str
+
+
+class Verdict(BaseModel):
+    """Judge: is the result valid and better than trivial?"""
+
+    valid: bool
+    checks: list[Check]
+    report: Artifact | None = None
+
+
+CONTENT_TYPES: tuple[type[BaseModel], ...] = (
+    RunRequest, AuditDone, UnifyDone, Approval, NodePlan, NodeExecuted, NodeFailed, NodeAbandoned,
+    NodeScored, SearchDone, TestScored, Verdict,
+)
+Speaker = Literal["User", "DataAuditor", "Unifier", "Planner", "Coder", "Debugger", "Evaluator", "Judge"]

@@ -1,0 +1,75 @@
+"""Terminal rendering of transcript records, shared by live runs and ``replay``."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+
+from harmonycell.agents.routing import ROUTES
+
+COLORS = {
+    "user": "bold white", "DataAuditor": "cyan", "Unifier": "blue", "Planner": "magenta",
+    "Coder": "green", "Debugger": "yellow", "Evaluator": "bright_cyan", "Judge": "bold red",
+}
+
+
+def _fmt(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else ("n/a" if v is None else str(v))
+
+
+def summary(type_: str, c: dict) -> str:
+    """One human line for a message's content."""
+    if type_ == "RunRequest":
+        return f"task {c['task']} on {len(c['inputs'])} input(s), seed {c['seed']}"
+    if type_ == "AuditDone":
+        return "; ".join(c["summaries"])
+    if type_ == "UnifyDone":
+        conds = ", ".join(f"{k} {v}" for k, v in c["n_conditions"].items())
+        return (f"{c['n_cells']} cells x {c['n_genes']} genes; perturbations: {conds}; "
+                f"{c['dropped_cells']} cells dropped")
+    if type_ == "NodePlan":
+        return f"{c['node_id']}: {c['action']} ({c['reason']})"
+    if type_ == "NodeExecuted":
+        return f"{c['node_id']} trained in {c['wall_s']:.1f}s on {c['backend']} (attempt {c['attempts']})"
+    if type_ == "NodeFailed":
+        last = (c["error_tail"].strip().splitlines() or [""])[-1]
+        return f"{c['node_id']} {c['status']}: {last}"
+    if type_ == "NodeAbandoned":
+        return f"{c['node_id']} abandoned after {c['attempts']} attempt(s): {c['reason']}"
+    if type_ == "NodeScored":
+        m = c["metrics"]
+        return (f"{c['node_id']} val DeltaPCC {_fmt(m.get('DeltaPCC'))}, RMSE {_fmt(m.get('RMSE'))}, "
+                f"reward {c['reward']:.3f}")
+    if type_ == "SearchDone":
+        return f"best {c['best_node']} of {c['n_nodes']} node(s): {c['reason']}"
+    if type_ == "TestScored":
+        m = c["metrics"]
+        tm = c["baselines"].get("train_mean", {})
+        return (f"{c['node_id']} test DeltaPCC {_fmt(m.get('DeltaPCC'))} "
+                f"(train-mean baseline {_fmt(tm.get('DeltaPCC'))}), RMSE {_fmt(m.get('RMSE'))}")
+    if type_ == "Verdict":
+        failed = [ch["name"] for ch in c["checks"] if not ch["passed"]]
+        return "VALID" if c["valid"] else f"INVALID ({', '.join(failed)})"
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in list(c.items())[:4]) if isinstance(c, dict) else str(c)
+
+
+def render_record(console: Console, rec: dict) -> None:
+    src, type_, kind = rec["source"], rec["type"], rec["kind"]
+    color = COLORS.get(src, "white")
+    if kind == "message":
+        text = summary(type_, rec.get("content") or {})
+        nxt = next((v for k, v in ROUTES.items() if k.__name__ == type_), None)
+        arrow = f" -> {nxt}" if nxt else ""
+        console.print(f"[dim]{rec['seq']:>4}[/] [{color}]{src}[/]{arrow} [bold]{type_}[/]: {escape(text)}")
+    else:
+        content = rec.get("content") or {}
+        result = content.get("result") if isinstance(content, dict) else None
+        short = summary_tool(result)
+        console.print(f"[dim]{rec['seq']:>4}   {src} {kind} {type_}{': ' + escape(short) if short else ''}[/]")
+
+
+def summary_tool(result) -> str:
+    if isinstance(result, dict):
+        keys = [k for k in ("status", "wall_s", "n_obs", "n_vars", "x_kind", "path") if k in result]
+        return ", ".join(f"{k}={_fmt(result[k])}" for k in keys)
+    return "" if result is None else str(result)[:120]

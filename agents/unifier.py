@@ -1,0 +1,48 @@
+"""Unifier: mapping spec per input -> validate -> apply -> merge -> HVG -> split -> task data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anndata as ad
+
+from harmonycell.agents.base import StepAgent
+from harmonycell.agents.messages import Artifact, AuditDone, UnifyDone
+from harmonycell.tools.schema import SPLIT
+from harmonycell.tools.taskdata import export_sandbox_data, load_meta
+from harmonycell.tools.unify import unify, write_unify_outputs
+
+
+def dropped_cells(report: dict) -> int:
+    return int(sum(i.get("dropped", 0) for i in report.get("inputs", [])))
+
+
+class Unifier(StepAgent):
+    description_text = "Infers a mapping spec per input and builds the canonical task data."
+
+    def on_AuditDone(self, done: AuditDone) -> UnifyDone:
+        cfg, run = self.ctx.config, self.ctx.run
+        if (run.sandbox_data / "meta.json").exists() and run.unified.exists():
+            adata = ad.read_h5ad(run.unified)  # a resumed run: unification is already done
+            meta = load_meta(run.sandbox_data)
+        else:
+            outcome = unify([Path(p) for p in done.inputs], task=cfg.task, seed=cfg.seed)
+            write_unify_outputs(outcome, run.unify_dir)
+            adata = outcome.adata
+            # meta.json is written last, so its presence means the export is complete
+            meta = export_sandbox_data(adata, run.sandbox_data)
+        self.ctx.cache["adata"] = adata
+        specs = [self.ctx.artifact(p) for p in sorted((run.unify_dir / "mapping").glob("*.json"))]
+        unified = self.ctx.artifact(run.unified)
+        obs = adata.obs
+        pert = obs[~obs["is_control"].astype(bool)]
+        n_cond = {s: int(pert.loc[pert[SPLIT] == s, "condition_name"].nunique()) for s in ("train", "val", "test")}
+        report = json.loads((run.unify_dir / "unify_report.json").read_text())
+        dropped = dropped_cells(report)
+        self.ctx.tool_call(self.name, "unify", {"inputs": done.inputs, "task": cfg.task.value, "seed": cfg.seed},
+                           {"n_obs": adata.n_obs, "n_vars": adata.n_vars, "queries_test": len(meta["queries"]["test"])},
+                           specs + [unified])
+        return UnifyDone(n_cells=adata.n_obs, n_genes=adata.n_vars, n_conditions=n_cond,
+                         dropped_cells=dropped, mapping_specs=[Artifact(**s.model_dump()) for s in specs],
+                         unified=Artifact(**unified.model_dump()))

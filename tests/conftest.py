@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = (REPO / ".." / "shared" / "data" / "real").resolve()
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    assert REAL_DATA.is_dir(), f"real datasets expected at {REAL_DATA} (../shared/data/real)"
+    return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    """The demo's two-schema synthetic data, generated once per test session."""
+    from harmonycell.tools.synthetic import write_synthetic
+
+    out = tmp_path_factory.mktemp("synthetic")
+    write_synthetic(out)
+    return out

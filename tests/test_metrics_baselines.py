@@ -1,0 +1,118 @@
+"""Baselines: each recomputed independently (plain per-group numpy) on canonical AnnData."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from harmonycell.agents.cli_eval import app
+from harmonycell.tools.baselines import (
+    LINEAR_LAMBDA,
+    baseline_predictions,
+    compute_baselines,
+    fit_linear,
+)
+from harmonycell.tools.pseudobulk import targets_for
+from metrics_data import make_canonical
+
+
+def plain_train_effects(ad, context):
+    """{condition: y_q(train) - y_ctrl(train)} of one context, by boolean masks."""
+    obs = ad.obs
+    ctx = (obs["dataset_id"].astype(str) + "|" + obs["cell_type"].astype(str)).to_numpy()
+    tr = (obs["split"] == "train").to_numpy() & (ctx == context)
+    ctrl = ad.X[tr & obs["is_control"].to_numpy()].mean(0)
+    out = {}
+    for c in sorted(set(obs["condition_name"][tr & ~obs["is_control"].to_numpy()])):
+        out[c] = ad.X[tr & (obs["condition_name"] == c).to_numpy()].mean(0) - ctrl
+    return out
+
+
+def test_control_and_train_mean_match_plain_recomputation():
+    ad = make_canonical(n_perts=30, seed=7)
+    t = targets_for(ad, "test")
+    preds = baseline_predictions(ad, "test")
+    np.testing.assert_allclose(preds["control_mean"], t.y_ctrl)
+    for i, q in enumerate(t.queries):
+        eff = plain_train_effects(ad, q.context)
+        want = t.y_ctrl[i] + np.mean(list(eff.values()), axis=0)
+        np.testing.assert_allclose(preds["train_mean"][i], want, rtol=1e-5, atol=1e-6)
+    assert "additive" not in preds
+
+
+def test_train_mean_shows_the_shared_shift_trap():
+    rep = compute_baselines(make_canonical(n_perts=40, seed=8, shared_shift=1.0))
+    tm = rep.baselines["train_mean"]
+    assert tm["DeltaPCC"] > 0.5  # inflated by the shift all perturbations share ...
+    assert abs(tm["PCC_Delta_shift_corrected"]) < 0.2  # ... which the corrected metric removes
+    assert rep.baselines["control_mean"]["DeltaPCC"] is None
+
+
+def test_additive_for_combinations():
+    ad = make_canonical(n_perts=12, combos=6, seed=9)
+    t = targets_for(ad, "test")
+    preds = baseline_predictions(ad, "test")
+    for i, q in enumerate(t.queries):
+        eff = plain_train_effects(ad, q.context)
+        a, b = q.condition.split("+")
+        np.testing.assert_allclose(preds["additive"][i], t.y_ctrl[i] + eff[a] + eff[b], rtol=1e-5, atol=1e-6)
+    rep = compute_baselines(ad)
+    assert rep.fallbacks["additive"].n == 0
+    assert rep.baselines["additive"]["DeltaPCC"] > rep.baselines["train_mean"]["DeltaPCC"]
+
+
+def test_linear_solves_the_ridge_normal_equations():
+    rng = np.random.default_rng(0)
+    D = rng.normal(size=(25, 40))  # 25 training perturbations x 40 genes
+    genes = [[i] for i in range(25)]
+    G, W, b = fit_linear(D, genes)
+    assert G.shape == (40, 10)
+    P = G[np.arange(25)]
+    Y = (D - b).T
+    # W minimises ||Y - G W P'||^2 + lambda ||W||-type ridge: gradient of the two-sided ridge
+    # (G'G + lam I) W (P'P + lam I) = G' Y P must hold
+    lhs = (G.T @ G + LINEAR_LAMBDA * np.eye(10)) @ W @ (P.T @ P + LINEAR_LAMBDA * np.eye(10))
+    np.testing.assert_allclose(lhs, G.T @ Y @ P, atol=1e-8)
+    np.testing.assert_allclose(G.T @ G, np.eye(10), atol=1e-10)  # principal directions
+    # the embedding of a perturbation is its gene's own row of the PCs
+    assert fit_linear(D, [[]] * 24 + [[3]]) is None  # fewer than two embeddable perturbations
+
+
+def test_linear_uses_the_genes_row_and_counts_fallbacks():
+    ad = make_canonical(n_perts=30, n_drugs=10, seed=10, hold_context="LineB")
+    rep = compute_baselines(ad)
+    t = targets_for(ad, "test")
+    drugs = [q.condition for q in t.queries if q.condition.startswith("DRUG")]
+    assert rep.fallbacks["linear"].n == len(drugs) == 10
+    assert rep.fallbacks["linear"].conditions == sorted(drugs)
+    preds = baseline_predictions(ad, "test")
+    is_drug = np.array([q.condition.startswith("DRUG") for q in t.queries])
+    np.testing.assert_allclose(preds["linear"][is_drug], preds["train_mean"][is_drug])
+    assert not np.allclose(preds["linear"][~is_drug], preds["train_mean"][~is_drug])
+    # unseen cell context: knowing how a gene behaves elsewhere beats the average shift
+    assert rep.baselines["linear"]["RMSE"] < rep.baselines["train_mean"]["RMSE"]
+
+
+def test_cli_json_and_table(tmp_path):
+    ad = make_canonical(n_perts=12, combos=4, seed=11)
+    ad.write_h5ad(tmp_path / "unified.h5ad")
+    runner = CliRunner()
+    res = runner.invoke(app, [str(tmp_path), "--json", "--out", str(tmp_path / "b.json")])
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.stdout)
+    assert payload["split"] == "test"
+    assert set(payload["baselines"]) == {"control_mean", "train_mean", "linear", "additive"}
+    assert payload["test_conditions"] == sorted(payload["test_conditions"]) and payload["test_conditions"]
+    assert payload["baselines"]["control_mean"]["DeltaPCC"] is None
+    assert json.loads((tmp_path / "b.json").read_text()) == payload
+    res = runner.invoke(app, [str(tmp_path)])
+    assert res.exit_code == 0 and "train_mean" in res.stdout and "PCC_Delta_shift_corrected" in res.stdout
+
+
+def test_cli_bad_task_dir(tmp_path):
+    res = CliRunner().invoke(app, [str(tmp_path)])
+    assert res.exit_code == 2
+    assert "unified.h5ad" in res.output
