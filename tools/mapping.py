@@ -328,12 +328,37 @@ def donor_from_sample(obs: pd.DataFrame, sample_col: str, labels: list[str]) -> 
     return f"obs[{sample_col!r}].str.replace('^(?i:{alt})[_\\\\-\\\\. ]*', '', regex=True)"
 
 
+def explain_missing_label(audit: AuditReport, obs: pd.DataFrame) -> None:
+    """Raise the specific error when a label column exists but has no controls or only controls."""
+    from harmonycell.tools.errors import SpecError
+
+    for col in audit.obs:
+        if col.name not in obs.columns or col.numeric:
+            continue
+        vals = values_of(obs, col.name)
+        if vals and all(control_word(v) for v in vals):
+            raise SpecError(
+                f"zero perturbed cells: every cell of column {col.name!r} is a control ({', '.join(vals[:3])})",
+                where=audit.path, fix="unify a file that also holds perturbed cells (or add them to this one)")
+    named = [c for c in audit.obs if c.name in obs.columns and not c.numeric and c.n_unique >= 1
+             and name_score(c.name, CONDITION_NAMES) > 0 and name_score(c.name, CELL_TYPE_NAMES + DONOR_NAMES) == 0]
+    if named:
+        c = max(named, key=lambda c: name_score(c.name, CONDITION_NAMES))
+        raise SpecError(
+            f"zero control cells: column {c.name!r} looks like the perturbation label but none of its "
+            f"{c.n_unique} labels ({', '.join(c.sampled_values[:4])}, ...) is a control label",
+            where=audit.path,
+            fix="label control cells with a control word (control, ctrl, non-targeting, NTC, DMSO, vehicle, unstim) "
+                "or hand in a mapping spec whose control_labels name them")
+
+
 def infer_mapping(audit: AuditReport, obs: pd.DataFrame, dataset_id: str | None = None) -> MappingSpec:
     """The builtin policy: a MappingSpec from an audit and the obs table, by names and values."""
     from harmonycell.tools.errors import SpecError
 
     cands = condition_candidates(audit, obs)
     if not cands:
+        explain_missing_label(audit, obs)
         raise SpecError(
             "no plausible perturbation column: no categorical obs column holds a control label "
             f"({', '.join(sorted(CONTROL_WORDS)[:8])}, ...)",

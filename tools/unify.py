@@ -284,7 +284,7 @@ def select_hvg(adata: AnnData, n_hvg: int) -> AnnData:
 
 def perturbation_arrays(obs: pd.DataFrame) -> tuple[list[str], sp.csr_matrix, sp.csr_matrix]:
     """Vocabulary of single perturbations, multi-hot mask and dose (normalised per perturbation
-    by its largest dose; 1.0 where the source has no dose)."""
+    by its largest dose; 1.0 where the source has no dose), and the scale used."""
     cond = obs["condition_name"].astype(str)
     cats = pd.Categorical(cond)
     parts = {c: split_condition(c) for c in cats.categories}
@@ -305,10 +305,17 @@ def perturbation_arrays(obs: pd.DataFrame) -> tuple[list[str], sp.csr_matrix, sp
         # per (dataset, perturbation) maximum, so doses of different units never mix
         ds = np.repeat(obs["dataset_id"].astype(str).to_numpy(), counts)
         key = pd.Series(ds[ok]) + "|" + pd.Series(indices[ok]).astype(str)
-        mx = pd.Series(per_entry[ok]).groupby(key.to_numpy()).transform("max").to_numpy()
+        grouped = pd.Series(per_entry[ok]).groupby(key.to_numpy())
+        mx = grouped.transform("max").to_numpy()
         dose_vals[ok] = (per_entry[ok] / mx).astype(np.float32)
+        top = grouped.max()
+        scale = {"dataset_id": [k.split("|")[0] for k in top.index],
+                 "perturbation": [vocab[int(k.rsplit("|", 1)[1])] for k in top.index],
+                 "max_dose": top.to_numpy(dtype=float).tolist()}
+    else:
+        scale = {"dataset_id": [], "perturbation": [], "max_dose": []}
     dose = sp.csr_matrix((dose_vals, indices, indptr), shape=(n, len(vocab)))
-    return vocab, mask, dose
+    return vocab, mask, dose, scale
 
 
 def input_report(p: Prepared, lost: int) -> InputReport:
@@ -365,10 +372,12 @@ def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, 
     gc.collect()
     genes_common = adata.n_vars
     adata = select_hvg(adata, n_hvg)
-    vocab, mask, dose = perturbation_arrays(adata.obs)
+    vocab, mask, dose, scale = perturbation_arrays(adata.obs)
     adata.obsm[OBSM_MASK] = mask
     adata.obsm[OBSM_DOSE] = dose
     adata.uns[UNS_PERTS] = vocab
+    # pert_dose = dose / max_dose per (dataset, perturbation); doses parsed from text are in nM
+    adata.uns["pert_dose_scale"] = scale
     obs = adata.obs
     adata.obs = pd.DataFrame({f: obs[f] for f in OBS_FIELDS}, index=obs.index)
     for c in ("cell_type", "batch_id", "donor_id", "pert_type", "condition_name", "dataset_id"):
