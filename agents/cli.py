@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.prompt import Prompt
 
+from harmonycell.agents import cli_data, cli_eval
 from harmonycell.agents.chat import Ask, User, answer_questions, ask_inputs, ask_task
 from harmonycell.agents.context import RunContext
 from harmonycell.agents.messages import RunRequest
@@ -116,7 +117,7 @@ def demo(out: Path = typer.Option(Path("runs"), help="runs root"),
     data_dir = out / "demo-data"
     paths = write_synthetic(data_dir, SimConfig(seed=seed))
     console.print(f"synthetic inputs: {', '.join(str(p) for p in paths)}")
-    execute(paths, "unseen-perturbation", out, seed, budget=2, epochs=60)
+    execute(paths, "unseen-perturbation", out, seed, budget=2, epochs=30)
 
 
 @app.command("replay")
@@ -124,6 +125,11 @@ def replay_cmd(run_dir: Path = typer.Argument(..., help="a run folder"),
                verify: bool = typer.Option(False, "--verify", help="check the hash chain and artifacts")) -> None:
     """Verify a run's transcript and re-render its conversation."""
     raise typer.Exit(replay(run_dir, verify=verify, console=console))
+
+
+app.command("audit")(cli_data.audit)
+app.command("unify")(cli_data.unify)
+app.command("baselines")(cli_eval.baselines)
 
 
 def main() -> None:

@@ -106,9 +106,10 @@ class Judge(StepAgent):
         if cm is not None and t.metrics.get("RMSE") is not None:
             out.append(Check(name="beats_control_mean", passed=t.metrics["RMSE"] < cm,
                              detail=f"RMSE {t.metrics['RMSE']:.4f} vs {cm:.4f}"))
-        tm = t.baselines.get("train_mean", {}).get("DeltaPCC")
         mine = t.metrics.get("DeltaPCC")
-        if tm is not None and mine is not None:
-            out.append(Check(name="beats_train_mean", passed=mine > tm,
-                             detail=f"DeltaPCC {mine:.3f} vs {tm:.3f}"))
+        for name in ("train_mean", "linear"):
+            ref = t.baselines.get(name, {}).get("DeltaPCC")
+            if ref is not None and mine is not None:
+                out.append(Check(name=f"beats_{name}", passed=mine > ref,
+                                 detail=f"DeltaPCC {mine:.3f} vs {ref:.3f}"))
         return out
