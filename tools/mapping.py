@@ -380,7 +380,9 @@ def infer_mapping(audit: AuditReport, obs: pd.DataFrame, dataset_id: str | None 
     # an explicit 0/1 or True/False control column that agrees with the labels is kept as evidence
     is_ctrl = FieldMapping.null(DEFAULTS["is_control"], confidence=0.9)
     ctl_set = {c.lower() for c in control_labels}
-    expected = obs[ccol].astype(str).map(lambda v: all(t.lower() in ctl_set for t in split_label(v, delims)))
+    labels = obs[ccol].astype(str)
+    per_label = {v: all(t.lower() in ctl_set for t in split_label(v, delims)) for v in labels.unique()}
+    expected = labels.map(per_label)
     for col in audit.obs:
         if col.name in ("control", "is_control", "ctrl") and col.n_unique == 2 and col.name in obs.columns:
             flag = obs[col.name]

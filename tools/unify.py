@@ -9,7 +9,6 @@ dose, and split when a task is given. ``write_unify_outputs`` writes it all atom
 
 from __future__ import annotations
 
-import gc
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,7 +177,6 @@ def prepare(path: Path, spec: MappingSpec | None, dataset_id: str) -> Prepared:
     # keep only what the canonical file needs: drop layers, obsm etc. before any copy
     X = adata.X
     del adata
-    gc.collect()
     keep = applied.keep
     if not keep.all():
         X = X[np.flatnonzero(keep)]
@@ -369,7 +367,6 @@ def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, 
     adata, key, lost = merge(preps)
     for p in preps:
         p.adata = None  # type: ignore[assignment]  # merged: let the per-input copies go
-    gc.collect()
     genes_common = adata.n_vars
     adata = select_hvg(adata, n_hvg)
     vocab, mask, dose, scale = perturbation_arrays(adata.obs)
