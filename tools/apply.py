@@ -142,6 +142,8 @@ def apply_obs(spec: MappingSpec, obs: pd.DataFrame) -> AppliedObs:
         conflict = np.zeros(n, bool)
     else:
         is_ctrl = as_bool_series(is_ctrl_f, "is_control").to_numpy()
+        # a flagged control needs no label (schemas that leave the target empty for controls)
+        unknown = unknown & ~is_ctrl
         # a cell flagged perturbed whose label holds only control tokens: nothing to learn from
         conflict = ~is_ctrl & (cond == CONTROL_LABEL).to_numpy() & ~unknown
     cond = cond.where(~pd.Series(is_ctrl, index=idx), CONTROL_LABEL)
