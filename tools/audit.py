@@ -186,9 +186,10 @@ def sparse_format(xnode) -> str:
     return "csc_matrix" if enc.startswith("csc") else "csr_matrix"
 
 
-def fingerprint_x(xnode) -> XFingerprint:
+def fingerprint_x(xnode, chunk_nnz: int | None = None) -> XFingerprint:
     """Stream X once and collect the statistics; never holds more than CHUNK_NNZ values (and
     works in X's own dtype: no float64 copy of the data)."""
+    chunk_nnz = chunk_nnz or CHUNK_NNZ
     n_cells, n_genes = x_shape(xnode)
     total = n_cells * n_genes
     st = {"mn": np.inf, "mx": -np.inf, "s": 0.0, "nnz": 0, "nonint": 0, "nonfinite": 0, "neg": 0}
@@ -224,7 +225,7 @@ def fingerprint_x(xnode) -> XFingerprint:
     if isinstance(xnode, h5py.Dataset):
         storage = "dense"
         dtype = str(xnode.dtype)
-        rows = max(1, CHUNK_NNZ // max(n_genes, 1))
+        rows = max(1, chunk_nnz // max(n_genes, 1))
         for start in range(0, n_cells, rows):
             block = np.asarray(xnode[start:start + rows])
             consume(block.ravel())
@@ -234,10 +235,14 @@ def fingerprint_x(xnode) -> XFingerprint:
         data, indptr = xnode["data"], np.asarray(xnode["indptr"][:], dtype=np.int64)
         dtype = str(data.dtype)
         n_data = int(data.shape[0])
-        for start in range(0, n_data, CHUNK_NNZ):
-            chunk = np.asarray(data[start:start + CHUNK_NNZ])
+        for start in range(0, n_data, chunk_nnz):
+            chunk = np.asarray(data[start:start + chunk_nnz])
             consume(chunk)
-            if storage == "csr_matrix":
+            if storage == "csr_matrix" and n_data <= chunk_nnz:
+                nonempty = np.flatnonzero(np.diff(indptr) > 0)
+                if len(nonempty):  # one chunk: per-row sums in X's dtype, as scanpy computes them
+                    cell_sums[nonempty] = np.add.reduceat(chunk, indptr[:-1][nonempty])
+            elif storage == "csr_matrix":
                 lo = np.clip(indptr[:-1] - start, 0, len(chunk))
                 hi = np.clip(indptr[1:] - start, 0, len(chunk))
                 rows = np.flatnonzero(hi > lo)
@@ -245,7 +250,7 @@ def fingerprint_x(xnode) -> XFingerprint:
                     # consecutive non-empty rows tile the chunk, so reduceat sums each row's slice
                     cell_sums[rows] += np.add.reduceat(chunk, lo[rows], dtype=np.float64)
             else:  # csc: column-major; rows come from indices
-                idx = np.asarray(xnode["indices"][start:start + CHUNK_NNZ])
+                idx = np.asarray(xnode["indices"][start:start + chunk_nnz])
                 np.add.at(cell_sums, idx, chunk.astype(np.float64))
         if n_data < total:  # implicit zeros
             st["mn"], st["mx"] = min(st["mn"], 0.0), max(st["mx"], 0.0)
@@ -284,11 +289,12 @@ class _InMemoryCSR:
 
 
 def fingerprint_matrix(X) -> XFingerprint:
-    """Fingerprint of an in-memory matrix (dense arrays are converted to CSR first)."""
+    """Fingerprint of an in-memory matrix (dense arrays are converted to CSR first); the data
+    are already in memory, so they are read as one chunk."""
     import scipy.sparse as sp
 
     X = X.tocsr() if sp.issparse(X) else sp.csr_matrix(np.asarray(X))
-    return fingerprint_x(_InMemoryCSR(X))
+    return fingerprint_x(_InMemoryCSR(X), chunk_nnz=max(1, X.nnz))
 
 
 def id_type(values: pd.Index | pd.Series) -> IdType:

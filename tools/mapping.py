@@ -428,12 +428,12 @@ def infer_mapping_from(audit: AuditReport, obs: pd.DataFrame, ccol: str, control
 
     # an explicit 0/1 or True/False control column that agrees with the labels is kept as evidence
     is_ctrl = FieldMapping.null(DEFAULTS["is_control"], confidence=0.9)
-    ctl_set = {c.lower() for c in control_labels}
-    labels = obs[ccol].astype(str)
-    per_label = {v: all(t.lower() in ctl_set for t in split_label(v, delims)) for v in labels.unique()}
-    expected = labels.map(per_label)
     flag = control_flag_column(audit, obs)
     if flag and control_labels:
+        ctl_set = {c.lower() for c in control_labels}
+        labels = obs[ccol].astype(str)
+        per_label = {v: all(t.lower() in ctl_set for t in split_label(v, delims)) for v in labels.unique()}
+        expected = labels.map(per_label)
         as_bool = obs[flag].astype(str).str.lower().isin(TRUTHY)
         if (as_bool == expected).all():
             is_ctrl = FieldMapping(type="logic", expression=flag_expression(flag), confidence=0.95,
