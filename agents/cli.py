@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -10,14 +12,14 @@ import typer
 from rich.console import Console
 from rich.prompt import Prompt
 
-from harmonycell.agents import cli_data, cli_eval
+from harmonycell.agents import cli_data, cli_eval, cli_sandbox
 from harmonycell.agents.chat import Ask, User, answer_questions, ask_inputs, ask_task
 from harmonycell.agents.context import RunContext
 from harmonycell.agents.messages import RunRequest
 from harmonycell.agents.replay import replay
 from harmonycell.agents.routing import CHAT_PRODUCES, CHAT_ROUTES
 from harmonycell.agents.team import build_team, run_team
-from harmonycell.sandbox.local import LocalBackend
+from harmonycell.sandbox.backends import SandboxFallbackWarning, get_backend
 from harmonycell.tools import atomic
 from harmonycell.tools.errors import HarmonyCellError, InputError
 from harmonycell.tools.runfolder import RunFolder, create_run
@@ -26,11 +28,12 @@ from harmonycell.tools.transcript import Transcript
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Predict single-cell perturbation responses from heterogeneous .h5ad files.")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
-def execute(files: list[Path], task: str, out: Path, seed: int, budget: int, epochs: int) -> Path:
-    run = create_run(out, files, task, seed=seed, budget_nodes=budget, epochs=epochs)
+def execute(files: list[Path], task: str, out: Path, seed: int, budget: int, epochs: int,
+            backend: str = "auto") -> Path:
+    run = create_run(out, files, task, seed=seed, budget_nodes=budget, epochs=epochs, backend=backend)
     return drive(run)
 
 
@@ -40,12 +43,23 @@ def drive(run: RunFolder, ask: Ask | None = None) -> Path:
     With ``ask`` (chat mode) a User agent joins the team between the data and the search.
     """
     cfg = run.config()
-    ctx = RunContext(run=run, config=cfg, transcript=Transcript(run.root), backend=LocalBackend(),
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SandboxFallbackWarning)
+        backend = get_backend(cfg.backend)
+    ctx = RunContext(run=run, config=cfg, transcript=Transcript(run.root), backend=backend,
                      console=console)
+    for w in caught:  # said loudly, and on the record
+        err.print(f"[bold yellow]warning:[/] {w.message}")
+        ctx.transcript.append("event", "harmonycell", "sandbox_warning", {"warning": str(w.message)})
     team = None
     if ask is not None:
         team = build_team(ctx, extra=[User(ctx, ask)], routes=CHAT_ROUTES, produces=CHAT_PRODUCES)
     console.print(f"[bold]HarmonyCell[/] run [cyan]{cfg.run_id}[/] -> {run.root}")
+    def interrupt(signum, frame):  # stop the sandbox job too, not just this process
+        ctx.cancel.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
     try:
         verdict = run_team(ctx, RunRequest(inputs=[i.path for i in cfg.inputs], task=cfg.task.value,
                                            seed=cfg.seed), team)
@@ -54,6 +68,8 @@ def drive(run: RunFolder, ask: Ask | None = None) -> Path:
         ctx.transcript.append("event", "harmonycell", "run_failed", {"error": reason})
         run.set_status("failed", reason)
         raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
     run.set_status("complete")
     console.print(f"\n[bold]{'VALID' if verdict.valid else 'INVALID'}[/] -- report: {run.report_md}")
     return run.root
@@ -67,9 +83,10 @@ def run(
     seed: int = typer.Option(0),
     budget: int = typer.Option(2, min=1, help="training nodes the search may run"),
     epochs: int = typer.Option(100, min=1, help="maximum epochs per node (early stopping applies)"),
+    backend: str = typer.Option("auto", help="sandbox: docker | local | auto (docker when available)"),
 ) -> None:
     """Scripted, autonomous run: audit -> unify -> search -> evaluate -> judge -> report."""
-    execute(files, task, out, seed, budget, epochs)
+    execute(files, task, out, seed, budget, epochs, backend)
 
 
 @app.command()
@@ -110,14 +127,15 @@ def resume(run_dir: Path = typer.Argument(..., help="a run folder left by a kill
 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs"), help="runs root"),
-         seed: int = typer.Option(0)) -> None:
+         seed: int = typer.Option(0),
+         backend: str = typer.Option("auto", help="sandbox: docker | local | auto")) -> None:
     """Generate synthetic data in two lab schemas and run the whole pipeline on it."""
     from harmonycell.tools.synthetic import SimConfig, write_synthetic
 
     data_dir = out / "demo-data"
     paths = write_synthetic(data_dir, SimConfig(seed=seed))
     console.print(f"synthetic inputs: {', '.join(str(p) for p in paths)}")
-    execute(paths, "unseen-perturbation", out, seed, budget=2, epochs=30)
+    execute(paths, "unseen-perturbation", out, seed, budget=2, epochs=30, backend=backend)
 
 
 @app.command("replay")
@@ -130,11 +148,14 @@ def replay_cmd(run_dir: Path = typer.Argument(..., help="a run folder"),
 app.command("audit")(cli_data.audit)
 app.command("unify")(cli_data.unify)
 app.command("baselines")(cli_eval.baselines)
+app.add_typer(cli_sandbox.app, name="sandbox")
 
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # with standalone_mode=False click returns a command's exit code instead of exiting
+        rc = app(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
     except HarmonyCellError as exc:
         err.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False)
         sys.exit(2)

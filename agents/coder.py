@@ -16,8 +16,12 @@ def execute_node(agent: StepAgent, node_id: str, action: str, code: str, config:
     """Run code in the sandbox, record the call, and report what came out (shared with Debugger)."""
     ctx = agent.ctx
     node_dir = ctx.run.node_dir(node_id)
+    if ctx.cancel.is_set():
+        raise KeyboardInterrupt
     res: ExecutionResult = run_training(ctx.backend, ctx.run.sandbox_data, code, config, node_dir,
-                                        timeout_s=ctx.config.node_timeout_s)
+                                        timeout_s=ctx.config.node_timeout_s, cancel=ctx.cancel)
+    if ctx.cancel.is_set():  # the job was killed because the user interrupted the run
+        raise KeyboardInterrupt
     outputs = [o.path for o in res.outputs]
     ctx.tool_call(agent.name, "sandbox.run_training",
                   {"node": node_id, "action": action, "attempt": attempt, "backend": res.backend},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ class RunContext:
     backend: Any  # a sandbox backend (harmonycell.sandbox)
     console: Console = field(default_factory=Console)
     failure: BaseException | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)  # set on Ctrl-C: kill the job
     cache: dict[str, Any] = field(default_factory=dict)  # e.g. the loaded unified AnnData
 
     def artifact(self, path) -> ArtifactRef:

@@ -1,61 +1,166 @@
-"""Local backend: a child process in its own process group, killed as a group on timeout.
+"""Local backend: a child process in its own process group with resource limits.
 
-It does NOT isolate the network or the file system; it exists for machines without a Docker
-engine and says so when chosen.
+It does NOT isolate the network or the file system: the code runs as the host user and can read
+and write whatever that user can. It exists for machines without a Docker engine and says so on
+every result. Limits: address space (RLIMIT_AS, skipped when a GPU is used because CUDA reserves
+huge virtual ranges), number of processes (RLIMIT_NPROC, counted per user and ignored for root),
+CPU affinity for ``cpus``; a timeout or a cancellation kills the whole process group.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from harmonycell.sandbox.outputs import collect_outputs, tail
 from harmonycell.sandbox.result import ExecutionResult, Job
+from harmonycell.tools.errors import SandboxError
+
+NO_ISOLATION = ("LOCAL backend: the code runs as a plain child process with NO network or "
+                "file-system isolation (only memory/process/CPU limits and a timeout); "
+                "use the docker backend for untrusted code")
+POLL_S = 0.2
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$")
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+# Last lines of a traceback that mean "out of memory" rather than a bug in the code.
+_OOM_MARKERS = ("MemoryError", "DefaultCPUAllocator: can't allocate memory",
+                "DefaultCPUAllocator: not enough memory", "std::bad_alloc")
+
+
+def parse_bytes(text: str) -> int:
+    """'256m' -> 268435456 (docker's units: b, k, m, g, t, binary multiples; '1GiB' also reads)."""
+    m = _SIZE.match(str(text).strip().lower())
+    if not m or float(m[1]) <= 0:
+        raise SandboxError(f"cannot read the memory size {text!r}", where="--memory",
+                           fix="write a positive size like 512m or 8g")
+    return int(float(m[1]) * _UNITS[m[2]])
+
+
+def _user_process_count() -> int:
+    uid, n = os.getuid(), 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    n += 1
+            except OSError:
+                pass
+    return n
 
 
 class LocalBackend:
     name = "local"
 
+    def __init__(self) -> None:
+        self.warning = NO_ISOLATION
+
     def input_path(self, job: Job, name: str) -> str:
-        return str(job.inputs[name])
+        return str(Path(job.inputs[name]).resolve())
 
     def python(self) -> str:
         return sys.executable
 
-    def run(self, job: Job) -> ExecutionResult:
+    def gpu_available(self) -> bool:
+        try:
+            import torch
+        except ImportError:
+            return False
+        return bool(torch.cuda.is_available())
+
+    def _limits(self, job: Job):
+        mem = parse_bytes(job.memory)
+        # RLIMIT_NPROC counts every process of the user, so leave room for those already running.
+        nproc = _user_process_count() + job.pids
+        use_gpu = job.gpu if job.gpu is not None else False
+        cores = None
+        if job.cpus:
+            avail = sorted(os.sched_getaffinity(0))
+            cores = set(avail[: max(1, min(len(avail), math.ceil(job.cpus)))])
+
+        def apply() -> None:  # runs in the child between fork and exec
+            if not use_gpu:
+                resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+            if cores:
+                os.sched_setaffinity(0, cores)
+
+        return apply
+
+    def run(self, job: Job, cancel: threading.Event | None = None) -> ExecutionResult:
+        if job.gpu and not self.gpu_available():
+            raise SandboxError("a GPU was requested but torch on this host sees no CUDA device",
+                               where="local backend", fix="run without --gpu (or on a machine with a GPU)")
         job.workdir.mkdir(parents=True, exist_ok=True)
         out_path, err_path = job.workdir / "stdout.log", job.workdir / "stderr.log"
         env = {**os.environ, **job.env}
+        if job.cpus and "HARMONYCELL_THREADS" not in job.env:
+            env["HARMONYCELL_THREADS"] = str(max(1, math.ceil(job.cpus)))
         t0 = time.monotonic()
         status, code = "ok", None
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            proc = subprocess.Popen(
-                job.command, cwd=job.workdir, stdout=out, stderr=err, env=env,
-                start_new_session=True,
-            )
             try:
-                code = proc.wait(timeout=job.timeout_s)
-                status = "ok" if code == 0 else "error"
-            except subprocess.TimeoutExpired:
-                status = "timeout"
-                _kill_group(proc)
-            except BaseException:
+                proc = subprocess.Popen(
+                    job.command, cwd=job.workdir, stdout=out, stderr=err, env=env,
+                    start_new_session=True, preexec_fn=self._limits(job),
+                )
+            except FileNotFoundError:
+                raise SandboxError(f"cannot start {job.command[0]!r}: no such program",
+                                   where="local backend", fix="check the command") from None
+            try:
+                deadline = t0 + job.timeout_s
+                while True:
+                    try:
+                        code = proc.wait(timeout=min(POLL_S, max(0.0, deadline - time.monotonic())))
+                        break
+                    except subprocess.TimeoutExpired:
+                        pass
+                    if cancel is not None and cancel.is_set():
+                        status = "killed"
+                        _kill_group(proc)
+                        break
+                    if time.monotonic() >= deadline:
+                        status = "timeout"
+                        _kill_group(proc)
+                        break
+            except BaseException:  # KeyboardInterrupt, a crash in the caller: never leave a child
                 _kill_group(proc)
                 raise
+            _kill_group(proc)  # the leader may be gone while its children still run
+        if status == "ok":
+            status = self._classify(code, err_path)
         return ExecutionResult(
-            status=status, exit_code=code, wall_s=round(time.monotonic() - t0, 3),
-            backend=self.name, stdout_tail=tail(out_path), stderr_tail=tail(err_path),
-            outputs=collect_outputs(job.workdir),
+            status=status, exit_code=code if status not in ("timeout", "killed") else proc.returncode,
+            wall_s=round(time.monotonic() - t0, 3), backend=self.name,
+            stdout_tail=tail(out_path, own_files=job.trim_frames),
+            stderr_tail=tail(err_path, own_files=job.trim_frames),
+            outputs=collect_outputs(job.workdir), warnings=[self.warning],
         )
+
+    @staticmethod
+    def _classify(code: int | None, err_path: Path) -> str:
+        if code == 0:
+            return "ok"
+        if code is not None and code < 0:
+            return "oom" if code == -signal.SIGKILL and _tail_says_oom(err_path) else "killed"
+        return "oom" if _tail_says_oom(err_path) else "error"
+
+
+def _tail_says_oom(err_path: Path) -> bool:
+    lines = [ln for ln in tail(err_path, 2000).splitlines() if ln.strip()]
+    return bool(lines) and any(m in lines[-1] for m in _OOM_MARKERS)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
     proc.wait()

@@ -27,7 +27,10 @@ class Job(BaseModel):
     cpus: float | None = None
     pids: int = 512
     env: dict[str, str] = Field(default_factory=dict)
-    gpu: bool = False
+    gpu: bool | None = None  # None: use a GPU when the backend has one; True: require one
+    tmp_size: str = "1g"  # the tmpfs /tmp (docker); counts against ``memory``
+    # files whose traceback frames are hidden from the tails (the harness's own frames)
+    trim_frames: list[str] = Field(default_factory=list)
 
 
 class ExecutionResult(BaseModel):
@@ -38,6 +41,8 @@ class ExecutionResult(BaseModel):
     stdout_tail: str = ""
     stderr_tail: str = ""
     outputs: list[OutputFile] = Field(default_factory=list)
+    sandbox_id: str | None = None  # docker: the container name (gone once the run returns)
+    warnings: list[str] = Field(default_factory=list)  # e.g. the local backend isolates nothing
 
     @property
     def ok(self) -> bool:

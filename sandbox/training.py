@@ -1,28 +1,39 @@
-"""Run one training node: the harness, a model module and its config, inside a backend."""
+"""Run one training node: the harness, a model module and its config, inside a backend.
+
+Docker: the task data and the harness are mounted read-only (under /inputs), the node folder is
+the only writable mount. Local: the same command on host paths (no isolation).
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
-from harmonycell.sandbox.local import LocalBackend
+from harmonycell.sandbox.backends import Backend
 from harmonycell.sandbox.result import ExecutionResult, Job
 
 HARNESS = Path(__file__).with_name("harness.py")
 
 
 def run_training(
-    backend: LocalBackend,
+    backend: Backend,
     data_dir: Path,
     model_code: str,
     config: dict,
     node_dir: Path,
     timeout_s: float = 3600.0,
+    *,
+    memory: str = "8g",
+    cpus: float | None = None,
+    gpu: bool | None = None,
+    cancel: threading.Event | None = None,
 ) -> ExecutionResult:
     """Write model.py and config.json into ``node_dir`` and run the harness on ``data_dir``.
 
     ``node_dir`` is the only folder the code may write; ``data_dir`` is read-only input.
+    ``gpu``: None uses a GPU when the backend has one, True requires one, False forbids it.
     """
     node_dir = Path(node_dir)
     if node_dir.exists():  # a re-run starts from a clean folder so stale outputs cannot be scored
@@ -35,13 +46,18 @@ def run_training(
         workdir=node_dir,
         inputs={"data": Path(data_dir), "harness": HARNESS},
         timeout_s=timeout_s,
+        memory=memory,
+        cpus=cpus,
+        gpu=gpu,
     )
+    harness = backend.input_path(job, "harness")
+    job.trim_frames = [harness]
     job.command = [
         backend.python(),
-        backend.input_path(job, "harness"),
+        harness,
         "--data", backend.input_path(job, "data"),
         "--model", "model.py",
         "--config", "config.json",
         "--out", ".",
     ]
-    return backend.run(job)
+    return backend.run(job, cancel=cancel)

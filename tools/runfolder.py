@@ -33,7 +33,7 @@ class RunConfig(BaseModel):
     seed: int = 0
     budget_nodes: int = Field(2, ge=1, description="training nodes the search may run")
     node_timeout_s: float = 900.0
-    backend: str = "local"
+    backend: str = "auto"  # sandbox backend: docker | local | auto
     policy: str = "builtin"
     epochs: int = 100
     created: str = ""

@@ -1,0 +1,29 @@
+"""A plain (non-editable) install ships every package, template and data file under harmonycell.*."""
+
+import subprocess
+import sys
+import zipfile
+
+
+def test_wheel_contents(tmp_path):
+    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(repo)], check=True, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("harmonycell-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for required in ["harmonycell/agents/cli.py", "harmonycell/tools/unify.py",
+                     "harmonycell/sandbox/harness.py", "harmonycell/sandbox/image/Dockerfile",
+                     "harmonycell/tools/model_templates/residual_mlp.py"]:
+        assert required in names, f"{required} missing from the wheel"
+    assert any(n.startswith("harmonycell/prompts/") and n.endswith(".md") for n in names)
+    # no generic top-level names squatted in a user's environment
+    tops = {n.split("/")[0] for n in names if not n.startswith("harmonycell-")}
+    assert tops == {"harmonycell"}
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "harmonycell = harmonycell.agents.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_installed_package_imports_outside_the_repo(tmp_path):
+    code = "import harmonycell.agents.cli, harmonycell.tools.unify, harmonycell.sandbox.harness; print('ok')"
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
