@@ -13,13 +13,13 @@ from harmonycell.tools.unify import drop_rows_inplace
 
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(1, 300), density=st.floats(0.0, 0.6), seed=st.integers(0, 10**6),
-       chunk=st.integers(1, 64), p_keep=st.floats(0.0, 1.0))
-def test_drop_rows_inplace_equals_fancy_indexing(n, density, seed, chunk, p_keep):
+       p_keep=st.floats(0.0, 1.0))
+def test_drop_rows_inplace_equals_fancy_indexing(n, density, seed, p_keep):
     rng = np.random.default_rng(seed)
     X = sp.random(n, 17, density=density, format="csr", random_state=seed, dtype=np.float32)
     keep = rng.random(n) < p_keep
     expected = X[np.flatnonzero(keep)].toarray()
-    got = drop_rows_inplace(X.copy(), keep, rows_per_chunk=chunk)
+    got = drop_rows_inplace(X.copy(), keep)
     assert got.shape == expected.shape
     np.testing.assert_array_equal(got.toarray(), expected)
 

@@ -203,7 +203,10 @@ def categorical(col: ObsColumn, n_cells: int) -> bool:
 
 
 def values_of(obs: pd.DataFrame, name: str) -> list[str]:
-    return [str(v) for v in obs[name].dropna().astype(str).unique()]
+    """Distinct non-missing values as text, in order of appearance (unique first, then str)."""
+    col = obs[name]
+    uniq = col.dropna().unique()
+    return list(dict.fromkeys(str(v) for v in uniq))
 
 
 def detect_delimiters(values: list[str], control_tokens: set[str]) -> list[str]:

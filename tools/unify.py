@@ -151,34 +151,25 @@ def check_names(path: Path, adata: AnnData) -> None:
                          fix="check that the right file was exported")
 
 
-def drop_rows_inplace(X: sp.csr_matrix, keep: np.ndarray, rows_per_chunk: int = 4096) -> sp.csr_matrix:
-    """Remove rows of a CSR matrix by compacting its arrays in place, chunk by chunk.
+def drop_rows_inplace(X: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
+    """Remove rows of a CSR matrix by shifting runs of kept rows forward in its own arrays.
 
     ``X[keep]`` would allocate a second matrix of nearly the same size (usually to drop ~1% of
-    cells); here writes always land at or before the reads of the same chunk, so the arrays can
-    be shifted forward with only one chunk of temporary memory."""
+    cells). Here each run of consecutive kept rows is one slice move (numpy handles the overlap),
+    so the extra memory is at most one run and the work one pass over the kept values."""
     data, indices, indptr = X.data, X.indices, X.indptr
-    n = X.shape[0]
-    counts = np.diff(indptr)
-    new_indptr = np.concatenate([[0], np.cumsum(np.where(keep, counts, 0))]).astype(indptr.dtype)
+    keep = np.asarray(keep, dtype=bool)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.view(np.int8), [0]])))
     w = 0
-    for start in range(0, n, rows_per_chunk):
-        stop = min(n, start + rows_per_chunk)
-        a, b = int(indptr[start]), int(indptr[stop])
-        k = keep[start:stop]
-        if k.all():
-            if w != a:
-                data[w:w + (b - a)] = data[a:b]
-                indices[w:w + (b - a)] = indices[a:b]
-            w += b - a
-            continue
-        m = np.repeat(k, counts[start:stop])
-        seg_d, seg_i = data[a:b][m], indices[a:b][m]  # copies of one chunk only
-        data[w:w + len(seg_d)] = seg_d
-        indices[w:w + len(seg_i)] = seg_i
-        w += len(seg_d)
-    rows = new_indptr[np.concatenate([[True], keep])]
-    out = sp.csr_matrix((data[:w], indices[:w], rows), shape=(int(keep.sum()), X.shape[1]))
+    for r0, r1 in zip(edges[::2], edges[1::2]):  # runs [r0, r1) of kept rows
+        a, b = int(indptr[r0]), int(indptr[r1])
+        if w != a:
+            data[w:w + (b - a)] = data[a:b]
+            indices[w:w + (b - a)] = indices[a:b]
+        w += b - a
+    counts = np.diff(indptr)[keep]
+    new_indptr = np.concatenate([[0], np.cumsum(counts)]).astype(indptr.dtype)
+    out = sp.csr_matrix((data[:w], indices[:w], new_indptr), shape=(int(keep.sum()), X.shape[1]))
     out.has_sorted_indices = X.has_sorted_indices
     return out
 
