@@ -87,6 +87,9 @@ def test_dose_in_nm_from_text(obs):
     ("import os", "syntax error"),
     ("x = 1", "syntax error"),
     ("obs['drug'].str", "is not a column"),
+    ("obs", "whole obs table"),
+    ("obs['n'] == obs", "whole obs table"),
+    ("obs['n'].isin(obs)", "whole obs table"),
 ])
 def test_hostile_expressions_rejected_naming_the_construct(obs, expr, construct):
     with pytest.raises(ExpressionError) as e:
@@ -128,7 +131,7 @@ def hostile(draw):
 SAFE_TYPES = (pd.Series,)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(__import__("os").environ.get("HC_FUZZ_EXAMPLES", 400)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(expr=hostile())
 def test_fuzz_structured_hostile(obs, expr):
     """Whatever the combination, the evaluator returns a Series of per-cell values or raises
