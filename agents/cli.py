@@ -12,9 +12,10 @@ import typer
 from rich.console import Console
 from rich.prompt import Prompt
 
-from harmonycell.agents import cli_data, cli_eval, cli_sandbox
+from harmonycell.agents import cli_data, cli_eval, cli_sandbox, cli_train
 from harmonycell.agents.chat import Ask, User, answer_questions, ask_inputs, ask_task
 from harmonycell.agents.context import RunContext
+from harmonycell.agents.llm import LLMConfig, load_llm_config
 from harmonycell.agents.messages import RunRequest
 from harmonycell.agents.replay import replay
 from harmonycell.agents.routing import CHAT_PRODUCES, CHAT_ROUTES
@@ -32,8 +33,10 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def execute(files: list[Path], task: str, out: Path, seed: int, budget: int, epochs: int,
-            backend: str = "auto") -> Path:
-    run = create_run(out, files, task, seed=seed, budget_nodes=budget, epochs=epochs, backend=backend)
+            backend: str = "auto", llm_config: Path | None = None) -> Path:
+    llm = load_llm_config(llm_config).model_dump() if llm_config else None
+    run = create_run(out, files, task, seed=seed, budget_nodes=budget, epochs=epochs, backend=backend,
+                     llm=llm)
     return drive(run)
 
 
@@ -47,7 +50,7 @@ def drive(run: RunFolder, ask: Ask | None = None) -> Path:
         warnings.simplefilter("always", SandboxFallbackWarning)
         backend = get_backend(cfg.backend)
     ctx = RunContext(run=run, config=cfg, transcript=Transcript(run.root), backend=backend,
-                     console=console)
+                     console=console, llm=LLMConfig.model_validate(cfg.llm) if cfg.llm else None)
     for w in caught:  # said loudly, and on the record
         err.print(f"[bold yellow]warning:[/] {w.message}")
         ctx.transcript.append("event", "harmonycell", "sandbox_warning", {"warning": str(w.message)})
@@ -84,9 +87,11 @@ def run(
     budget: int = typer.Option(2, min=1, help="training nodes the search may run"),
     epochs: int = typer.Option(100, min=1, help="maximum epochs per node (early stopping applies)"),
     backend: str = typer.Option("auto", help="sandbox: docker | local | auto (docker when available)"),
+    llm_config: Optional[Path] = typer.Option(None, "--llm-config",
+                                              help="JSON/YAML {base_url, model, api_key_env}: LLM policies for Unifier and Coder"),
 ) -> None:
     """Scripted, autonomous run: audit -> unify -> search -> evaluate -> judge -> report."""
-    execute(files, task, out, seed, budget, epochs, backend)
+    execute(files, task, out, seed, budget, epochs, backend, llm_config)
 
 
 @app.command()
@@ -96,12 +101,15 @@ def chat(
     out: Path = typer.Option(Path("runs"), help="runs root"),
     budget: int = typer.Option(2, min=1),
     epochs: int = typer.Option(100, min=1),
+    backend: str = typer.Option("auto", help="sandbox: docker | local | auto"),
+    llm_config: Optional[Path] = typer.Option(None, "--llm-config", help="LLM policies (see `run`)"),
 ) -> None:
     """A conversation in the terminal: you approve the search and ask about the result."""
     ask = lambda q: Prompt.ask(f"[bold yellow]you[/] {q}", console=console, default="", show_default=False)
     files = files or ask_inputs(ask, console)
     task = task or ask_task(ask, console)
-    run = create_run(out, files, task, budget_nodes=budget, epochs=epochs)
+    llm = load_llm_config(llm_config).model_dump() if llm_config else None
+    run = create_run(out, files, task, budget_nodes=budget, epochs=epochs, backend=backend, llm=llm)
     drive(run, ask)
     answer_questions(run, ask, console)
 
@@ -133,9 +141,11 @@ def demo(out: Path = typer.Option(Path("runs"), help="runs root"),
     from harmonycell.tools.synthetic import SimConfig, write_synthetic
 
     data_dir = out / "demo-data"
-    paths = write_synthetic(data_dir, SimConfig(seed=seed))
+    # sized so that the whole demo (two architectures searched) takes a few minutes on 2 cores
+    sim = SimConfig(n_genes=300, cells_per_condition=30, n_controls=300, seed=seed)
+    paths = write_synthetic(data_dir, sim)
     console.print(f"synthetic inputs: {', '.join(str(p) for p in paths)}")
-    execute(paths, "unseen-perturbation", out, seed, budget=2, epochs=30, backend=backend)
+    execute(paths, "unseen-perturbation", out, seed, budget=2, epochs=15, backend=backend)
 
 
 @app.command("replay")
@@ -148,6 +158,7 @@ def replay_cmd(run_dir: Path = typer.Argument(..., help="a run folder"),
 app.command("audit")(cli_data.audit)
 app.command("unify")(cli_data.unify)
 app.command("baselines")(cli_eval.baselines)
+app.command("train")(cli_train.train)
 app.add_typer(cli_sandbox.app, name="sandbox")
 
 

@@ -170,11 +170,11 @@ def train(
 ) -> None:
     """Train one node of the action space through the sandbox and score it beside the baselines."""
     try:
-        from harmonycell.agents.llm import LLMConfig
+        from harmonycell.agents.llm import load_llm_config
         from harmonycell.tools.actions import parse_action
 
         parse_action(action)  # fail fast, before reading the task
-        llm = LLMConfig(**json.loads(llm_config.read_text())) if llm_config else None
+        llm = load_llm_config(llm_config) if llm_config else None
         adata = load_task(task_dir)
         node_dir = out or Path(tempfile.mkdtemp(prefix="harmonycell-train-")) / "node"
         report = train_node(adata, action, node_dir, backend=backend, seed=seed,

@@ -6,7 +6,8 @@ from harmonycell.agents.base import StepAgent
 from harmonycell.agents.messages import Artifact, NodeExecuted, NodeFailed, NodePlan
 from harmonycell.sandbox.result import ExecutionResult
 from harmonycell.sandbox.training import run_training
-from harmonycell.tools.codegen import render_node
+from harmonycell.agents.coder_policy import CodeRequest, make_coder
+from harmonycell.tools.codegen import cap_epochs
 
 PRED_FILES = {"val": "pred_val.npy", "test": "pred_test.npy"}
 
@@ -46,7 +47,17 @@ def execute_node(agent: StepAgent, node_id: str, action: str, code: str, config:
 class Coder(StepAgent):
     description_text = "Writes model code for an action path and trains it in the sandbox."
 
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.policy = make_coder(ctx.llm)
+
     def on_NodePlan(self, plan: NodePlan) -> NodeExecuted | NodeFailed:
-        code, config = render_node(plan.action, seed=self.ctx.config.seed,
-                                   epochs=self.ctx.config.epochs)
-        return execute_node(self, plan.node_id, plan.action, code, config, attempt=1)
+        ctx = self.ctx
+        mc = self.policy.write(CodeRequest(action=plan.action, data_dir=ctx.run.sandbox_data,
+                                           seed=ctx.config.seed))
+        if ctx.llm is not None:  # what the model was asked and how its replies were judged
+            ctx.transcript.append("llm_call", self.name, "write_model",
+                                  {"node": plan.node_id, "model": ctx.llm.model, "policy": mc.policy,
+                                   "fell_back": mc.fell_back, "attempts": mc.attempts, "notes": mc.notes})
+        config = cap_epochs(mc.config, plan.action, ctx.config.epochs)
+        return execute_node(self, plan.node_id, plan.action, mc.code, config, attempt=1)

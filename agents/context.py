@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.console import Console
 
+from harmonycell.agents.llm import LLMConfig
 from harmonycell.tools.runfolder import RunConfig, RunFolder
 from harmonycell.tools.transcript import ArtifactRef, Transcript
 
@@ -18,6 +19,7 @@ class RunContext:
     config: RunConfig
     transcript: Transcript
     backend: Any  # a sandbox backend (harmonycell.sandbox)
+    llm: LLMConfig | None = None  # the LLM policy's endpoint; None: builtin policies
     console: Console = field(default_factory=Console)
     failure: BaseException | None = None
     cancel: threading.Event = field(default_factory=threading.Event)  # set on Ctrl-C: kill the job

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 from harmonycell.agents.base import StepAgent
 from harmonycell.agents.coder import execute_node
 from harmonycell.agents.messages import NodeAbandoned, NodeExecuted, NodeFailed
-from harmonycell.tools.codegen import render_node
 
 MAX_STEPS = 2
 
@@ -29,7 +30,9 @@ class Debugger(StepAgent):
     description_text = "Diagnoses a failed node and retries it with a fix, a bounded number of times."
 
     def on_NodeFailed(self, failed: NodeFailed) -> NodeExecuted | NodeAbandoned:
-        code, config = render_node(failed.action, seed=self.ctx.config.seed, epochs=self.ctx.config.epochs)
+        node_dir = self.ctx.run.node_dir(failed.node_id)  # patch what failed, not a fresh draft
+        code = (node_dir / "model.py").read_text()
+        config = json.loads((node_dir / "config.json").read_text())
         status, tail, attempt = failed.status, failed.error_tail, failed.attempts
         for _ in range(MAX_STEPS):
             fix = diagnose(status, tail, config)

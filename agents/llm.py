@@ -13,6 +13,7 @@ import asyncio
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -32,6 +33,23 @@ class LLMConfig(BaseModel):
     transport_retries: int = 3  # per call, for connection errors / 5xx
     max_asks: int = 3  # replies per task, counting re-asks after a failed validation
     family: str = "unknown"
+
+
+def load_llm_config(path: Path) -> LLMConfig:
+    """Read an LLM endpoint file (JSON or YAML: base_url, model, api_key_env, ...)."""
+    import yaml
+    from pydantic import ValidationError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("LLM config file not found", where=str(path),
+                         fix='write e.g. {"base_url": "http://127.0.0.1:8000/v1", "model": "my-model"}')
+    try:
+        return LLMConfig.model_validate(yaml.safe_load(path.read_text()))
+    except (yaml.YAMLError, ValidationError) as e:
+        first = str(e).splitlines()[0:3]
+        raise InputError(f"not a valid LLM config ({' '.join(first)})", where=str(path),
+                         fix="give base_url and model (and api_key_env for hosted endpoints)") from None
 
 
 class ReplyInvalid(ValueError):
@@ -85,8 +103,11 @@ class AskOutcome(Generic[T]):
     error: str | None = None  # set when the endpoint itself failed
 
 
+CODE_REASK = "Fix it and reply again with the complete module in one ```python block."
+
+
 async def ask_validated(client, system: str, user: str, parse: Callable[[str], T],
-                        max_asks: int = 3, retries: int = 3) -> AskOutcome[T]:
+                        max_asks: int = 3, retries: int = 3, reask: str = CODE_REASK) -> AskOutcome[T]:
     """Ask, parse, and on ``ReplyInvalid`` re-ask with the reason, at most ``max_asks`` replies."""
     from autogen_core.models import AssistantMessage, SystemMessage, UserMessage
 
@@ -106,9 +127,7 @@ async def ask_validated(client, system: str, user: str, parse: Callable[[str], T
         except ReplyInvalid as e:
             outcome.reasons.append(str(e))
             messages += [AssistantMessage(content=reply, source="assistant"),
-                         UserMessage(content=f"Your reply was rejected: {e}\nFix it and reply again "
-                                             "with the complete module in one ```python block.",
-                                     source="user")]
+                         UserMessage(content=f"Your reply was rejected: {e}\n{reask}", source="user")]
     return outcome
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import anndata as ad
 
 from harmonycell.agents.base import StepAgent
+from harmonycell.agents.unifier_policy import LLMUnifier
+from harmonycell.tools.audit import AuditReport
 from harmonycell.agents.messages import Artifact, AuditDone, UnifyDone
 from harmonycell.tools.schema import SPLIT
 from harmonycell.tools.taskdata import export_sandbox_data, load_meta
@@ -21,13 +24,23 @@ def dropped_cells(report: dict) -> int:
 class Unifier(StepAgent):
     description_text = "Infers a mapping spec per input and builds the canonical task data."
 
+    def _llm_specs(self) -> dict:
+        """Specs written by the LLM policy; inputs it could not map fall back to builtin."""
+        audits = [AuditReport.model_validate_json(p.read_text())
+                  for p in sorted(self.ctx.run.audit_dir.glob("*.json"))]
+        got = asyncio.run(LLMUnifier(self.ctx.llm).aspecs(audits))
+        for call, note in zip(got.calls, got.notes):
+            self.ctx.transcript.append("llm_call", self.name, "mapping_spec", {**call, "outcome": note})
+        return got.specs
+
     def on_AuditDone(self, done: AuditDone) -> UnifyDone:
         cfg, run = self.ctx.config, self.ctx.run
         if (run.sandbox_data / "meta.json").exists() and run.unified.exists():
             adata = ad.read_h5ad(run.unified)  # a resumed run: unification is already done
             meta = load_meta(run.sandbox_data)
         else:
-            outcome = unify([Path(p) for p in done.inputs], task=cfg.task, seed=cfg.seed)
+            outcome = unify([Path(p) for p in done.inputs], task=cfg.task, seed=cfg.seed,
+                            specs=self._llm_specs() if self.ctx.llm else None)
             write_unify_outputs(outcome, run.unify_dir)
             adata = outcome.adata
             # meta.json is written last, so its presence means the export is complete

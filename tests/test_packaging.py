@@ -13,7 +13,7 @@ def test_wheel_contents(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ["harmonycell/agents/cli.py", "harmonycell/tools/unify.py",
                      "harmonycell/sandbox/harness.py", "harmonycell/sandbox/image/Dockerfile",
-                     "harmonycell/tools/model_templates/residual_mlp.py"]:
+                     "harmonycell/tools/model_templates/resnet.py"]:
         assert required in names, f"{required} missing from the wheel"
     assert any(n.startswith("harmonycell/prompts/") and n.endswith(".md") for n in names)
     # no generic top-level names squatted in a user's environment

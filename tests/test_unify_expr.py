@@ -40,6 +40,7 @@ def obs():
     ("obs['sample'].str.startswith('ctrl')", [True, False, False, True]),
     ("obs['cat'].astype('str') + '_' + obs['sample']", ["a_ctrl101", "b_stim107", "a_stim101", "b_ctrl107"]),
     ("'const'", ["const"] * 4),
+    ("obs['n'].astype(str) + 'x'", ["1x", "2x", "3x", "4x"]),
 ])
 def test_allowed_expressions(obs, expr, expected):
     assert evaluate(expr, obs).tolist() == expected

@@ -32,8 +32,8 @@ def test_exported_schema_is_current():
 def test_prompt_renders_with_audit_schema_and_proposal():
     a = audit_h5ad(real(ZHAO))
     text = render_prompt(a, infer_mapping(a, read_obs_var_backed(a.path and real(ZHAO))[0]))
-    assert "0.2 uM panobinostat" in text and '"condition_name"' in text and "`logic`" in text
-    assert "{" in text and "{dataset_id}" not in text
+    assert "0.2 uM panobinostat" in text and '"condition_name"' in text and "logic" in text
+    assert "{dataset_id}" not in text and "deterministic policy proposes" in text
 
 
 def llm_like_spec(**changes) -> MappingSpec:

@@ -178,13 +178,10 @@ def modules_from_gene_sets(path: Path, genes: list[str], symbols: list[str] | No
     return modules
 
 
-def render_node(action: str, seed: int = 0, epochs: int | None = None,
-                data_dir: Path | None = None) -> tuple[str, dict]:
-    """(model code, config) for an action path; ``epochs`` caps the path's epochs (a run-wide
-    limit), unless the path itself sets epochs explicitly."""
-    mc = generate(action, data_dir, seed=seed)
+def cap_epochs(config: dict, action: str, epochs: int | None) -> dict:
+    """``epochs`` is a run-wide limit on the path's epochs, unless the path sets epochs itself."""
     path = parse_action(action)
     explicit = any(r.kind == "hparams" and "epochs" in dict(r.values) for r in path.refinements)
-    if epochs is not None and not explicit:
-        mc.config["epochs"] = min(int(mc.config["epochs"]), int(epochs))
-    return mc.code, mc.config
+    if epochs is None or explicit:
+        return config
+    return {**config, "epochs": min(int(config["epochs"]), int(epochs))}

@@ -211,7 +211,12 @@ class Evaluator:
         for a in node.args:
             if isinstance(a, ast.Starred):
                 raise self.fail("a starred argument")
-        args = [self.value(a, depth) for a in node.args]
+        if m.name == "astype" and len(node.args) == 1 and isinstance(node.args[0], ast.Name) \
+                and node.args[0].id in ("str", "float", "int", "bool"):
+            # astype(str) is how people write it; the builtin is never looked up, only its name
+            args = [node.args[0].id]
+        else:
+            args = [self.value(a, depth) for a in node.args]
         kwargs = {}
         for kw in node.keywords:
             if kw.arg is None:

@@ -134,16 +134,17 @@ def json_schema_text() -> str:
 
 
 def render_prompt(audit: AuditReport, builtin: "MappingSpec | None" = None) -> str:
-    """The LLM policy's prompt (prompts/unifier_mapping.md) filled in for one audited file."""
+    """The LLM policy's prompt (prompts/unifier_mapping.md) filled in for one audited file; with
+    ``builtin``, the deterministic proposal is appended for the model to correct."""
     from importlib.resources import files
 
     template = files("harmonycell.prompts").joinpath("unifier_mapping.md").read_text(encoding="utf-8")
-    hint = ""
+    text = template.format(dataset_id=audit.name, audit=audit.model_dump_json(indent=2),
+                           schema=json.dumps(MappingSpec.model_json_schema(), indent=2))
     if builtin is not None:
-        hint = ("A deterministic policy proposes the spec below; keep what is right, fix what is wrong:\n\n"
-                "```json\n" + builtin.model_dump_json(indent=2) + "\n```")
-    return template.format(dataset_id=audit.name, audit_markdown=audit.to_markdown(), builtin_hint=hint,
-                           json_schema=json.dumps(MappingSpec.model_json_schema(), indent=2))
+        text += ("\nA deterministic policy proposes the spec below; keep what is right, fix what is wrong:\n\n"
+                 "```json\n" + builtin.model_dump_json(indent=2) + "\n```\n")
+    return text
 
 
 def export_json_schema(path: Path = SCHEMA_PATH) -> Path:

@@ -34,7 +34,7 @@ class RunConfig(BaseModel):
     budget_nodes: int = Field(2, ge=1, description="training nodes the search may run")
     node_timeout_s: float = 900.0
     backend: str = "auto"  # sandbox backend: docker | local | auto
-    policy: str = "builtin"
+    llm: dict | None = None  # LLM endpoint settings (base_url, model, api_key_env, ...); None: builtin
     epochs: int = 100
     created: str = ""
 
