@@ -142,6 +142,8 @@ def apply_obs(spec: MappingSpec, obs: pd.DataFrame) -> AppliedObs:
         conflict = np.zeros(n, bool)
     else:
         is_ctrl = as_bool_series(is_ctrl_f, "is_control").to_numpy()
+        # a flagged control needs no label (schemas that leave the target empty for controls)
+        unknown = unknown & ~is_ctrl
         # a cell flagged perturbed whose label holds only control tokens: nothing to learn from
         conflict = ~is_ctrl & (cond == CONTROL_LABEL).to_numpy() & ~unknown
     cond = cond.where(~pd.Series(is_ctrl, index=idx), CONTROL_LABEL)
@@ -199,18 +201,19 @@ def gene_ids(spec: MappingSpec, var: pd.DataFrame) -> GeneIds:
         if name not in var.columns:
             raise SpecError(f"var column {name!r} does not exist", where="gene_symbol_column/gene_id_column",
                             fix=f"use one of: {', '.join(map(str, var.columns)) or '(none)'}")
-        return var[name].astype(object).where(var[name].notna(), None).map(lambda v: None if v is None else str(v))
+        v = var[name].astype(object)
+        return v.astype(str).where(v.notna(), None)
 
     sym_col, id_col = col(spec.gene_symbol_column), col(spec.gene_id_column)
-    index_is_ens = index.map(lambda s: bool(ens_rx.match(s)))
+    index_is_ens = index.str.match(ens_rx.pattern)
     if sym_col is not None:
         symbol = sym_col.where(sym_col.notna() & (sym_col != ""), index)
     else:
         symbol = index.where(~index_is_ens, None) if spec.var_index_type == "mixed" else index
         symbol = symbol.where(symbol.notna(), index)
-    ens = pd.Series([None] * len(index), index=var.index, dtype=object)
-    ens = ens.where(~index_is_ens, index.map(strip_version))
+    # vectorised: 20k+ genes, no per-gene Python calls
+    ens = index.str.replace(r"\.\d+$", "", regex=True).where(index_is_ens, None)
     if id_col is not None:
-        ok = id_col.map(lambda s: bool(s) and bool(ens_rx.match(s)))
-        ens = ens.where(ens.notna() | ~ok, id_col.map(lambda s: strip_version(s) if s else s))
+        ok = id_col.fillna("").str.match(ens_rx.pattern)
+        ens = ens.where(ens.notna() | ~ok, id_col.fillna("").str.replace(r"\.\d+$", "", regex=True))
     return GeneIds(symbol=symbol.astype(str), ensembl=ens, id_type=spec.var_index_type)

@@ -22,6 +22,7 @@ from harmonycell.tools.errors import InputError
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ENSEMBL_RE = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
 CHUNK_NNZ = 20_000_000  # values per streamed chunk of X: bounds audit memory to ~100 MB
+PIECE = 1 << 18  # values per in-cache piece of a chunk
 N_SAMPLED_VALUES = 12
 
 IdType = Literal["symbol", "ensembl", "mixed", "other"]
@@ -185,53 +186,75 @@ def sparse_format(xnode) -> str:
     return "csc_matrix" if enc.startswith("csc") else "csr_matrix"
 
 
-def fingerprint_x(xnode) -> XFingerprint:
-    """Stream X once and collect the statistics; never holds more than CHUNK_NNZ values."""
+def fingerprint_x(xnode, chunk_nnz: int | None = None) -> XFingerprint:
+    """Stream X once and collect the statistics; never holds more than CHUNK_NNZ values (and
+    works in X's own dtype: no float64 copy of the data)."""
+    chunk_nnz = chunk_nnz or CHUNK_NNZ
     n_cells, n_genes = x_shape(xnode)
     total = n_cells * n_genes
-    mn, mx, s, nnz, nonint, nonfinite, neg = np.inf, -np.inf, 0.0, 0, 0, 0, 0
+    st = {"mn": np.inf, "mx": -np.inf, "s": 0.0, "nnz": 0, "nonint": 0, "nonfinite": 0, "neg": 0}
     cell_sums = np.zeros(n_cells, dtype=np.float64)
 
     def consume(vals: np.ndarray) -> None:
-        nonlocal mn, mx, s, nnz, nonint, nonfinite, neg
-        vals = np.asarray(vals, dtype=np.float64)
-        finite = np.isfinite(vals)
-        nonfinite += int((~finite).sum())
-        v = vals[finite] if nonfinite else vals
-        if v.size:
-            mn, mx = min(mn, float(v.min())), max(mx, float(v.max()))
-            s += float(v.sum())
-            nnz += int(np.count_nonzero(v))
-            neg += int((v < 0).sum())
-            nonint += int(np.count_nonzero(v != np.round(v)))
+        # cache-sized pieces: several passes over each piece cost about one pass over memory
+        for i in range(0, vals.size, PIECE):
+            consume_piece(vals[i:i + PIECE])
+
+    def consume_piece(vals: np.ndarray) -> None:
+        if vals.size == 0:
+            return
+        if vals.dtype.kind in "iub" or np.isfinite(vals).all():
+            v = vals
+        else:
+            finite = np.isfinite(vals)
+            bad = vals.size - int(np.count_nonzero(finite))
+            st["nonfinite"] += bad
+            v = vals[finite]
+            if v.size == 0:
+                return
+        lo, hi = v.min(), v.max()
+        st["mn"], st["mx"] = min(st["mn"], float(lo)), max(st["mx"], float(hi))
+        st["s"] += float(np.sum(v, dtype=np.float64))
+        st["nnz"] += int(np.count_nonzero(v))
+        if lo < 0:
+            st["neg"] += int(np.count_nonzero(v < 0))
+        if v.dtype.kind == "f" and st["nonint"] == 0:  # one non-integer value settles it
+            ints = v.astype(np.int32 if max(abs(float(lo)), abs(float(hi))) < 2**31 - 1 else np.int64)
+            st["nonint"] += int(np.count_nonzero(v != ints))
 
     if isinstance(xnode, h5py.Dataset):
         storage = "dense"
         dtype = str(xnode.dtype)
-        rows = max(1, CHUNK_NNZ // max(n_genes, 1))
+        rows = max(1, chunk_nnz // max(n_genes, 1))
         for start in range(0, n_cells, rows):
-            block = np.asarray(xnode[start:start + rows], dtype=np.float64)
+            block = np.asarray(xnode[start:start + rows])
             consume(block.ravel())
-            cell_sums[start:start + rows] = np.nansum(np.where(np.isfinite(block), block, 0), axis=1)
+            cell_sums[start:start + rows] = np.nansum(np.where(np.isfinite(block), block, 0), axis=1, dtype=np.float64)
     else:
         storage = sparse_format(xnode)
         data, indptr = xnode["data"], np.asarray(xnode["indptr"][:], dtype=np.int64)
         dtype = str(data.dtype)
         n_data = int(data.shape[0])
-        for start in range(0, n_data, CHUNK_NNZ):
-            chunk = np.asarray(data[start:start + CHUNK_NNZ], dtype=np.float64)
+        for start in range(0, n_data, chunk_nnz):
+            chunk = np.asarray(data[start:start + chunk_nnz])
             consume(chunk)
-            if storage == "csr_matrix":
-                # cumulative sums over the stored values give per-row sums without a dense copy
-                cs = np.concatenate([[0.0], np.cumsum(np.where(np.isfinite(chunk), chunk, 0))])
+            if storage == "csr_matrix" and n_data <= chunk_nnz:
+                nonempty = np.flatnonzero(np.diff(indptr) > 0)
+                if len(nonempty):  # one chunk: per-row sums in X's dtype, as scanpy computes them
+                    cell_sums[nonempty] = np.add.reduceat(chunk, indptr[:-1][nonempty])
+            elif storage == "csr_matrix":
                 lo = np.clip(indptr[:-1] - start, 0, len(chunk))
                 hi = np.clip(indptr[1:] - start, 0, len(chunk))
-                cell_sums += cs[hi] - cs[lo]
+                rows = np.flatnonzero(hi > lo)
+                if len(rows):
+                    # consecutive non-empty rows tile the chunk, so reduceat sums each row's slice
+                    cell_sums[rows] += np.add.reduceat(chunk, lo[rows], dtype=np.float64)
             else:  # csc: column-major; rows come from indices
-                idx = np.asarray(xnode["indices"][start:start + CHUNK_NNZ])
-                np.add.at(cell_sums, idx, np.where(np.isfinite(chunk), chunk, 0))
+                idx = np.asarray(xnode["indices"][start:start + chunk_nnz])
+                np.add.at(cell_sums, idx, chunk.astype(np.float64))
         if n_data < total:  # implicit zeros
-            mn, mx = min(mn, 0.0), max(mx, 0.0)
+            st["mn"], st["mx"] = min(st["mn"], 0.0), max(st["mx"], 0.0)
+    mn, mx, s, nnz, nonint, nonfinite, neg = (st[k] for k in ("mn", "mx", "s", "nnz", "nonint", "nonfinite", "neg"))
     if total == 0:
         mn = mx = 0.0
     is_int = nonint == 0
@@ -266,11 +289,12 @@ class _InMemoryCSR:
 
 
 def fingerprint_matrix(X) -> XFingerprint:
-    """Fingerprint of an in-memory matrix (dense arrays are converted to CSR first)."""
+    """Fingerprint of an in-memory matrix (dense arrays are converted to CSR first); the data
+    are already in memory, so they are read as one chunk."""
     import scipy.sparse as sp
 
     X = X.tocsr() if sp.issparse(X) else sp.csr_matrix(np.asarray(X))
-    return fingerprint_x(_InMemoryCSR(X))
+    return fingerprint_x(_InMemoryCSR(X), chunk_nnz=max(1, X.nnz))
 
 
 def id_type(values: pd.Index | pd.Series) -> IdType:

@@ -78,6 +78,13 @@ class _Str:
         self.series = series
 
 
+class _Obs:
+    """The obs table: only ``obs['column']`` may be taken from it."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+
+
 class _Method:
     def __init__(self, target, name: str):
         self.target, self.name = target, name
@@ -103,7 +110,21 @@ class Evaluator:
         n = sum(1 for _ in ast.walk(tree))
         if n > MAX_NODES:
             raise self.fail(f"an expression of {n} syntax nodes", f"is too large (max {MAX_NODES})")
-        return self.visit(tree.body, 0)
+        try:
+            out = self.visit(tree.body, 0)
+        except ExpressionError:
+            raise
+        except RecursionError:
+            raise self.fail("nesting this deep", "is too deep") from None
+        except Exception as e:  # pandas/numpy refusing an operation on these values
+            raise ExpressionError(
+                f"cannot be evaluated on the data: {type(e).__name__}: {str(e)[:200]}",
+                where=f"expression {self.expression[:120]!r}",
+                fix="compare columns with constants or with other columns of the same kind",
+            ) from None
+        if isinstance(out, _Obs):
+            raise self.fail("the whole obs table as a value", "is not allowed; write obs['column']")
+        return out
 
     def visit(self, node: ast.AST, depth: int):
         if depth > MAX_DEPTH:
@@ -127,7 +148,7 @@ class Evaluator:
         raise self.fail(f"a {type(v).__name__} constant")
 
     def visit_List(self, node: ast.List, depth: int):
-        vals = [self.visit(e, depth) for e in node.elts]
+        vals = [self.value(e, depth) for e in node.elts]
         for v in vals:
             if not (v is None or isinstance(v, (str, int, float, bool))):
                 raise self.fail("a list element that is not a constant")
@@ -137,7 +158,7 @@ class Evaluator:
 
     def visit_Name(self, node: ast.Name, depth: int):
         if node.id == "obs":
-            return self.obs
+            return _Obs(self.obs)
         if node.id in ("True", "False", "None"):  # pragma: no cover - py<3.8 style
             return {"True": True, "False": False, "None": None}[node.id]
         raise self.fail(f"the name {node.id!r}", "is not allowed (only obs is defined)")
@@ -145,7 +166,7 @@ class Evaluator:
     def visit_Subscript(self, node: ast.Subscript, depth: int):
         target = self.visit(node.value, depth)
         key = node.slice
-        if target is self.obs:
+        if isinstance(target, _Obs):
             if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
                 raise self.fail("obs[...] with a non-string key", "is not allowed; write obs['column']")
             if key.value not in self.obs.columns:
@@ -190,14 +211,19 @@ class Evaluator:
         for a in node.args:
             if isinstance(a, ast.Starred):
                 raise self.fail("a starred argument")
-        args = [self.visit(a, depth) for a in node.args]
+        if m.name == "astype" and len(node.args) == 1 and isinstance(node.args[0], ast.Name) \
+                and node.args[0].id in ("str", "float", "int", "bool"):
+            # astype(str) is how people write it; the builtin is never looked up, only its name
+            args = [node.args[0].id]
+        else:
+            args = [self.value(a, depth) for a in node.args]
         kwargs = {}
         for kw in node.keywords:
             if kw.arg is None:
                 raise self.fail("a **keyword argument")
             if kw.arg not in ALLOWED_KWARGS:
                 raise self.fail(f"the keyword argument {kw.arg!r}")
-            kwargs[kw.arg] = self.visit(kw.value, depth)
+            kwargs[kw.arg] = self.value(kw.value, depth)
         for v in list(args) + list(kwargs.values()):
             if not (v is None or isinstance(v, (str, int, float, bool, list, pd.Series))):
                 raise self.fail(f"an argument of type {type(v).__name__}")
@@ -237,11 +263,20 @@ class Evaluator:
             ) from None
 
     # --- operators ----------------------------------------------------------------------------
+    def value(self, node: ast.AST, depth: int):
+        """Visit a node used as an operand: the obs table and accessors are not values."""
+        v = self.visit(node, depth)
+        if isinstance(v, _Obs):
+            raise self.fail("the whole obs table as a value", "is not allowed; write obs['column']")
+        if isinstance(v, (_Str, _Method)):
+            raise self.fail("an accessor or uncalled method as a value")
+        return v
+
     def visit_Compare(self, node: ast.Compare, depth: int):
-        left = self.visit(node.left, depth)
+        left = self.value(node.left, depth)
         result = None
         for op, comp in zip(node.ops, node.comparators):
-            right = self.visit(comp, depth)
+            right = self.value(comp, depth)
             if type(op) in CMPOPS:
                 part = CMPOPS[type(op)](left, right)
             elif isinstance(op, (ast.In, ast.NotIn)) and isinstance(left, pd.Series) and isinstance(right, list):
@@ -255,14 +290,14 @@ class Evaluator:
         return result
 
     def visit_BoolOp(self, node: ast.BoolOp, depth: int):
-        vals = [self.visit(v, depth) for v in node.values]
+        vals = [self.value(v, depth) for v in node.values]
         out = as_bool(vals[0])
         for v in vals[1:]:
             out = (out & as_bool(v)) if isinstance(node.op, ast.And) else (out | as_bool(v))
         return out
 
     def visit_UnaryOp(self, node: ast.UnaryOp, depth: int):
-        v = self.visit(node.operand, depth)
+        v = self.value(node.operand, depth)
         if isinstance(node.op, (ast.Not, ast.Invert)):
             return ~as_bool(v) if isinstance(v, pd.Series) else (not v)
         if isinstance(node.op, ast.USub):
@@ -274,7 +309,7 @@ class Evaluator:
     def visit_BinOp(self, node: ast.BinOp, depth: int):
         if type(node.op) not in BINOPS:
             raise self.fail(f"the operator {node_name(node.op)}")
-        left, right = self.visit(node.left, depth), self.visit(node.right, depth)
+        left, right = self.value(node.left, depth), self.value(node.right, depth)
         if isinstance(node.op, ast.Mult) and (isinstance(left, (str, list)) or isinstance(right, (str, list))):
             raise self.fail("repeating a string or list with *")  # memory bomb guard
         if isinstance(node.op, ast.Mod) and isinstance(left, str):
@@ -297,8 +332,8 @@ class Evaluator:
             ) from None
 
     def visit_IfExp(self, node: ast.IfExp, depth: int):
-        cond = self.visit(node.test, depth)
-        a, b = self.visit(node.body, depth), self.visit(node.orelse, depth)
+        cond = self.value(node.test, depth)
+        a, b = self.value(node.body, depth), self.value(node.orelse, depth)
         if isinstance(cond, pd.Series):
             idx = self.obs.index
             a_s = a if isinstance(a, pd.Series) else pd.Series([a] * len(idx), index=idx, dtype=object)

@@ -129,11 +129,29 @@ class MappingSpec(BaseModel):
         return {f: self.field(f) for f in SPEC_FIELDS}
 
 
+def json_schema_text() -> str:
+    return json.dumps(MappingSpec.model_json_schema(), indent=2) + "\n"
+
+
+def render_prompt(audit: AuditReport, builtin: "MappingSpec | None" = None) -> str:
+    """The LLM policy's prompt (prompts/unifier_mapping.md) filled in for one audited file; with
+    ``builtin``, the deterministic proposal is appended for the model to correct."""
+    from importlib.resources import files
+
+    template = files("harmonycell.prompts").joinpath("unifier_mapping.md").read_text(encoding="utf-8")
+    text = template.format(dataset_id=audit.name, audit=audit.model_dump_json(indent=2),
+                           schema=json.dumps(MappingSpec.model_json_schema(), indent=2))
+    if builtin is not None:
+        text += ("\nA deterministic policy proposes the spec below; keep what is right, fix what is wrong:\n\n"
+                 "```json\n" + builtin.model_dump_json(indent=2) + "\n```\n")
+    return text
+
+
 def export_json_schema(path: Path = SCHEMA_PATH) -> Path:
     """Write MappingSpec's JSON schema (the document an LLM policy must produce)."""
     from harmonycell.tools import atomic
 
-    return atomic.write_text(path, json.dumps(MappingSpec.model_json_schema(), indent=2) + "\n")
+    return atomic.write_text(path, json_schema_text())
 
 
 # --- label helpers used by both the policy and the engine -------------------------------------
@@ -147,7 +165,8 @@ def control_word(tok: str) -> str | None:
     t = normalise_token(tok)
     if t in CONTROL_WORDS:
         return t
-    stripped = re.sub(r"[\s_\-\.]*(g|sg|sgrna|guide|#)?\d+$", "", t)
+    # guide numbering needs a separator or a guide prefix: NTg7, non-targeting_2 (CTRL9 is a gene)
+    stripped = re.sub(r"([\s_\-\.#]+(g|sg|sgrna|guide)?|(g|sg|sgrna|guide))\d+$", "", t)
     if stripped in CONTROL_WORDS:
         return stripped
     base = re.sub(r"\s*\(.*\)\s*", " ", t).strip()
@@ -185,7 +204,10 @@ def categorical(col: ObsColumn, n_cells: int) -> bool:
 
 
 def values_of(obs: pd.DataFrame, name: str) -> list[str]:
-    return [str(v) for v in obs[name].dropna().astype(str).unique()]
+    """Distinct non-missing values as text, in order of appearance (unique first, then str)."""
+    col = obs[name]
+    uniq = col.dropna().unique()
+    return list(dict.fromkeys(str(v) for v in uniq))
 
 
 def detect_delimiters(values: list[str], control_tokens: set[str]) -> list[str]:
@@ -222,6 +244,9 @@ def condition_candidates(audit: AuditReport, obs: pd.DataFrame) -> list[tuple[fl
             score -= 6.0
         # a label column has few values per cell; an identifier column has many
         score -= 2.0 * (col.n_unique / max(audit.n_cells, 1))
+        # labels with a dose inside ('0.2 uM panobinostat') are a worse label than the bare name
+        if any(DOSE_RE.search(v) for v in vals):
+            score -= 4.0
         labels = sorted(set(ctrl) | set(whole_ctrl))
         out.append((score, col.name, labels, f"values include control label(s) {', '.join(labels[:4])}"))
     out.sort(key=lambda t: (-t[0], t[1]))
@@ -311,12 +336,75 @@ def donor_from_sample(obs: pd.DataFrame, sample_col: str, labels: list[str]) -> 
     return f"obs[{sample_col!r}].str.replace('^(?i:{alt})[_\\\\-\\\\. ]*', '', regex=True)"
 
 
+def explain_missing_label(audit: AuditReport, obs: pd.DataFrame) -> None:
+    """Raise the specific error when a label column exists but has no controls or only controls."""
+    from harmonycell.tools.errors import SpecError
+
+    for col in audit.obs:
+        if col.name not in obs.columns or col.numeric:
+            continue
+        vals = values_of(obs, col.name)
+        if vals and all(control_word(v) for v in vals):
+            raise SpecError(
+                f"zero perturbed cells: every cell of column {col.name!r} is a control ({', '.join(vals[:3])})",
+                where=audit.path, fix="unify a file that also holds perturbed cells (or add them to this one)")
+    named = [c for c in audit.obs if c.name in obs.columns and not c.numeric and c.n_unique >= 1
+             and name_score(c.name, CONDITION_NAMES) > 0 and name_score(c.name, CELL_TYPE_NAMES + DONOR_NAMES) == 0]
+    if named:
+        c = max(named, key=lambda c: name_score(c.name, CONDITION_NAMES))
+        raise SpecError(
+            f"zero control cells: column {c.name!r} looks like the perturbation label but none of its "
+            f"{c.n_unique} labels ({', '.join(c.sampled_values[:4])}, ...) is a control label",
+            where=audit.path,
+            fix="label control cells with a control word (control, ctrl, non-targeting, NTC, DMSO, vehicle, unstim) "
+                "or hand in a mapping spec whose control_labels name them")
+
+
+FLAG_NAMES = ("control", "is_control", "ctrl", "is_ctrl", "control_flag", "iscontrol")
+TRUTHY = ["1", "true", "yes", "t", "1.0"]
+
+
+def control_flag_column(audit: AuditReport, obs: pd.DataFrame) -> str | None:
+    """A two-valued true/false column that names control cells (``control`` 0/1, ``is_control``)."""
+    for col in audit.obs:
+        if col.name.lower() in FLAG_NAMES and col.name in obs.columns and col.n_unique == 2:
+            vals = {v.lower() for v in values_of(obs, col.name)}
+            if vals <= {"0", "1", "true", "false", "yes", "no", "t", "f", "0.0", "1.0"}:
+                return col.name
+    return None
+
+
+def flag_expression(col: str) -> str:
+    return f"obs[{col!r}].astype('str').str.lower().isin({TRUTHY!r})"
+
+
+def infer_with_flag(audit: AuditReport, obs: pd.DataFrame, flag: str, dataset_id: str | None) -> "MappingSpec":
+    """Controls named by a flag column, perturbations by a label column that has no control word
+    (often empty for controls)."""
+    from harmonycell.tools.errors import SpecError
+
+    named = [c for c in audit.obs if c.name in obs.columns and c.name != flag and not c.numeric
+             and name_score(c.name, CONDITION_NAMES) > 0 and name_score(c.name, CELL_TYPE_NAMES + DONOR_NAMES) == 0]
+    if not named:
+        raise SpecError(f"column {flag!r} flags control cells but no column names the perturbations",
+                        where=audit.path, fix="add a column naming each perturbed cell's perturbation")
+    ccol = max(named, key=lambda c: name_score(c.name, CONDITION_NAMES)).name
+    base = infer_mapping_from(audit, obs, ccol, [], dataset_id,
+                              reason=f"column {ccol!r} names perturbations; controls flagged by {flag!r}", conf=0.8)
+    return base.model_copy(update={"is_control": FieldMapping(
+        type="logic", expression=flag_expression(flag), confidence=0.9, reason=f"column {flag!r} flags controls")})
+
+
 def infer_mapping(audit: AuditReport, obs: pd.DataFrame, dataset_id: str | None = None) -> MappingSpec:
     """The builtin policy: a MappingSpec from an audit and the obs table, by names and values."""
     from harmonycell.tools.errors import SpecError
 
     cands = condition_candidates(audit, obs)
+    flag = control_flag_column(audit, obs)
+    if not cands and flag:
+        return infer_with_flag(audit, obs, flag, dataset_id)
     if not cands:
+        explain_missing_label(audit, obs)
         raise SpecError(
             "no plausible perturbation column: no categorical obs column holds a control label "
             f"({', '.join(sorted(CONTROL_WORDS)[:8])}, ...)",
@@ -324,28 +412,36 @@ def infer_mapping(audit: AuditReport, obs: pd.DataFrame, dataset_id: str | None 
             fix="add a column naming each cell's perturbation with 'control' for controls, or hand in a mapping spec",
         )
     score, ccol, _, why = cands[0]
+    return infer_mapping_from(audit, obs, ccol, None, dataset_id, reason=why, conf=0.95 if score >= 5 + 2 else 0.75)
+
+
+def infer_mapping_from(audit: AuditReport, obs: pd.DataFrame, ccol: str, control_labels: list[str] | None,
+                       dataset_id: str | None, reason: str, conf: float) -> MappingSpec:
+    """The rest of the builtin spec once the label column is chosen."""
+    why = reason
     vals = values_of(obs, ccol)
     delims = detect_delimiters(vals, set())
     tokens = sorted({t for v in vals for t in split_label(v, delims)})
-    control_labels = sorted({t for t in tokens if control_word(t)} | {v for v in vals if control_word(v)})
+    if control_labels is None:
+        control_labels = sorted({t for t in tokens if control_word(t)} | {v for v in vals if control_word(v)})
     unknown = sorted(v for v in vals if normalise_token(v) in UNKNOWN_WORDS)
     pert_tokens = [t for t in tokens if not control_word(t) and normalise_token(t) not in UNKNOWN_WORDS]
     aliases = {t: LABEL_ALIASES[t.lower()] for t in pert_tokens if t.lower() in LABEL_ALIASES}
-    conf = 0.95 if score >= 5 + 2 else 0.75
     cond = FieldMapping(type="direct", source_key=ccol, confidence=conf,
                         reason=f"{why}; {len(vals)} labels, delimiters {' '.join(delims)}")
 
     # an explicit 0/1 or True/False control column that agrees with the labels is kept as evidence
     is_ctrl = FieldMapping.null(DEFAULTS["is_control"], confidence=0.9)
-    ctl_set = {c.lower() for c in control_labels}
-    expected = obs[ccol].astype(str).map(lambda v: all(t.lower() in ctl_set for t in split_label(v, delims)))
-    for col in audit.obs:
-        if col.name in ("control", "is_control", "ctrl") and col.n_unique == 2 and col.name in obs.columns:
-            flag = obs[col.name]
-            as_bool = flag.astype(str).str.lower().isin(["1", "true", "yes", "t"])
-            if (as_bool == expected).all():
-                is_ctrl = FieldMapping(type="logic", expression=f"obs[{col.name!r}].astype('str').str.lower().isin(['1', 'true', 'yes', 't'])",
-                                       confidence=0.95, reason=f"column {col.name!r} flags controls and agrees with {ccol!r}")
+    flag = control_flag_column(audit, obs)
+    if flag and control_labels:
+        ctl_set = {c.lower() for c in control_labels}
+        labels = obs[ccol].astype(str)
+        per_label = {v: all(t.lower() in ctl_set for t in split_label(v, delims)) for v in labels.unique()}
+        expected = labels.map(per_label)
+        as_bool = obs[flag].astype(str).str.lower().isin(TRUTHY)
+        if (as_bool == expected).all():
+            is_ctrl = FieldMapping(type="logic", expression=flag_expression(flag), confidence=0.95,
+                                   reason=f"column {flag!r} flags controls and agrees with {ccol!r}")
 
     used = {ccol}
     dose_col, units = dose_columns(audit, obs)

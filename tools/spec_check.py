@@ -24,9 +24,10 @@ VAR_FACTS = ("var_index_type", "gene_symbol_column", "gene_id_column")
 
 
 class Repair(BaseModel):
-    field: str
+    field: str  # the field that failed
     problem: str
-    action: str  # "re-inferred by builtin policy"
+    action: str  # e.g. "re-inferred by the builtin policy"
+    replaced: list[str] = []  # spec entries taken from the builtin policy
 
 
 def field_problem(spec: MappingSpec, name: str, obs: pd.DataFrame) -> str | None:
@@ -78,13 +79,13 @@ def validate_and_repair(spec: MappingSpec, audit: AuditReport, obs: pd.DataFrame
             builtin_cache.append(infer_mapping(audit, obs, dataset_id=spec.dataset_id))
         return builtin_cache[0]
 
-    def replace(names: tuple[str, ...], problem: str) -> None:
+    def replace(names: tuple[str, ...], problem: str, failed: str) -> None:
         nonlocal spec
         ref = builtin()
         policy = spec.policy if spec.policy.endswith("+builtin-repair") else f"{spec.policy}+builtin-repair"
         spec = spec.model_copy(update={**{n: getattr(ref, n) for n in names}, "policy": policy})
-        repairs.append(Repair(field=names[0] if len(names) == 1 else "+".join(names[:2]), problem=problem,
-                              action="re-inferred by the builtin policy"))
+        repairs.append(Repair(field=failed, problem=problem, action="re-inferred by the builtin policy",
+                              replaced=list(names)))
 
     # 1. fields one by one
     for name in SPEC_FIELDS:
@@ -93,7 +94,7 @@ def validate_and_repair(spec: MappingSpec, audit: AuditReport, obs: pd.DataFrame
             continue
         try:
             group = LABEL_GROUP if name in ("condition_name", "is_control") else (name,)
-            replace(group, problem)
+            replace(group, problem, name)
         except HarmonyCellError as e:
             raise SpecError(f"field {name!r} fails ({problem}) and cannot be re-inferred ({e.what})",
                             where=f"{audit.path} mapping", fix=e.fix or "hand in a corrected mapping spec") from None
@@ -112,7 +113,7 @@ def validate_and_repair(spec: MappingSpec, audit: AuditReport, obs: pd.DataFrame
             raise SpecError(f"{original}, and the builtin policy finds no alternative ({e.what})",
                             where=audit.path, fix=e.fix) from None
         if any(getattr(ref, n) != getattr(spec, n) for n in LABEL_GROUP):
-            replace(LABEL_GROUP, problem)
+            replace(LABEL_GROUP, problem, "condition_name")
             problem = outcome_problem(spec, obs)
         if problem is not None:
             col = spec.condition_name.source_key or spec.condition_name.expression
@@ -140,5 +141,5 @@ def validate_and_repair(spec: MappingSpec, audit: AuditReport, obs: pd.DataFrame
     try:
         gene_ids(spec, var)
     except HarmonyCellError as e:
-        replace(VAR_FACTS, e.one_line())
+        replace(VAR_FACTS, e.one_line(), "var_index_type")
     return spec, repairs

@@ -9,7 +9,6 @@ dose, and split when a task is given. ``write_unify_outputs`` writes it all atom
 
 from __future__ import annotations
 
-import gc
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +151,29 @@ def check_names(path: Path, adata: AnnData) -> None:
                          fix="check that the right file was exported")
 
 
+def drop_rows_inplace(X: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
+    """Remove rows of a CSR matrix by shifting runs of kept rows forward in its own arrays.
+
+    ``X[keep]`` would allocate a second matrix of nearly the same size (usually to drop ~1% of
+    cells). Here each run of consecutive kept rows is one slice move (numpy handles the overlap),
+    so the extra memory is at most one run and the work one pass over the kept values."""
+    data, indices, indptr = X.data, X.indices, X.indptr
+    keep = np.asarray(keep, dtype=bool)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.view(np.int8), [0]])))
+    w = 0
+    for r0, r1 in zip(edges[::2], edges[1::2]):  # runs [r0, r1) of kept rows
+        a, b = int(indptr[r0]), int(indptr[r1])
+        if w != a:
+            data[w:w + (b - a)] = data[a:b]
+            indices[w:w + (b - a)] = indices[a:b]
+        w += b - a
+    counts = np.diff(indptr)[keep]
+    new_indptr = np.concatenate([[0], np.cumsum(counts)]).astype(indptr.dtype)
+    out = sp.csr_matrix((data[:w], indices[:w], new_indptr), shape=(int(keep.sum()), X.shape[1]))
+    out.has_sorted_indices = X.has_sorted_indices
+    return out
+
+
 def normalise(adata: AnnData, spec: MappingSpec) -> None:
     """normalize_total + log1p in place, only for raw counts (the spec's facts, checked)."""
     import scanpy as sc
@@ -178,10 +200,9 @@ def prepare(path: Path, spec: MappingSpec | None, dataset_id: str) -> Prepared:
     # keep only what the canonical file needs: drop layers, obsm etc. before any copy
     X = adata.X
     del adata
-    gc.collect()
     keep = applied.keep
     if not keep.all():
-        X = X[np.flatnonzero(keep)]
+        X = drop_rows_inplace(X, keep)
     out = AnnData(X=X, obs=applied.kept.drop(columns=["dose"]).copy())
     out.obs["_dose"] = applied.kept["dose"].to_numpy()
     out.var_names = genes.symbol.index.astype(str)
@@ -284,7 +305,7 @@ def select_hvg(adata: AnnData, n_hvg: int) -> AnnData:
 
 def perturbation_arrays(obs: pd.DataFrame) -> tuple[list[str], sp.csr_matrix, sp.csr_matrix]:
     """Vocabulary of single perturbations, multi-hot mask and dose (normalised per perturbation
-    by its largest dose; 1.0 where the source has no dose)."""
+    by its largest dose; 1.0 where the source has no dose), and the scale used."""
     cond = obs["condition_name"].astype(str)
     cats = pd.Categorical(cond)
     parts = {c: split_condition(c) for c in cats.categories}
@@ -305,10 +326,17 @@ def perturbation_arrays(obs: pd.DataFrame) -> tuple[list[str], sp.csr_matrix, sp
         # per (dataset, perturbation) maximum, so doses of different units never mix
         ds = np.repeat(obs["dataset_id"].astype(str).to_numpy(), counts)
         key = pd.Series(ds[ok]) + "|" + pd.Series(indices[ok]).astype(str)
-        mx = pd.Series(per_entry[ok]).groupby(key.to_numpy()).transform("max").to_numpy()
+        grouped = pd.Series(per_entry[ok]).groupby(key.to_numpy())
+        mx = grouped.transform("max").to_numpy()
         dose_vals[ok] = (per_entry[ok] / mx).astype(np.float32)
+        top = grouped.max()
+        scale = {"dataset_id": [k.split("|")[0] for k in top.index],
+                 "perturbation": [vocab[int(k.rsplit("|", 1)[1])] for k in top.index],
+                 "max_dose": top.to_numpy(dtype=float).tolist()}
+    else:
+        scale = {"dataset_id": [], "perturbation": [], "max_dose": []}
     dose = sp.csr_matrix((dose_vals, indices, indptr), shape=(n, len(vocab)))
-    return vocab, mask, dose
+    return vocab, mask, dose, scale
 
 
 def input_report(p: Prepared, lost: int) -> InputReport:
@@ -362,13 +390,14 @@ def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, 
     adata, key, lost = merge(preps)
     for p in preps:
         p.adata = None  # type: ignore[assignment]  # merged: let the per-input copies go
-    gc.collect()
     genes_common = adata.n_vars
     adata = select_hvg(adata, n_hvg)
-    vocab, mask, dose = perturbation_arrays(adata.obs)
+    vocab, mask, dose, scale = perturbation_arrays(adata.obs)
     adata.obsm[OBSM_MASK] = mask
     adata.obsm[OBSM_DOSE] = dose
     adata.uns[UNS_PERTS] = vocab
+    # pert_dose = dose / max_dose per (dataset, perturbation); doses parsed from text are in nM
+    adata.uns["pert_dose_scale"] = scale
     obs = adata.obs
     adata.obs = pd.DataFrame({f: obs[f] for f in OBS_FIELDS}, index=obs.index)
     for c in ("cell_type", "batch_id", "donor_id", "pert_type", "condition_name", "dataset_id"):
