@@ -23,8 +23,6 @@ from harmonycell.agents.routing import PRODUCES, ROUTES
 from harmonycell.agents.unifier import Unifier
 
 
-
-
 def _is(t):
     return lambda msg: isinstance(msg, StructuredMessage) and isinstance(msg.content, t)
 

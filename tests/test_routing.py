@@ -27,3 +27,24 @@ def test_every_message_an_agent_produces_has_a_route_or_ends():
             assert target is None or target in agents
             assert target != source, f"{source} would route {k.__name__} to itself"
     assert {t for t in ROUTES.values()} <= agents
+
+
+def test_team_graph_is_the_routing_table(tmp_path, synthetic_dir):
+    """The real autogen GraphFlow's edges are exactly the table (normal and chat mode)."""
+    from harmonycell.agents.chat import User
+    from harmonycell.agents.context import RunContext
+    from harmonycell.agents.routing import CHAT_PRODUCES, CHAT_ROUTES
+    from harmonycell.agents.team import build_team
+    from harmonycell.sandbox.local import LocalBackend
+    from harmonycell.tools.runfolder import create_run
+    from harmonycell.tools.transcript import Transcript
+
+    run = create_run(tmp_path, [synthetic_dir / "labA_counts.h5ad"], "unseen-perturbation")
+    ctx = RunContext(run=run, config=run.config(), transcript=Transcript(run.root), backend=LocalBackend())
+    for routes, produces, extra in ((ROUTES, PRODUCES, []), (CHAT_ROUTES, CHAT_PRODUCES, [User(ctx, input)])):
+        team = build_team(ctx, extra=extra, routes=routes, produces=produces)
+        graph = team._graph
+        edges = {(name, e.target) for name, node in graph.nodes.items() for e in node.edges}
+        expected = {(src, routes[k]) for src, kinds in produces.items() for k in kinds if k in routes}
+        assert edges == expected
+        assert graph.default_start_node == "DataAuditor"
