@@ -42,18 +42,21 @@ def split_integrity(adata, task: TaskKind) -> Check:
     return Check(name="split_integrity", passed=ok, detail=detail)
 
 
-def sandbox_blind(run, adata) -> Check:
-    """The sandbox's training data holds no cell of a test perturbation."""
+def sandbox_blind(run, adata, task: TaskKind) -> Check:
+    """The sandbox's training data holds no cell of what the test asks about: a test perturbation,
+    or (unseen cell context) a test context."""
     meta = load_meta(run.sandbox_data)
-    test_conditions = {q["condition"] for q in meta["queries"]["test"]}
-    leaked = test_conditions & set(meta["train_conditions"])
     with np.load(run.sandbox_data / "train.npz") as z:
-        n_train = len(z["X"])
+        n_train, train_ctx = len(z["X"]), {meta["contexts"][int(i)] for i in np.unique(z["context"])}
+    if task is TaskKind.unseen_cell_context:
+        leaked = {q["context"] for q in meta["queries"]["test"]} & train_ctx
+    else:
+        leaked = {q["condition"] for q in meta["queries"]["test"]} & set(meta["train_conditions"])
     expected = int((adata.obs[SPLIT] == "train").sum())
     ok = not leaked and n_train == expected
     return Check(name="sandbox_saw_no_test_targets", passed=ok,
                  detail=f"sandbox training data: {n_train} cells, all from the train split" if ok
-                 else f"test conditions in sandbox data: {sorted(leaked)[:5]}; {n_train} vs {expected} train cells")
+                 else f"test targets in sandbox data: {sorted(leaked)[:5]}; {n_train} vs {expected} train cells")
 
 
 class Judge(StepAgent):
@@ -62,7 +65,7 @@ class Judge(StepAgent):
     def on_TestScored(self, t: TestScored) -> Verdict:
         run, cfg = self.ctx.run, self.ctx.config
         adata = self.ctx.cache.get("adata") or ad.read_h5ad(run.unified)
-        checks = [split_integrity(adata, cfg.task), sandbox_blind(run, adata)]
+        checks = [split_integrity(adata, cfg.task), sandbox_blind(run, adata, cfg.task)]
         if t.node_id is None:
             checks.append(Check(name="provenance", passed=False, detail="no node trained successfully"))
         else:

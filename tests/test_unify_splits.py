@@ -60,7 +60,11 @@ def test_unseen_cell_context_holds_out_one_whole_context(perturbench):
     assert not (a.obs.loc[ctx != held, "split"] == "test").any()
     # the held-out context's perturbations are seen in other contexts
     assert conds_of(a, "test") & (conds_of(a, "train") | conds_of(a, "val"))
-    assert conds_of(a, "val") and not (conds_of(a, "val") & conds_of(a, "train"))
+    # validation asks the same question: another whole context, never seen in training
+    val_ctx = set(ctx[a.obs["split"] == "val"])
+    assert val_ctx == {a.uns["split_info"]["val_context"]} and held not in val_ctx
+    assert (a.obs.loc[ctx.isin(val_ctx), "split"] == "val").all()
+    assert conds_of(a, "val") & conds_of(a, "train")
 
 
 def test_unseen_combination_keeps_singles_in_train(perturbench):

@@ -94,6 +94,14 @@ def unseen_cell_context(obs: pd.DataFrame, rng: np.random.Generator) -> tuple[np
     test_ctx = pool[int(rng.integers(len(pool)))]
     in_test = (ctx == test_ctx).to_numpy()
     train_conds = sorted(set().union(*(s for c, s in by_ctx.items() if c != test_ctx)))
+    others = [c for c in pool if c != test_ctx] if len(by_ctx) >= 3 else []
+    if others:
+        # validation asks the task's own question: a second whole context held out from training
+        val_ctx = others[int(rng.integers(len(others)))]
+        split = np.full(len(obs), "train", dtype=object)
+        split[(ctx == val_ctx).to_numpy()] = "val"
+        split[in_test] = "test"
+        return split, {"test_context": test_ctx, "val_context": val_ctx, "train_conditions": train_conds}
     rest, val = carve(train_conds, VAL_FRACTION, rng)
     split = np.full(len(obs), "train", dtype=object)
     split[(~in_test) & obs["condition_name"].astype(str).isin(val).to_numpy()] = "val"
