@@ -154,11 +154,10 @@ def demo(out: Path = typer.Option(Path("runs"), help="runs root"),
     from harmonycell.tools.synthetic import SimConfig, write_synthetic
 
     data_dir = out / "demo-data"
-    # sized so that the whole demo (two architectures searched) takes a few minutes on 2 cores
-    sim = SimConfig(n_genes=300, cells_per_condition=30, n_controls=300, seed=seed)
-    paths = write_synthetic(data_dir, sim)
+    paths = write_synthetic(data_dir, SimConfig(seed=seed))
     console.print(f"synthetic inputs: {', '.join(str(p) for p in paths)}")
-    execute(paths, "unseen-perturbation", out, seed, budget=2, epochs=15, backend=backend)
+    # sized so that the whole demo (three nodes searched) takes about a minute on 2 idle cores
+    execute(paths, "unseen-perturbation", out, seed, budget=3, epochs=60, backend=backend)
 
 
 @app.command("replay")
