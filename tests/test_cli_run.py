@@ -89,6 +89,18 @@ def test_replay_verify_catches_swapped_predictions(finished_run, tmp_path):
     assert res.returncode == 1 and "model.py" in res.stdout
 
 
+def test_relative_out_and_inputs(synthetic_dir, tmp_path):
+    """`--out runs` relative to the current folder, as the README and `make demo` use it."""
+    import shutil
+
+    shutil.copy(synthetic_dir / "labB_lognorm.h5ad", tmp_path / "b.h5ad")
+    res = cli("run", "b.h5ad", "--out", "runs", "--budget", "1", "--epochs", "2", "--backend", "local",
+              cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    assert cli("replay", run_dir.relative_to(tmp_path), "--verify", cwd=tmp_path).returncode == 0
+
+
 @pytest.mark.parametrize("make_input, needle", [
     (lambda d: d / "missing.h5ad", "file not found"),
     (lambda d: (d / "cells.csv.h5ad").write_text("cell,gene\nA,1\n") and d / "cells.csv.h5ad", "not an HDF5"),

@@ -47,7 +47,7 @@ class RunStatus(BaseModel):
 
 class RunFolder:
     def __init__(self, root: Path):
-        self.root = Path(root)
+        self.root = Path(root).resolve()  # artifact paths are recorded relative to it
 
     # layout
     task_yaml = property(lambda self: self.root / "task.yaml")

@@ -59,7 +59,7 @@ class Transcript:
     """Appends records to ``<run_dir>/transcript.jsonl``; resumes an existing chain."""
 
     def __init__(self, run_dir: Path):
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir).resolve()
         self.path = self.run_dir / "transcript.jsonl"
         self._seq, self._prev = 0, GENESIS
         if self.path.exists():
