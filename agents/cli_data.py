@@ -7,8 +7,6 @@ below is a stand-alone sub-app with the same two commands (used by the tests).
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import List, Optional
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -131,4 +130,3 @@ CONTENT_TYPES: tuple[type[BaseModel], ...] = (
     RunRequest, AuditDone, UnifyDone, Approval, NodePlan, NodeExecuted, NodeFailed, NodeAbandoned,
     NodeScored, SearchDone, TestScored, Verdict,
 )
-Speaker = Literal["User", "DataAuditor", "Unifier", "Planner", "Coder", "Debugger", "Evaluator", "Judge"]

@@ -78,7 +78,6 @@ def test_replay_verify_names_the_edited_record(finished_run, tmp_path):
 def test_replay_verify_catches_swapped_predictions(finished_run, tmp_path):
     import shutil
 
-    import numpy as np
 
     run_dir, _ = finished_run
     copy = tmp_path / "run"

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from harmonycell.tools import atomic
 from harmonycell.tools.apply import AppliedObs, GeneIds, apply_obs, gene_ids
-from harmonycell.tools.audit import AuditReport, XFingerprint, audit_h5ad, check_h5ad_file
+from harmonycell.tools.audit import AuditReport, XFingerprint, check_h5ad_file
 from harmonycell.tools.errors import HarmonyCellError, InputError, SpecError
 from harmonycell.tools.mapping import SPEC_FIELDS, MappingSpec, infer_mapping
 from harmonycell.tools.schema import (
@@ -31,7 +31,6 @@ from harmonycell.tools.schema import (
     OBS_FIELDS,
     OBSM_DOSE,
     OBSM_MASK,
-    SPLIT,
     UNS_PERTS,
     VAR_SYMBOL,
     TaskKind,
