@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from harmonycell.agents.base import StepAgent
 from harmonycell.agents.messages import Artifact, NodeExecuted, NodeFailed, NodePlan
+from harmonycell.agents.progress import node_progress
 from harmonycell.sandbox.result import ExecutionResult
 from harmonycell.sandbox.training import run_training
 from harmonycell.agents.coder_policy import CodeRequest, make_coder
@@ -19,8 +20,9 @@ def execute_node(agent: StepAgent, node_id: str, action: str, code: str, config:
     node_dir = ctx.run.node_dir(node_id)
     if ctx.cancel.is_set():
         raise KeyboardInterrupt
-    res: ExecutionResult = run_training(ctx.backend, ctx.run.sandbox_data, code, config, node_dir,
-                                        timeout_s=ctx.config.node_timeout_s, cancel=ctx.cancel)
+    with node_progress(ctx.console, node_dir, f"{node_id} {action}", int(config.get("epochs", 100))):
+        res: ExecutionResult = run_training(ctx.backend, ctx.run.sandbox_data, code, config, node_dir,
+                                            timeout_s=ctx.config.node_timeout_s, cancel=ctx.cancel)
     if ctx.cancel.is_set():  # the job was killed because the user interrupted the run
         raise KeyboardInterrupt
     outputs = [o.path for o in res.outputs]
