@@ -37,6 +37,13 @@ class Evaluator(StepAgent):
         return report
 
     def on_NodeExecuted(self, ex: NodeExecuted) -> NodeScored:
+        if not load_meta(self.ctx.run.sandbox_data)["queries"]["val"]:
+            # nothing held out for validation (e.g. a tiny dataset): the node ran, but the search
+            # cannot rank it; say so rather than invent a score
+            self.ctx.transcript.append("event", self.name, "no_validation_split",
+                                       {"node": ex.node_id, "effect": "no validation score: reward 0, nodes are not ranked"})
+            return NodeScored(node_id=ex.node_id, metrics={"wall_s": ex.wall_s},
+                              reward=T.reward(None, ex.wall_s, None))
         report = self._score("val", ex.predictions["val"])
         m = dict(report.aggregate)
         tree = T.Tree.load(self.ctx.run.tree_json)
