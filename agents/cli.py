@@ -33,15 +33,16 @@ console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 
-def execute(files: list[Path], task: str, out: Path, seed: int, budget: int, epochs: int,
-            backend: str = "auto", llm_config: Path | None = None) -> Path:
+def start(files: list[Path], task: str, out: Path, llm_config: Path | None = None,
+          ask: Ask | None = None, **options) -> RunFolder:
+    """Validate everything, create the run folder, and drive the team to the end."""
     llm = load_llm_config(llm_config).model_dump() if llm_config else None
-    run = create_run(out, files, task, seed=seed, budget_nodes=budget, epochs=epochs, backend=backend,
-                     llm=llm)
-    return drive(run)
+    run = create_run(out, files, task, llm=llm, **options)
+    drive(run, ask)
+    return run
 
 
-def drive(run: RunFolder, ask: Ask | None = None) -> Path:
+def drive(run: RunFolder, ask: Ask | None = None) -> None:
     """Run (or resume) the team on a prepared run folder; mark it failed or complete.
 
     With ``ask`` (chat mode) a User agent joins the team between the data and the search.
@@ -59,6 +60,7 @@ def drive(run: RunFolder, ask: Ask | None = None) -> Path:
     if ask is not None:
         team = build_team(ctx, extra=[User(ctx, ask)], routes=CHAT_ROUTES, produces=CHAT_PRODUCES)
     console.print(f"[bold]HarmonyCell[/] run [cyan]{cfg.run_id}[/] -> {run.root}")
+
     def interrupt(signum, frame):  # stop the sandbox job too, not just this process
         ctx.cancel.set()
         raise KeyboardInterrupt
@@ -88,7 +90,6 @@ def drive(run: RunFolder, ask: Ask | None = None) -> Path:
         signal.signal(signal.SIGINT, previous)
     run.set_status("complete")
     console.print(f"\n[bold]{'VALID' if verdict.valid else 'INVALID'}[/] -- report: {run.report_md}")
-    return run.root
 
 
 @app.command()
@@ -104,7 +105,7 @@ def run(
                                               help="JSON/YAML {base_url, model, api_key_env}: LLM policies for Unifier and Coder"),
 ) -> None:
     """Scripted, autonomous run: audit -> unify -> search -> evaluate -> judge -> report."""
-    execute(files, task, out, seed, budget, epochs, backend, llm_config)
+    start(files, task, out, llm_config, seed=seed, budget_nodes=budget, epochs=epochs, backend=backend)
 
 
 @app.command()
@@ -121,9 +122,7 @@ def chat(
     ask = lambda q: Prompt.ask(f"[bold yellow]you[/] {q}", console=console, default="", show_default=False)
     files = files or ask_inputs(ask, console)
     task = task or ask_task(ask, console)
-    llm = load_llm_config(llm_config).model_dump() if llm_config else None
-    run = create_run(out, files, task, budget_nodes=budget, epochs=epochs, backend=backend, llm=llm)
-    drive(run, ask)
+    run = start(files, task, out, llm_config, ask=ask, budget_nodes=budget, epochs=epochs, backend=backend)
     answer_questions(run, ask, console)
 
 
@@ -157,7 +156,7 @@ def demo(out: Path = typer.Option(Path("runs"), help="runs root"),
     paths = write_synthetic(data_dir, SimConfig(seed=seed))
     console.print(f"synthetic inputs: {', '.join(str(p) for p in paths)}")
     # sized so that the whole demo (three nodes searched) takes about a minute on 2 idle cores
-    execute(paths, "unseen-perturbation", out, seed, budget=3, epochs=60, backend=backend)
+    start(paths, "unseen-perturbation", out, seed=seed, budget_nodes=3, epochs=60, backend=backend)
 
 
 @app.command("replay")
