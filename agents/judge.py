@@ -16,7 +16,7 @@ from harmonycell.tools import atomic
 from harmonycell.tools.code_checks import check_code
 from harmonycell.tools.report import render_report
 from harmonycell.tools.report_plots import plot_report
-from harmonycell.tools.schema import SPLIT, TaskKind
+from harmonycell.tools.schema import SPLIT, TaskKind, context_labels
 from harmonycell.tools.taskdata import load_meta
 from harmonycell.tools.transcript import read_records
 from harmonycell.tools.tree import Tree
@@ -27,7 +27,7 @@ INTEGRITY = ("provenance", "split_integrity", "sandbox_saw_no_test_targets", "co
 def split_integrity(adata, task: TaskKind) -> Check:
     obs = adata.obs
     pert = obs[~obs["is_control"].astype(bool)]
-    ctx = pert["dataset_id"].astype(str) + "|" + pert["cell_type"].astype(str)
+    ctx = context_labels(pert)
     train, test = pert[SPLIT] == "train", pert[SPLIT] == "test"
     if task is TaskKind.unseen_cell_context:
         overlap = set(ctx[train]) & set(ctx[test])

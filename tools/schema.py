@@ -43,6 +43,11 @@ class TaskKind(str, Enum):
             ) from None
 
 
+def context_labels(obs):
+    """A context is a (dataset_id, cell_type) group, labelled ``dataset|cell type``."""
+    return obs["dataset_id"].astype(str) + "|" + obs["cell_type"].astype(str)
+
+
 def split_condition(name: str) -> list[str]:
     """Single perturbations of a canonical condition name ("B+A" is stored as "A+B")."""
     return [] if name == CONTROL_LABEL else name.split(COMBO_SEP)

@@ -13,14 +13,10 @@ import pandas as pd
 from anndata import AnnData
 
 from harmonycell.tools.errors import InputError
-from harmonycell.tools.schema import COMBO_SEP, CONTROL_LABEL, SPLIT, TaskKind, split_condition
+from harmonycell.tools.schema import COMBO_SEP, CONTROL_LABEL, SPLIT, TaskKind, context_labels, split_condition
 
 TEST_FRACTION = 0.2
 VAL_FRACTION = 0.15  # of the training units
-
-
-def contexts(obs: pd.DataFrame) -> pd.Series:
-    return obs["dataset_id"].astype(str) + "|" + obs["cell_type"].astype(str)
 
 
 def carve(units: list[str], frac: float, rng: np.random.Generator, keep_one: bool = True) -> tuple[list[str], list[str]]:
@@ -41,7 +37,7 @@ def split_controls(obs: pd.DataFrame, split: np.ndarray, ratios: dict[str, float
                    rows: np.ndarray | None = None) -> None:
     """Shuffle control cells within each context and cut them in ``ratios`` (in place)."""
     is_ctrl = obs["is_control"].to_numpy(bool)
-    ctx = contexts(obs).to_numpy()
+    ctx = context_labels(obs).to_numpy()
     sel = is_ctrl if rows is None else (is_ctrl & rows)
     total = sum(ratios.values()) or 1.0
     names = [k for k in ("train", "val", "test") if ratios.get(k, 0) > 0]
@@ -81,7 +77,7 @@ def unseen_perturbation(obs: pd.DataFrame, rng: np.random.Generator) -> tuple[np
 
 
 def unseen_cell_context(obs: pd.DataFrame, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    ctx = contexts(obs)
+    ctx = context_labels(obs)
     pert = ~obs["is_control"].astype(bool)
     by_ctx = {c: set(obs.loc[pert & (ctx == c), "condition_name"].astype(str)) for c in sorted(ctx.unique())}
     if len(by_ctx) < 2:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
@@ -27,6 +26,7 @@ from harmonycell.tools.schema import (
     SPLIT,
     UNS_PERTS,
     VAR_SYMBOL,
+    context_labels,
 )
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
@@ -37,11 +37,6 @@ N_FEATURE_PCS = 10
 class Query:
     condition: str
     context: str
-
-
-def context_labels(obs: pd.DataFrame) -> pd.Series:
-    """A context is a (dataset_id, cell_type) group."""
-    return obs["dataset_id"].astype(str) + "|" + obs["cell_type"].astype(str)
 
 
 def dense(m) -> np.ndarray:
