@@ -177,19 +177,13 @@ def _flat_threshold(targets: Targets) -> np.ndarray:
 
 
 def rowwise_pearson(a: np.ndarray, b: np.ndarray, flat: np.ndarray) -> np.ndarray:
-    """Pearson r of matching rows; NaN where either row's standard deviation is <= flat."""
-    ac = a - a.mean(1, keepdims=True)
-    bc = b - b.mean(1, keepdims=True)
-    sa = np.sqrt(np.mean(ac ** 2, 1))
-    sb = np.sqrt(np.mean(bc ** 2, 1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.mean(ac * bc, 1) / (sa * sb)
-    r = np.clip(r, -1.0, 1.0)
-    r[(sa <= flat) | (sb <= flat)] = np.nan
-    return r
+    """Pearson r of matching rows (the cosine of the centred rows); NaN where either row's
+    standard deviation is <= flat."""
+    return rowwise_cosine(a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True), flat)
 
 
 def rowwise_cosine(a: np.ndarray, b: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """Cosine of matching rows; NaN where either row's RMS is <= flat."""
     na = np.sqrt(np.mean(a ** 2, 1))
     nb = np.sqrt(np.mean(b ** 2, 1))
     with np.errstate(invalid="ignore", divide="ignore"):

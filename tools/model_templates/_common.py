@@ -12,6 +12,12 @@ def hp(info, name, default):
     return (info.get("hparams") or {}).get(name, default)
 
 
+def trunk_hparams(info):
+    """(width, depth, embedding size, dropout) shared by the MLP-style backbones."""
+    return (int(hp(info, "width", 256)), int(hp(info, "depth", 2)),
+            int(hp(info, "emb_dim", 64)), float(hp(info, "dropout", 0.1)))
+
+
 class PertEncoder(nn.Module):
     """Perturbation embedding: sum over the active perturbations (mask x dose) of a learnable
     per-perturbation vector plus a projection of the perturbation's data-derived feature.

@@ -15,8 +15,7 @@ class CVAEModel(nn.Module):
     def __init__(self, info):
         super().__init__()
         n_genes = info["n_genes"]
-        width, depth = int(hp(info, "width", 256)), int(hp(info, "depth", 2))
-        emb, dropout = int(hp(info, "emb_dim", 64)), float(hp(info, "dropout", 0.1))
+        width, depth, emb, dropout = trunk_hparams(info)
         self.latent = int(hp(info, "latent_dim", 32))
         self.beta = float(hp(info, "beta", 0.05))
         self.n_samples = int(hp(info, "n_samples", 8))

@@ -32,8 +32,7 @@ class FlowMatchingModel(nn.Module):
     def __init__(self, info):
         super().__init__()
         n_genes = info["n_genes"]
-        width, depth = int(hp(info, "width", 256)), int(hp(info, "depth", 2))
-        emb, dropout = int(hp(info, "emb_dim", 64)), float(hp(info, "dropout", 0.1))
+        width, depth, emb, dropout = trunk_hparams(info)
         self.steps = int(hp(info, "ode_steps", 16))
         self.sigma = float(hp(info, "sigma", 0.1))
         self.n_samples = int(hp(info, "n_samples", 4))

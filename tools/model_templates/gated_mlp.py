@@ -20,8 +20,7 @@ class GatedMLPModel(nn.Module):
     def __init__(self, info):
         super().__init__()
         n_genes = info["n_genes"]
-        width, depth = int(hp(info, "width", 256)), int(hp(info, "depth", 2))
-        emb, dropout = int(hp(info, "emb_dim", 64)), float(hp(info, "dropout", 0.1))
+        width, depth, emb, dropout = trunk_hparams(info)
         self.pert = PertEncoder(info, emb)
         self.inp = nn.Linear(n_genes, width)
         self.z_in = nn.Linear(emb, width)
