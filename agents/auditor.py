@@ -6,8 +6,8 @@ from pathlib import Path
 
 from harmonycell.agents.base import StepAgent
 from harmonycell.agents.messages import Artifact, AuditDone, RunRequest
-from harmonycell.tools import atomic
-from harmonycell.tools.audit import AuditReport, audit_h5ad
+from harmonycell.tools.record import atomic
+from harmonycell.tools.data.audit import AuditReport, audit_h5ad
 
 
 class DataAuditor(StepAgent):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from harmonycell.agents.base import StepAgent
 from harmonycell.agents.messages import Artifact, NodeExecuted, NodeFailed, NodePlan
-from harmonycell.agents.progress import node_progress
+from harmonycell.agents.cli.progress import node_progress
 from harmonycell.sandbox.result import ExecutionResult
 from harmonycell.sandbox.training import run_training
-from harmonycell.agents.coder_policy import CodeRequest, make_coder
-from harmonycell.tools.codegen import cap_epochs
+from harmonycell.agents.policies.coder import CodeRequest, make_coder
+from harmonycell.tools.search.codegen import cap_epochs
 
 PRED_FILES = {"val": "pred_val.npy", "test": "pred_test.npy"}
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from rich.console import Console
 
-from harmonycell.agents.llm import LLMConfig
-from harmonycell.tools.runfolder import RunConfig, RunFolder
-from harmonycell.tools.transcript import ArtifactRef, Transcript
+from harmonycell.agents.policies.llm import LLMConfig
+from harmonycell.tools.record.runfolder import RunConfig, RunFolder
+from harmonycell.tools.record.transcript import ArtifactRef, Transcript
 
 
 @dataclass
@@ -35,7 +35,7 @@ class RunContext:
         """Record an agent message (typed content) and show it."""
         rec = self.transcript.append("message", source, type(content).__name__,
                                      content.model_dump(mode="json"))
-        from harmonycell.agents.render import render_record
+        from harmonycell.agents.cli.render import render_record
 
         render_record(self.console, rec.model_dump(mode="json"))
 
@@ -43,6 +43,6 @@ class RunContext:
                   artifacts: list[ArtifactRef] | None = None) -> None:
         rec = self.transcript.append("tool_call", source, tool,
                                      {"args": args, "result": result}, artifacts)
-        from harmonycell.agents.render import render_record
+        from harmonycell.agents.cli.render import render_record
 
         render_record(self.console, rec.model_dump(mode="json"))

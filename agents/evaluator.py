@@ -6,13 +6,13 @@ import anndata as ad
 
 from harmonycell.agents.base import StepAgent
 from harmonycell.agents.messages import Artifact, NodeExecuted, NodeScored, SearchDone, TestScored
-from harmonycell.tools import atomic
-from harmonycell.tools import tree as T
-from harmonycell.tools.baselines import compute_baselines
+from harmonycell.tools.record import atomic
+from harmonycell.tools.search import tree as T
+from harmonycell.tools.evaluation.baselines import compute_baselines
 from harmonycell.tools.errors import PredictionError
-from harmonycell.tools.evaluate import score_prediction_file
-from harmonycell.tools.pseudobulk import targets_for
-from harmonycell.tools.taskdata import load_meta, queries_from_meta
+from harmonycell.tools.evaluation.scoring import score_prediction_file
+from harmonycell.tools.evaluation.pseudobulk import targets_for
+from harmonycell.tools.data.taskdata import load_meta, queries_from_meta
 
 
 class Evaluator(StepAgent):

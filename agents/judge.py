@@ -12,14 +12,14 @@ import numpy as np
 
 from harmonycell.agents.base import StepAgent
 from harmonycell.agents.messages import Artifact, Check, TestScored, Verdict
-from harmonycell.tools import atomic
-from harmonycell.tools.code_checks import check_code
-from harmonycell.tools.report import render_report
-from harmonycell.tools.report_plots import plot_report
+from harmonycell.tools.record import atomic
+from harmonycell.tools.search.code_checks import check_code
+from harmonycell.tools.report.markdown import render_report
+from harmonycell.tools.report.plots import plot_report
 from harmonycell.tools.schema import SPLIT, TaskKind, context_labels
-from harmonycell.tools.taskdata import load_meta
-from harmonycell.tools.transcript import read_records
-from harmonycell.tools.tree import Tree
+from harmonycell.tools.data.taskdata import load_meta
+from harmonycell.tools.record.transcript import read_records
+from harmonycell.tools.search.tree import Tree
 
 INTEGRITY = ("provenance", "split_integrity", "sandbox_saw_no_test_targets", "code_is_clean")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from harmonycell.agents.base import StepAgent
 from harmonycell.agents.messages import Approval, NodeAbandoned, NodePlan, NodeScored, SearchDone, UnifyDone
-from harmonycell.tools import tree as T
-from harmonycell.tools.actions import child_actions, root_actions
+from harmonycell.tools.search import tree as T
+from harmonycell.tools.search.actions import child_actions, root_actions
 
 
 class Planner(StepAgent):

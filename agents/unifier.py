@@ -9,12 +9,12 @@ from pathlib import Path
 import anndata as ad
 
 from harmonycell.agents.base import StepAgent
-from harmonycell.agents.unifier_policy import LLMUnifier
-from harmonycell.tools.audit import AuditReport
+from harmonycell.agents.policies.unifier import LLMUnifier
+from harmonycell.tools.data.audit import AuditReport
 from harmonycell.agents.messages import Artifact, AuditDone, UnifyDone
 from harmonycell.tools.schema import SPLIT
-from harmonycell.tools.taskdata import export_sandbox_data, load_meta
-from harmonycell.tools.unify import unify, write_unify_outputs
+from harmonycell.tools.data.taskdata import export_sandbox_data, load_meta
+from harmonycell.tools.data.unify import unify, write_unify_outputs
 
 
 def dropped_cells(report: dict) -> int:

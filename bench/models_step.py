@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from harmonycell.tools import codegen
-from harmonycell.tools.actions import all_backbone_paths, parse_action
+from harmonycell.tools.search import codegen
+from harmonycell.tools.search.actions import all_backbone_paths, parse_action
 
 G, P, B, STEPS = 500, 60, 128, 10
 

@@ -41,8 +41,8 @@ print(f"{n} values loaded in {time.time() - t0:.3f} s")
 
 
 def task_data(dataset: str, out: Path) -> dict:
-    from harmonycell.tools.taskdata import export_sandbox_data
-    from harmonycell.tools.unify import unify
+    from harmonycell.tools.data.taskdata import export_sandbox_data
+    from harmonycell.tools.data.unify import unify
 
     outcome = unify([REAL / dataset], task="unseen-perturbation", seed=0)
     meta = export_sandbox_data(outcome.adata, out)
@@ -74,7 +74,7 @@ def measure(backends, data: Path, script: Path, work: Path, repeats: int) -> dic
 
 def measure_training(backends, data: Path, work: Path, repeats: int) -> dict[str, list[float]]:
     from harmonycell.sandbox.training import run_training
-    from harmonycell.tools.codegen import generate
+    from harmonycell.tools.search.codegen import generate
 
     model = generate("discriminative/resnet", data, seed=0)
     code, cfg = model.code, {**model.config, "epochs": 3, "patience": 100}

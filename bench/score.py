@@ -20,7 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from harmonycell.tools import atomic
+from harmonycell.tools.record import atomic
 
 
 def build(n_cells: int, n_genes: int, n_test: int, n_train: int, seed: int = 0,
@@ -73,9 +73,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "score.json")
     args = ap.parse_args()
 
-    from harmonycell.tools.baselines import compute_baselines
-    from harmonycell.tools.metrics import score
-    from harmonycell.tools.pseudobulk import targets_for
+    from harmonycell.tools.evaluation.baselines import compute_baselines
+    from harmonycell.tools.evaluation.metrics import score
+    from harmonycell.tools.evaluation.pseudobulk import targets_for
 
     ad = build(args.cells, args.genes, args.perts, n_train=max(2, args.perts // 5), density=args.density)
     t_ref, _ = best_of(lambda: ad.X.mean(0), args.repeat)  # works for dense and CSR

@@ -40,7 +40,7 @@ CHILD_UNIFY = r"""
 import json, resource, sys, time, warnings
 warnings.simplefilter("ignore")
 import anndata as ad, scanpy as sc  # imported before timing, as in the scanpy child
-from harmonycell.tools.unify import unify
+from harmonycell.tools.data.unify import unify
 ru0 = resource.getrusage(resource.RUSAGE_SELF); cpu0 = ru0.ru_utime + ru0.ru_stime
 t0 = time.perf_counter()
 o = unify([sys.argv[1]])
@@ -56,7 +56,7 @@ CHILD_BASELINE_RSS = r"""
 import json, resource, warnings
 warnings.simplefilter("ignore")
 import anndata, scanpy
-from harmonycell.tools import unify
+from harmonycell.tools.data import unify
 print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 

@@ -22,7 +22,7 @@ from harmonycell.sandbox import engine
 from harmonycell.sandbox.local import parse_bytes
 from harmonycell.sandbox.outputs import collect_outputs, tail
 from harmonycell.sandbox.result import ExecutionResult, Job
-from harmonycell.tools.atomic import write_bytes
+from harmonycell.tools.record.atomic import write_bytes
 from harmonycell.tools.errors import SandboxError
 
 WORKDIR = "/work"

@@ -6,7 +6,7 @@ writes predictions for the validation and test queries. The host scores them.
 
 Usage: python harness.py --data DIR --model model.py --config config.json --out NODE_DIR
 
-Data folder (written on the host by ``harmonycell.tools.taskdata``):
+Data folder (written on the host by ``harmonycell.tools.data.taskdata``):
   meta.json          genes, perts (columns of the masks), contexts, queries per split
   train.npz          X, mask, dose, context, is_control, condition  (training split only)
   controls.npz       X, context, split (0 train, 1 val, 2 test) of all control cells

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from harmonycell.sandbox.result import OutputFile
-from harmonycell.tools.atomic import sha256_file
+from harmonycell.tools.record.atomic import sha256_file
 
 LOG_NAMES = {"stdout.log", "stderr.log"}
 TAIL_CHARS = 4000

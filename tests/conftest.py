@@ -17,7 +17,7 @@ def real_data() -> Path:
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> Path:
     """The demo's two-schema synthetic data, generated once per test session."""
-    from harmonycell.tools.synthetic import write_synthetic
+    from harmonycell.tools.data.synthetic import write_synthetic
 
     out = tmp_path_factory.mktemp("synthetic")
     write_synthetic(out)

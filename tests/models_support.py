@@ -8,7 +8,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from harmonycell.tools.synthetic import SimConfig, lab_cells, log_normalise, simulate_biology
+from harmonycell.tools.data.synthetic import SimConfig, lab_cells, log_normalise, simulate_biology
 
 SMALL = SimConfig(n_genes=200, n_programs=6, program_size=25, n_perturbed_genes=30, n_combos=0,
                   cells_per_condition=30, n_controls=400, seed=3)
@@ -54,7 +54,7 @@ def canonical_unseen_perturbation(cfg: SimConfig = SMALL, seed: int = 0) -> AnnD
 
 def pseudobulk_scores(adata: AnnData, split: str, pred: np.ndarray) -> dict[str, float]:
     """Mean DeltaPCC against the split's control mean, and the train-mean-shift baseline's."""
-    from harmonycell.tools.taskdata import queries_for
+    from harmonycell.tools.data.taskdata import queries_for
 
     X = np.asarray(adata.X.toarray() if sp.issparse(adata.X) else adata.X)
     obs = adata.obs

@@ -78,7 +78,7 @@ def tiny_task(out: Path) -> Path:
     """A sandbox-visible task folder exported from a small canonical AnnData."""
     from metrics_data import make_canonical
 
-    from harmonycell.tools.taskdata import export_sandbox_data
+    from harmonycell.tools.data.taskdata import export_sandbox_data
 
     export_sandbox_data(make_canonical(n_genes=30, n_perts=10, cells_per=12, n_ctrl=60), out)
     return out

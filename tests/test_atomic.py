@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from harmonycell.tools import atomic
+from harmonycell.tools.record import atomic
 
 
 def test_write_replaces_whole_file(tmp_path):

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from harmonycell.agents.cli_eval import app
-from harmonycell.tools.baselines import (
+from harmonycell.agents.cli.evaluation import app
+from harmonycell.tools.evaluation.baselines import (
     LINEAR_LAMBDA,
     baseline_predictions,
     compute_baselines,
     fit_linear,
 )
-from harmonycell.tools.pseudobulk import targets_for
+from harmonycell.tools.evaluation.pseudobulk import targets_for
 from metrics_data import make_canonical
 
 
@@ -134,7 +134,7 @@ def test_unseen_context_with_one_perturbation_has_no_shift_corrected_signal():
 
 @pytest.mark.parametrize("shape", [(40, 12), (12, 40)])
 def test_top_left_singular_matches_svd(shape):
-    from harmonycell.tools.baselines import top_left_singular
+    from harmonycell.tools.evaluation.baselines import top_left_singular
 
     A = np.random.default_rng(1).normal(size=shape)
     u, s = top_left_singular(A, 5)
@@ -144,7 +144,7 @@ def test_top_left_singular_matches_svd(shape):
 
 
 def test_cli_score_predictions_file(tmp_path):
-    from harmonycell.tools.atomic import sha256_file
+    from harmonycell.tools.record.atomic import sha256_file
 
     ad = make_canonical(n_perts=12, seed=14)
     ad.write_h5ad(tmp_path / "unified.h5ad")

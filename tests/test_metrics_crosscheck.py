@@ -13,8 +13,8 @@ import pytest
 from anndata import AnnData
 from scipy import stats
 
-from harmonycell.tools.metrics import score
-from harmonycell.tools.pseudobulk import targets_for
+from harmonycell.tools.evaluation.metrics import score
+from harmonycell.tools.evaluation.pseudobulk import targets_for
 from metrics_data import make_canonical
 
 

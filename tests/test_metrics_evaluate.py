@@ -7,11 +7,11 @@ import pickle
 import numpy as np
 import pytest
 
-from harmonycell.tools.atomic import sha256_file
+from harmonycell.tools.record.atomic import sha256_file
 from harmonycell.tools.errors import PredictionError
-from harmonycell.tools.evaluate import score_prediction_file
-from harmonycell.tools.pseudobulk import targets_for
-from harmonycell.tools.taskdata import export_sandbox_data
+from harmonycell.tools.evaluation.scoring import score_prediction_file
+from harmonycell.tools.evaluation.pseudobulk import targets_for
+from harmonycell.tools.data.taskdata import export_sandbox_data
 from metrics_data import make_canonical
 
 

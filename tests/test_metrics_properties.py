@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harmonycell.tools.metrics import score
-from harmonycell.tools.pseudobulk import Targets
-from harmonycell.tools.taskdata import Query
+from harmonycell.tools.evaluation.metrics import score
+from harmonycell.tools.evaluation.pseudobulk import Targets
+from harmonycell.tools.data.taskdata import Query
 
 
 def random_targets(seed: int, q: int, g: int, n_ctx: int) -> Targets:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harmonycell.tools import baselines_doc
-from harmonycell.tools.baselines import compute_baselines
-from harmonycell.tools.unify import unify
+from bench import baselines_doc
+from harmonycell.tools.evaluation.baselines import compute_baselines
+from harmonycell.tools.data.unify import unify
 
 REAL = Path(__file__).parents[1] / ".." / "shared" / "data" / "real"
 

@@ -1,4 +1,4 @@
-"""Known-answer tests of harmonycell.tools.metrics.score on canonical AnnData."""
+"""Known-answer tests of harmonycell.tools.evaluation.metrics.score on canonical AnnData."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from harmonycell.tools.errors import PredictionError
-from harmonycell.tools.metrics import METRIC_NAMES, score, validate_predictions
-from harmonycell.tools.pseudobulk import targets_for
-from harmonycell.tools.taskdata import queries_for
+from harmonycell.tools.evaluation.metrics import METRIC_NAMES, score, validate_predictions
+from harmonycell.tools.evaluation.pseudobulk import targets_for
+from harmonycell.tools.data.taskdata import queries_for
 from metrics_data import make_canonical
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from harmonycell.tools.actions import (
+from harmonycell.tools.search.actions import (
     BACKBONES, PARADIGMS, all_backbone_paths, describe, expansions, parse_action,
 )
 from harmonycell.tools.errors import InputError

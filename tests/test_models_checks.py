@@ -1,8 +1,8 @@
 import pytest
 
-from harmonycell.tools import codegen
-from harmonycell.tools.actions import all_backbone_paths, parse_action
-from harmonycell.tools.code_checks import CodeCheckError, check_code, ensure_safe, find_problems
+from harmonycell.tools.search import codegen
+from harmonycell.tools.search.actions import all_backbone_paths, parse_action
+from harmonycell.tools.search.code_checks import CodeCheckError, check_code, ensure_safe, find_problems
 
 GOOD = """
 import torch

@@ -5,9 +5,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from harmonycell.agents.cli_train import app
-from harmonycell.tools.synthetic import SimConfig, write_synthetic
-from harmonycell.tools.unify import unify, write_unify_outputs
+from harmonycell.agents.cli.train import app
+from harmonycell.tools.data.synthetic import SimConfig, write_synthetic
+from harmonycell.tools.data.unify import unify, write_unify_outputs
 
 runner = CliRunner()
 
@@ -34,7 +34,7 @@ def test_train_json_reports_host_scores_beside_baselines(task_dir, tmp_path, mon
     assert set(rep["baselines"]) >= {"control_mean", "train_mean", "linear"}
     assert rep["metrics"]["DeltaPCC"] is not None and rep["val_metrics"]
     # the scored file is the one the sandbox wrote
-    from harmonycell.tools.atomic import sha256_file
+    from harmonycell.tools.record.atomic import sha256_file
     assert rep["predictions_sha256"] == sha256_file(node / "pred_test.npy")
     # the table view prints the same numbers
     res2 = runner.invoke(app, [str(task_dir), "--action", "discriminative/resnet/hparams:epochs=2,width=32",

@@ -1,7 +1,7 @@
 """docs/models.md rendering: the verdict line says plainly whether any backbone beats the
 train-mean shift on both DeltaPCC and the shift-corrected PCC."""
 
-from harmonycell.agents.models_doc import TASKS, render
+from bench.models_doc import TASKS, render
 
 
 def result(model_scores):

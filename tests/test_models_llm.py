@@ -5,12 +5,12 @@ import socket
 import numpy as np
 import pytest
 
-from harmonycell.agents.coder_policy import BuiltinCoder, CodeRequest, LLMCoder
-from harmonycell.agents.llm import LLMConfig
+from harmonycell.agents.policies.coder import BuiltinCoder, CodeRequest, LLMCoder
+from harmonycell.agents.policies.llm import LLMConfig
 from harmonycell.sandbox.local import LocalBackend
 from harmonycell.sandbox.training import run_training
-from harmonycell.tools.code_checks import check_code
-from harmonycell.tools.taskdata import export_sandbox_data
+from harmonycell.tools.search.code_checks import check_code
+from harmonycell.tools.data.taskdata import export_sandbox_data
 
 from llm_stub import StubServer, load_recording
 from models_support import canonical_unseen_perturbation

@@ -10,10 +10,10 @@ import torch
 
 from harmonycell.sandbox.local import LocalBackend
 from harmonycell.sandbox.training import run_training
-from harmonycell.tools import codegen
-from harmonycell.tools.actions import all_backbone_paths, parse_action
+from harmonycell.tools.search import codegen
+from harmonycell.tools.search.actions import all_backbone_paths, parse_action
 from harmonycell.tools.errors import InputError
-from harmonycell.tools.taskdata import export_sandbox_data, load_meta
+from harmonycell.tools.data.taskdata import export_sandbox_data, load_meta
 
 from models_support import canonical_unseen_perturbation, pseudobulk_scores
 

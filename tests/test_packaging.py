@@ -11,9 +11,17 @@ def test_wheel_contents(tmp_path):
                     "-w", str(tmp_path), str(repo)], check=True, cwd=tmp_path)
     (wheel,) = tmp_path.glob("harmonycell-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for required in ["harmonycell/agents/cli.py", "harmonycell/tools/unify.py",
-                     "harmonycell/sandbox/harness.py", "harmonycell/sandbox/image/Dockerfile",
-                     "harmonycell/tools/model_templates/resnet.py"]:
+    # every source file of the four package folders ships, whatever room it lives in
+    for folder in ("agents", "tools", "sandbox", "prompts"):
+        for f in (repo / folder).rglob("*"):
+            if f.is_file() and f.suffix in {".py", ".md", ".json"} or f.parent.name == "image":
+                rel = f.relative_to(repo).as_posix()
+                if "__pycache__" in rel:
+                    continue
+                assert f"harmonycell/{rel}" in names, f"{rel} missing from the wheel"
+    for required in ["harmonycell/agents/cli/main.py", "harmonycell/tools/data/unify.py",
+                     "harmonycell/tools/data/mapping_spec.schema.json",
+                     "harmonycell/tools/search/model_templates/resnet.py"]:
         assert required in names, f"{required} missing from the wheel"
     assert any(n.startswith("harmonycell/prompts/") and n.endswith(".md") for n in names)
     # no generic top-level names squatted in a user's environment
@@ -24,6 +32,6 @@ def test_wheel_contents(tmp_path):
 
 
 def test_installed_package_imports_outside_the_repo(tmp_path):
-    code = "import harmonycell.agents.cli, harmonycell.tools.unify, harmonycell.sandbox.harness; print('ok')"
+    code = "import harmonycell.agents.cli, harmonycell.tools.data.unify, harmonycell.sandbox.harness; print('ok')"
     res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr

@@ -5,7 +5,7 @@ import time
 
 from rich.console import Console
 
-from harmonycell.agents.progress import last_epoch, node_progress
+from harmonycell.agents.cli.progress import last_epoch, node_progress
 
 
 def test_last_epoch_skips_a_line_being_written(tmp_path):

@@ -31,13 +31,13 @@ def test_every_message_an_agent_produces_has_a_route_or_ends():
 
 def test_team_graph_is_the_routing_table(tmp_path, synthetic_dir):
     """The real autogen GraphFlow's edges are exactly the table (normal and chat mode)."""
-    from harmonycell.agents.chat import User
+    from harmonycell.agents.cli.chat import User
     from harmonycell.agents.context import RunContext
     from harmonycell.agents.routing import CHAT_PRODUCES, CHAT_ROUTES
     from harmonycell.agents.team import build_team
     from harmonycell.sandbox.local import LocalBackend
-    from harmonycell.tools.runfolder import create_run
-    from harmonycell.tools.transcript import Transcript
+    from harmonycell.tools.record.runfolder import create_run
+    from harmonycell.tools.record.transcript import Transcript
 
     run = create_run(tmp_path, [synthetic_dir / "labA_counts.h5ad"], "unseen-perturbation")
     ctx = RunContext(run=run, config=run.config(), transcript=Transcript(run.root), backend=LocalBackend())

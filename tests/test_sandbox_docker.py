@@ -25,7 +25,7 @@ from harmonycell.sandbox.backends import SandboxFallbackWarning, get_backend
 from harmonycell.sandbox.local import LocalBackend
 from harmonycell.sandbox.result import Job
 from harmonycell.sandbox.training import run_training
-from harmonycell.tools.atomic import sha256_file
+from harmonycell.tools.record.atomic import sha256_file
 from harmonycell.tools.errors import SandboxError
 from sandbox_helpers import (BROKEN_MODEL, ENDLESS, FORK_BOMB, HOG_1GIB, PROBE, TINY_CONFIG,
                              TINY_MODEL, tiny_task, write)
@@ -140,7 +140,7 @@ def test_cancelling_a_run_removes_its_container(docker, tmp_path):
 def test_ctrl_c_on_the_cli_removes_the_container(client, tmp_path):
     script = write(tmp_path / "loop.py", ENDLESS)
     proc = subprocess.Popen([sys.executable, "-c",
-                             "from harmonycell.agents.cli_sandbox import app; app()",
+                             "from harmonycell.agents.cli.sandbox import app; app()",
                              "run", str(script), "--backend", "docker", "--timeout", "120"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     running = wait_for_container(client, owner_pid=proc.pid)
@@ -153,7 +153,7 @@ def test_ctrl_c_on_the_cli_removes_the_container(client, tmp_path):
 def test_container_of_a_crashed_host_process_stops_and_is_reaped(client, tmp_path):
     script = write(tmp_path / "loop.py", ENDLESS)
     proc = subprocess.Popen([sys.executable, "-c",
-                             "from harmonycell.agents.cli_sandbox import app; app()",
+                             "from harmonycell.agents.cli.sandbox import app; app()",
                              "run", str(script), "--backend", "docker", "--timeout", "6"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "HARMONYCELL_SANDBOX_GRACE_S": "1"})
@@ -255,7 +255,7 @@ def test_build_is_cached_when_inputs_are_unchanged(client):
 def test_check_cli_reports_the_docker_backend(client):
     from typer.testing import CliRunner
 
-    from harmonycell.agents.cli_sandbox import app
+    from harmonycell.agents.cli.sandbox import app
 
     out = CliRunner().invoke(app, ["check", "--json", "--require-docker"])
     assert out.exit_code == 0, out.output
@@ -267,7 +267,7 @@ def test_check_cli_reports_the_docker_backend(client):
 def test_build_cli_up_to_date_and_missing_base_says_what_to_do(client):
     from typer.testing import CliRunner
 
-    from harmonycell.agents.cli_sandbox import app
+    from harmonycell.agents.cli.sandbox import app
 
     out = CliRunner().invoke(app, ["build"])
     assert out.exit_code == 0 and "up to date" in out.output, out.output

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from harmonycell.agents.cli_sandbox import app
+from harmonycell.agents.cli.sandbox import app
 from harmonycell.sandbox.backends import SandboxFallbackWarning, get_backend
 from harmonycell.sandbox.local import LocalBackend, parse_bytes
 from harmonycell.sandbox.result import Job
 from harmonycell.sandbox.training import run_training
-from harmonycell.tools.atomic import sha256_file
+from harmonycell.tools.record.atomic import sha256_file
 from harmonycell.tools.errors import SandboxError
 from sandbox_helpers import BROKEN_MODEL, ENDLESS, HOG_1GIB, TINY_CONFIG, TINY_MODEL, tiny_task, write
 

@@ -1,7 +1,7 @@
 import anndata as ad
 import numpy as np
 
-from harmonycell.tools.synthetic import load_truth
+from harmonycell.tools.data.synthetic import load_truth
 
 
 def lognorm(X):

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from harmonycell.tools.transcript import Transcript, verify
+from harmonycell.tools.record.transcript import Transcript, verify
 
 
 def make_run(tmp_path, n=5):

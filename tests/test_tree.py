@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from harmonycell.tools import tree as T
+from harmonycell.tools.search import tree as T
 
 
 @pytest.mark.parametrize("t, expected", [

@@ -7,10 +7,10 @@ import pytest
 import scipy.sparse as sp
 from typer.testing import CliRunner
 
-from harmonycell.agents.cli_data import app
-from harmonycell.tools.audit import audit_h5ad
+from harmonycell.agents.cli.data import app
+from harmonycell.tools.data.audit import audit_h5ad
 from harmonycell.tools.errors import HarmonyCellError, InputError, SpecError
-from harmonycell.tools.unify import unify
+from harmonycell.tools.data.unify import unify
 from unify_helpers import small_h5ad
 
 N = 40

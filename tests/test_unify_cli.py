@@ -8,9 +8,9 @@ import anndata as ad
 import numpy as np
 from typer.testing import CliRunner
 
-from harmonycell.agents.cli_data import app
-from harmonycell.tools.audit import audit_h5ad
-from harmonycell.tools.mapping import MappingSpec
+from harmonycell.agents.cli.data import app
+from harmonycell.tools.data.audit import audit_h5ad
+from harmonycell.tools.data.mapping import MappingSpec
 from harmonycell.tools.schema import OBS_FIELDS, OBSM_DOSE, OBSM_MASK, UNS_PERTS
 from unify_helpers import real
 
@@ -33,7 +33,7 @@ def test_audit_fingerprints_counts_and_logs():
 
 def test_audit_streams_x_in_chunks(monkeypatch):
     """Chunked reading gives the same fingerprint as one pass (the large-file path)."""
-    import harmonycell.tools.audit as audit_mod
+    import harmonycell.tools.data.audit as audit_mod
 
     whole = audit_h5ad(real("zhao_glioblastoma_panobinostat")).x
     monkeypatch.setattr(audit_mod, "CHUNK_NNZ", 997)

@@ -7,8 +7,8 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harmonycell.tools.audit import fingerprint_matrix
-from harmonycell.tools.unify import drop_rows_inplace
+from harmonycell.tools.data.audit import fingerprint_matrix
+from harmonycell.tools.data.unify import drop_rows_inplace
 
 
 @settings(max_examples=60, deadline=None)

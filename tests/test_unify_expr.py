@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harmonycell.tools.errors import SpecError
-from harmonycell.tools.expr import ExpressionError, evaluate
+from harmonycell.tools.data.expr import ExpressionError, evaluate
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 import scanpy as sc
 
 from harmonycell.tools.schema import OBSM_DOSE, OBSM_MASK, UNS_PERTS
-from harmonycell.tools.unify import unify
+from harmonycell.tools.data.unify import unify
 from unify_helpers import canonical_frame, dense, real
 
 

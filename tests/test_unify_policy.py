@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harmonycell.tools.mapping import control_word, detect_delimiters
-from harmonycell.tools.unify import unify
+from harmonycell.tools.data.mapping import control_word, detect_delimiters
+from harmonycell.tools.data.unify import unify
 from unify_helpers import small_h5ad
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from harmonycell.tools.schema import OBSM_DOSE, OBSM_MASK, UNS_PERTS
-from harmonycell.tools.unify import unify
+from harmonycell.tools.data.unify import unify
 from unify_helpers import dense, real
 
 EXPECTED = {

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from harmonycell.tools.audit import audit_h5ad, read_obs_var_backed
+from harmonycell.tools.data.audit import audit_h5ad, read_obs_var_backed
 from harmonycell.tools.errors import SpecError
-from harmonycell.tools.mapping import (
+from harmonycell.tools.data.mapping import (
     SCHEMA_PATH,
     FieldMapping,
     MappingSpec,
@@ -16,7 +16,7 @@ from harmonycell.tools.mapping import (
     json_schema_text,
     render_prompt,
 )
-from harmonycell.tools.unify import unify
+from harmonycell.tools.data.unify import unify
 from unify_helpers import canonical_frame, real
 
 ZHAO = "zhao_glioblastoma_panobinostat"

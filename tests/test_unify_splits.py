@@ -7,8 +7,8 @@ import pytest
 
 from harmonycell.tools.errors import InputError
 from harmonycell.tools.schema import TaskKind
-from harmonycell.tools.splits import assign_splits
-from harmonycell.tools.unify import unify
+from harmonycell.tools.data.splits import assign_splits
+from harmonycell.tools.data.unify import unify
 from unify_helpers import real
 
 

@@ -1,0 +1,3 @@
+from harmonycell.agents.cli.main import main
+
+main()

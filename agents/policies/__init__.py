@@ -1,0 +1,1 @@
+"""How agents decide: builtin (offline, deterministic) and LLM policies, and the LLM plumbing."""

@@ -1,0 +1,1 @@
+"""The evaluation stage: pseudo-bulk, metrics, baselines, host-side scoring."""

@@ -1,0 +1,1 @@
+"""The run record: run folder, hash-chained transcript, atomic writes."""

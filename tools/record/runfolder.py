@@ -1,0 +1,123 @@
+"""The run folder: layout, resolved configuration (task.yaml) and run status."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import h5py
+import yaml
+from pydantic import BaseModel, Field
+
+from harmonycell.tools.record import atomic
+from harmonycell.tools.errors import InputError
+from harmonycell.tools.schema import TaskKind
+
+State = Literal["running", "failed", "complete"]
+
+
+class InputFile(BaseModel):
+    path: str
+    sha256: str
+    bytes: int
+
+
+class RunConfig(BaseModel):
+    """Everything that determines a run; written to task.yaml before anything else happens."""
+
+    run_id: str
+    task: TaskKind
+    inputs: list[InputFile]
+    seed: int = 0
+    budget_nodes: int = Field(2, ge=1, description="training nodes the search may run")
+    node_timeout_s: float = 900.0
+    backend: str = "auto"  # sandbox backend: docker | local | auto
+    llm: dict | None = None  # LLM endpoint settings (base_url, model, api_key_env, ...); None: builtin
+    epochs: int = 100
+    created: str = ""
+
+
+class RunStatus(BaseModel):
+    state: State
+    error: str | None = None
+    updated: str
+
+
+class RunFolder:
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()  # artifact paths are recorded relative to it
+
+    # layout
+    task_yaml = property(lambda self: self.root / "task.yaml")
+    transcript = property(lambda self: self.root / "transcript.jsonl")
+    status_json = property(lambda self: self.root / "status.json")
+    audit_dir = property(lambda self: self.root / "audit")
+    unify_dir = property(lambda self: self.root / "unify")
+    data_dir = property(lambda self: self.root / "data")
+    sandbox_data = property(lambda self: self.root / "data" / "sandbox")
+    unified = property(lambda self: self.root / "unify" / "unified.h5ad")
+    nodes_dir = property(lambda self: self.root / "nodes")
+    tree_json = property(lambda self: self.root / "tree.json")
+    report_md = property(lambda self: self.root / "report.md")
+
+    def node_dir(self, node_id: str) -> Path:
+        return self.nodes_dir / node_id
+
+    def config(self) -> RunConfig:
+        return RunConfig.model_validate(yaml.safe_load(self.task_yaml.read_text()))
+
+    def status(self) -> RunStatus | None:
+        if not self.status_json.exists():
+            return None
+        return RunStatus.model_validate_json(self.status_json.read_text())
+
+    def set_status(self, state: State, error: str | None = None) -> None:
+        st = RunStatus(state=state, error=error, updated=_now())
+        atomic.write_text(self.status_json, st.model_dump_json(indent=2))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def check_h5ad(path: Path) -> InputFile:
+    """Fail early, with a message a user can act on, for inputs that cannot be .h5ad files."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("file not found", where=str(p), fix="check the path")
+    if not p.is_file():
+        raise InputError("not a file", where=str(p), fix="pass .h5ad files, not folders")
+    try:
+        ok = h5py.is_hdf5(p)
+    except OSError as exc:
+        raise InputError(f"cannot be read ({exc.strerror or exc})", where=str(p),
+                         fix="check the file's permissions") from None
+    if not ok:
+        raise InputError("not an HDF5/.h5ad file", where=str(p),
+                         fix="pass AnnData files written with `adata.write_h5ad` (convert CSV/loom/RDS first)")
+    return InputFile(path=str(p.resolve()), sha256=atomic.sha256_file(p), bytes=p.stat().st_size)
+
+
+def create_run(out_root: Path, inputs: list[Path], task: str, **options) -> RunFolder:
+    """Validate inputs and options, then create ``out_root/<run-id>/`` with task.yaml.
+
+    Everything that can be checked before the run is checked here, so a bad input leaves no
+    run folder behind.
+    """
+    kind = TaskKind.parse(task)
+    if not inputs:
+        raise InputError("no input files given", fix="pass one or more .h5ad files")
+    files = [check_h5ad(Path(p)) for p in inputs]
+    run_id = options.pop("run_id", None) or new_run_id()
+    cfg = RunConfig(run_id=run_id, task=kind, inputs=files, created=_now(), **options)
+    run = RunFolder(Path(out_root) / run_id)
+    run.root.mkdir(parents=True, exist_ok=False)
+    atomic.write_text(run.task_yaml, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    run.set_status("running")
+    return run

@@ -1,0 +1,1 @@
+"""The report: text and figures from a finished run."""

@@ -1,0 +1,1 @@
+"""The search space: actions, the tree as data, code generation and checks, model templates."""

@@ -1,0 +1,331 @@
+"""The hierarchical action space the Planner searches (SPEC section 4), as data.
+
+A node of the search is named by an *action path*, one string used everywhere (CLI, transcript,
+knowledge base)::
+
+    discriminative/resnet
+    discriminative/resnet/hparams:lr=3e-4,dropout=0.1
+    generative/cvae/hparams:latent_dim=16/loss:huber
+
+Level 1 is the paradigm, level 2 the backbone (which must belong to the paradigm), and every
+further segment is a refinement (``hparams:k=v,...`` or ``loss:NAME``). A segment that names a
+paradigm or backbone below level 2 would revert a decision already taken higher up the tree, so
+the grammar rejects it: such a path cannot be constructed. Every error lists the valid choices at
+the level where parsing failed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from harmonycell.tools.errors import InputError
+
+SEP = "/"
+Target = Literal["config", "hparams"]  # where a parameter goes: training config or model info
+
+
+@dataclass(frozen=True)
+class Param:
+    """One tunable value with its valid range (inclusive) and default."""
+
+    name: str
+    kind: Literal["float", "int"]
+    low: float
+    high: float
+    default: float
+    target: Target
+    log: bool = False  # searched on a log scale (learning rates, weight decay)
+    help: str = ""
+
+    def parse(self, raw: str, where: str) -> float | int:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise InputError(
+                f"{self.name}={raw!r} is not a number", where=where,
+                fix=f"give {self.name} a {self.kind} in [{fmt(self.low)}, {fmt(self.high)}]",
+            ) from None
+        if self.kind == "int":
+            if not value.is_integer():
+                raise InputError(f"{self.name}={raw} must be a whole number", where=where,
+                                 fix=f"give an integer in [{fmt(self.low)}, {fmt(self.high)}]")
+            value = int(value)
+        if not (math.isfinite(value) and self.low <= value <= self.high):
+            raise InputError(
+                f"{self.name}={raw} is outside its valid range", where=where,
+                fix=f"{self.name} must lie in [{fmt(self.low)}, {fmt(self.high)}] (default {fmt(self.default)})",
+            )
+        return value
+
+
+def fmt(v: float) -> str:
+    return f"{v:g}"
+
+
+# Shared by every backbone. Defaults are sized so one node trains on the real tasks in about a
+# minute on 2 CPU cores; early stopping (patience) usually ends training well before `epochs`.
+COMMON_PARAMS: tuple[Param, ...] = (
+    Param("lr", "float", 1e-5, 1e-1, 1e-3, "config", log=True, help="AdamW learning rate"),
+    Param("weight_decay", "float", 0.0, 1e-1, 1e-5, "config", help="AdamW weight decay"),
+    Param("epochs", "int", 1, 500, 60, "config", help="maximum epochs (early stopping may end sooner)"),
+    Param("batch_size", "int", 8, 4096, 128, "config", help="training batch size (drop_last)"),
+    Param("patience", "int", 1, 100, 8, "config", help="early-stopping patience in epochs"),
+    Param("dropout", "float", 0.0, 0.9, 0.1, "hparams", help="dropout in hidden layers"),
+    Param("width", "int", 16, 4096, 256, "hparams", help="hidden width"),
+    Param("depth", "int", 1, 12, 2, "hparams", help="number of hidden blocks"),
+    Param("emb_dim", "int", 4, 1024, 64, "hparams", help="perturbation embedding size"),
+)
+
+LOSSES: tuple[str, ...] = ("mse", "huber")
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str
+    paradigm: str
+    template: str  # module name in harmonycell.tools.search.model_templates
+    description: str
+    extra: tuple[Param, ...] = ()
+
+    @property
+    def params(self) -> dict[str, Param]:
+        return {p.name: p for p in (*COMMON_PARAMS, *self.extra)}
+
+
+@dataclass(frozen=True)
+class Paradigm:
+    name: str
+    description: str
+
+
+PARADIGMS: dict[str, Paradigm] = {
+    "discriminative": Paradigm("discriminative", "deterministic f(x_ctrl, p) -> delta"),
+    "generative": Paradigm("generative", "a distribution P(x | x_ctrl, p), scored on its mean"),
+}
+
+BACKBONES: dict[str, Backbone] = {b.name: b for b in (
+    Backbone("resnet", "discriminative", "resnet",
+             "pre-norm residual MLP blocks over [control encoding, perturbation embedding]"),
+    Backbone("gated-mlp", "discriminative", "gated_mlp",
+             "MLP blocks whose hidden units are gated by the perturbation (GLU-style)"),
+    Backbone("pathway-masked", "discriminative", "pathway_masked",
+             "gene -> module -> gene layers masked by gene modules (co-expression or a gene-set file)",
+             extra=(Param("n_modules", "int", 2, 500, 40, "hparams",
+                          help="co-expression modules when no gene-set file is given"),
+                    Param("units_per_module", "int", 1, 64, 4, "hparams",
+                          help="hidden units per module"))),
+    Backbone("cvae", "generative", "cvae",
+             "conditional VAE: latent cell state, decoder conditioned on control + perturbation",
+             extra=(Param("latent_dim", "int", 2, 256, 32, "hparams", help="latent size"),
+                    Param("beta", "float", 0.0, 10.0, 0.05, "hparams", help="KL weight"),
+                    Param("n_samples", "int", 1, 64, 8, "hparams",
+                          help="latent draws averaged for the mean prediction"))),
+    Backbone("flow-matching", "generative", "flow_matching",
+             "conditional flow matching from the control cell to the perturbed cell; Euler ODE at inference",
+             extra=(Param("ode_steps", "int", 1, 200, 16, "hparams", help="Euler steps at inference"),
+                    Param("sigma", "float", 0.0, 2.0, 0.1, "hparams",
+                          help="noise added along the probability path"),
+                    Param("n_samples", "int", 1, 64, 4, "hparams",
+                          help="trajectories averaged for the mean prediction"))),
+)}
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """One refinement segment: ``hparams:k=v,...`` or ``loss:NAME``."""
+
+    kind: Literal["hparams", "loss"]
+    values: tuple[tuple[str, Any], ...] = ()  # for hparams: sorted (name, value)
+    loss: str | None = None
+
+    def text(self) -> str:
+        if self.kind == "loss":
+            return f"loss:{self.loss}"
+        return "hparams:" + ",".join(f"{k}={fmt(v) if isinstance(v, float) else v}" for k, v in self.values)
+
+
+REFINEMENT_KINDS = ("hparams", "loss")
+
+
+@dataclass(frozen=True)
+class ActionPath:
+    paradigm: str
+    backbone: str | None = None
+    refinements: tuple[Refinement, ...] = field(default_factory=tuple)
+
+    @property
+    def depth(self) -> int:
+        return 1 + (self.backbone is not None) + len(self.refinements)
+
+    def text(self) -> str:
+        parts = [self.paradigm] + ([self.backbone] if self.backbone else [])
+        return SEP.join(parts + [r.text() for r in self.refinements])
+
+    __str__ = text
+
+    @property
+    def spec(self) -> Backbone:
+        if self.backbone is None:
+            raise InputError(f"action path {self.text()!r} names no backbone", where="--action",
+                             fix=f"add one of: {', '.join(backbones_of(self.paradigm))}")
+        return BACKBONES[self.backbone]
+
+    def resolved(self) -> dict[str, Any]:
+        """Every parameter's value on this path: defaults, then refinements in order."""
+        values: dict[str, Any] = {n: p.default if p.kind == "float" else int(p.default)
+                                  for n, p in self.spec.params.items()}
+        values["loss"] = "mse"
+        for r in self.refinements:
+            if r.kind == "loss":
+                values["loss"] = r.loss
+            else:
+                values.update(dict(r.values))
+        return values
+
+    def training_config(self, seed: int = 0) -> dict[str, Any]:
+        """config.json for the harness: training settings plus the model's ``hparams``."""
+        values = self.resolved()
+        params = self.spec.params
+        config: dict[str, Any] = {"seed": seed, "loss": values["loss"]}
+        hparams: dict[str, Any] = {"loss": values["loss"]}
+        for name, p in params.items():
+            (config if p.target == "config" else hparams)[name] = values[name]
+        config["hparams"] = hparams
+        return config
+
+    def child(self, segment: str) -> "ActionPath":
+        return parse_action(f"{self.text()}{SEP}{segment}")
+
+
+def backbones_of(paradigm: str) -> list[str]:
+    return [b.name for b in BACKBONES.values() if b.paradigm == paradigm]
+
+
+def all_backbone_paths() -> list[str]:
+    return [f"{b.paradigm}{SEP}{b.name}" for b in BACKBONES.values()]
+
+
+def parse_action(text: str) -> ActionPath:
+    """Parse and validate an action path; errors list the valid choices at the failing level."""
+    where = f"action {text!r}"
+    segs = [s.strip() for s in str(text).strip().strip(SEP).split(SEP)]
+    if not segs or not segs[0]:
+        raise InputError("empty action path", where="--action",
+                         fix=f"start with a paradigm: {', '.join(PARADIGMS)}")
+    if segs[0] not in PARADIGMS:
+        hint = ""
+        if segs[0] in BACKBONES:
+            hint = f" (did you mean {BACKBONES[segs[0]].paradigm}/{segs[0]}?)"
+        raise InputError(f"unknown paradigm {segs[0]!r}{hint}", where=where,
+                         fix=f"level 1 (paradigm) must be one of: {', '.join(PARADIGMS)}")
+    path = ActionPath(segs[0])
+    if len(segs) == 1:
+        return path
+    valid = backbones_of(path.paradigm)
+    if segs[1] not in valid:
+        if segs[1] in BACKBONES:
+            what = (f"backbone {segs[1]!r} belongs to paradigm {BACKBONES[segs[1]].paradigm!r},"
+                    f" not {path.paradigm!r}")
+        else:
+            what = f"unknown backbone {segs[1]!r}"
+        raise InputError(what, where=where,
+                         fix=f"level 2 (backbone) under {path.paradigm} must be one of: {', '.join(valid)}")
+    path = ActionPath(path.paradigm, segs[1])
+    refs = tuple(parse_refinement(s, path.spec, where, level=3 + i) for i, s in enumerate(segs[2:]))
+    return replace(path, refinements=refs)
+
+
+def refinement_help(backbone: Backbone) -> str:
+    params = ", ".join(f"{p.name} in [{fmt(p.low)}, {fmt(p.high)}]" for p in backbone.params.values())
+    return f"hparams:NAME=VALUE[,NAME=VALUE] with {params}; or loss:{'|'.join(LOSSES)}"
+
+
+def parse_refinement(seg: str, backbone: Backbone, where: str, level: int) -> Refinement:
+    if seg in PARADIGMS or seg in BACKBONES:
+        raise InputError(
+            f"segment {level} {seg!r} would revert the paradigm/backbone decided above it",
+            where=where,
+            fix=f"below a backbone only refinements may follow: {refinement_help(backbone)}; "
+                f"to try {seg!r} start a new path from the root",
+        )
+    kind, sep, body = seg.partition(":")
+    if not sep or kind not in REFINEMENT_KINDS:
+        raise InputError(f"unknown refinement {seg!r} at level {level}", where=where,
+                         fix=f"level {level} (refinement) must be {refinement_help(backbone)}")
+    if kind == "loss":
+        if body not in LOSSES:
+            raise InputError(f"unknown loss {body!r}", where=where,
+                             fix=f"loss must be one of: {', '.join(LOSSES)}")
+        return Refinement("loss", loss=body)
+    params = backbone.params
+    values: dict[str, Any] = {}
+    for item in filter(None, (s.strip() for s in body.split(","))):
+        name, eq, raw = item.partition("=")
+        name = name.strip()
+        if not eq or name not in params:
+            raise InputError(f"unknown hyperparameter {name!r} for {backbone.paradigm}/{backbone.name}",
+                             where=where, fix=f"valid: {refinement_help(backbone)}")
+        values[name] = params[name].parse(raw.strip(), where)
+    if not values:
+        raise InputError("empty hparams refinement", where=where, fix=f"use {refinement_help(backbone)}")
+    return Refinement("hparams", tuple(sorted(values.items())))
+
+
+def expansions(path: ActionPath | None) -> list[str]:
+    """A finite menu of children for the Planner: paradigms at the root, backbones under a
+    paradigm, then one-parameter refinements (x0.3 / x3 on log-scale values, neighbours on
+    integer ones, the other loss). Every entry parses."""
+    if path is None:
+        return list(PARADIGMS)
+    if path.backbone is None:
+        return [f"{path.paradigm}{SEP}{b}" for b in backbones_of(path.paradigm)]
+    values = path.resolved()
+    out: list[str] = []
+    for name in ("lr", "dropout", "width", "depth", "weight_decay"):
+        p = path.spec.params[name]
+        v = values[name]
+        if p.log:
+            cands = [v * 0.3, v * 3.0]
+        elif p.kind == "int":
+            cands = [v // 2, v * 2] if name == "width" else [v - 1, v + 1]
+        elif name == "dropout":
+            cands = [0.0 if v > 0 else 0.1, min(v + 0.2, 0.5)]
+        else:
+            cands = [v * 10 if v else 1e-4]
+        for c in cands:
+            c = int(c) if p.kind == "int" else float(f"{c:.3g}")
+            if p.low <= c <= p.high and c != v:
+                out.append(f"{path.text()}{SEP}hparams:{name}={fmt(c)}")
+    other = [loss for loss in LOSSES if loss != values["loss"]]
+    out += [f"{path.text()}{SEP}loss:{loss}" for loss in other]
+    return list(dict.fromkeys(out))
+
+
+def describe() -> dict[str, Any]:
+    """The whole action space as JSON-ready data (for prompts, docs, and the CLI)."""
+    return {
+        "paradigms": {n: p.description for n, p in PARADIGMS.items()},
+        "backbones": {
+            f"{b.paradigm}{SEP}{b.name}": {
+                "description": b.description,
+                "params": {p.name: {"kind": p.kind, "low": p.low, "high": p.high,
+                                    "default": p.default, "help": p.help}
+                           for p in b.params.values()},
+            }
+            for b in BACKBONES.values()
+        },
+        "refinements": {"hparams": "hparams:NAME=VALUE[,NAME=VALUE]", "loss": list(LOSSES)},
+    }
+
+
+def root_actions() -> list[str]:
+    """First trainable level for the Planner: a paradigm alone cannot be trained, so the root's
+    children are paradigm/backbone pairs (discriminative first, the cheaper paradigm)."""
+    return all_backbone_paths()
+
+
+def child_actions(action: str) -> list[str]:
+    """Refinements below a trained node (never a different paradigm or backbone)."""
+    return expansions(parse_action(action))
