@@ -5,7 +5,7 @@ scored on the host beside the baselines of the same split.
     python bench/models_doc.py --task kang # one task (results cached per task)
     python bench/models_doc.py --render    # only re-render from cached results
 
-Per-task results go to bench/results/models_<task>.json (git-ignored); the doc is rendered from
+Per-task results go to bench/results/models_<task>.json (committed: the numbers docs/models.md quotes); the doc is rendered from
 whichever of them exist, so tasks can be run separately (or in parallel) and combined.
 """
 
