@@ -49,6 +49,9 @@ class Expert:
 
 EXPERTS = {e.name: e for e in (
     Expert("biolord", "Piran et al., Nature Biotechnology 2024", ("biolord==0.0.3",), "biolord_adapter.py"),
+    # STATE trains by optimiser steps: its adapter turns --epochs into passes over the cells
+    # (sets of 16 cells, 8 sets a step), capped at 1500 steps on CPU
+    Expert("state", "Adduri et al. (Arc Institute), bioRxiv 2025", ("arc-state==0.11.1",), "state_adapter.py"),
     Expert("cpa", "Lotfollahi et al., Molecular Systems Biology 2023", ("cpa-tools==0.8.1",), None,
            why_not="cpa-tools 0.8.1 requires torch>1.8,<2.0; the only torch here is 2.13.0 (CPU), "
                    "and torch 1.x from the registry is the CUDA build (several GB of nvidia packages)"),
