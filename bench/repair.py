@@ -110,6 +110,16 @@ def repair_one(name: str, policy: str, data: Path) -> dict:
     return row
 
 
+def hash_inputs(name: str) -> str:
+    """What a cached row depends on: the file, its recorded replies and the Debugger's code."""
+    import hashlib
+
+    h = hashlib.sha256((CORPUS / f"{name}.py").read_bytes())
+    h.update((CORPUS / "llm_replies.json").read_bytes())
+    h.update((ROOT / "agents" / "policies" / "debugger.py").read_bytes())
+    return h.hexdigest()[:16]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", help="corpus file names (without .py)")
@@ -121,7 +131,14 @@ def main() -> None:
     rows = []
     for policy in args.policies:
         for name in names:
-            row = repair_one(name, policy, data)
+            cached = CACHE / "rows" / f"{policy}-{name}.json"  # a long run survives a stop
+            key = hash_inputs(name)
+            row = json.loads(cached.read_text()) if cached.exists() else None
+            if row is None or row.get("_key") != key:
+                row = {**repair_one(name, policy, data), "_key": key}
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                cached.write_text(json.dumps(row))
+            row = {k: v for k, v in row.items() if k != "_key"}
             rows.append(row)
             print(f"{policy:8s} {name:32s} fails={row['fails_as_written']!s:5s} "
                   f"repaired={row['repaired']!s:5s} steps={row['steps']} {row.get('rules', '')}", flush=True)

@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-here = Path(__file__).resolve().parent
+here = Path(__file__).resolve().parent / "repair_corpus"
 FIX = {
     "hardcoded_gene_count": ("the gene count is hard-coded to 2000; read it from info",
                              [('N_GENES = 2000\n\n\n', ''), ('h = 64\n', 'g, h = info["n_genes"], 64\n'),
