@@ -417,9 +417,17 @@ class LLMSession:
             with self._lock:
                 return self.budget_reason()
 
-        return await ask_validated(self._fresh(), system, user, parse, max_asks=self.cfg.max_asks,
-                                   retries=self.cfg.transport_retries, reask=reask,
-                                   on_call=lambda rec: self._count(agent, purpose, rec), may_call=may_call)
+        client = self._fresh()
+        try:
+            return await ask_validated(client, system, user, parse, max_asks=self.cfg.max_asks,
+                                       retries=self.cfg.transport_retries, reask=reask,
+                                       on_call=lambda rec: self._count(agent, purpose, rec), may_call=may_call)
+        finally:
+            if client is not self.client:  # close it on the loop it ran on, not at garbage collection
+                try:
+                    await client.close()
+                except Exception:  # closing a client whose endpoint died must not mask the outcome
+                    pass
 
     def ask(self, agent: str, purpose: str, system: str, user: str, parse: Callable[[str], T],
             reask: str = CODE_REASK) -> AskOutcome[T]:
