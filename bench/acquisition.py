@@ -238,6 +238,15 @@ def summarise(reps: list[dict], metric: str) -> dict | None:
                    "ci95": [lo, hi], "relative_diff": float(diff.mean() / ref.mean()),
                    "n_replicates": len(diff), "conclusion": verdict}
     rows["null"]["covers_zero"] = rows["null"]["ci95"][0] <= 0 <= rows["null"]["ci95"][1]
+    # how well the intervals are calibrated here: each of the 11 random draws in turn treated as
+    # the null method against the mean of the other 10; about 95% of these intervals should cover 0
+    draws = [A[f"random{d}"] for d in range(N_RANDOM)] + [A["null"]]
+    covered = 0
+    for k, draw in enumerate(draws):
+        rest = np.mean([d for j, d in enumerate(draws) if j != k], axis=0)
+        lo, hi = bootstrap_ci(draw - rest, seed=k + 1)
+        covered += lo <= 0 <= hi
+    rows["interval_calibration"] = {"random_draws_tried_as_null": len(draws), "intervals_covering_0": covered}
     beats = [m for m in ("bald", "iterpert", "ours", "ours_nosets") if rows[m]["conclusion"] == "better than random"]
     rows["statement"] = ("nothing beats random here" if not beats else
                          f"{', '.join(beats)} beat random (95% interval of the AUC difference below 0)")
@@ -298,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     q = args.quick
     # one split per synthetic world: replicates are then independent worlds, which the bootstrap
     # over replicates assumes (splits of one world would share its quirks)
-    cfg = {"world_seeds": 4 if q else 20, "splits_per_world": 1, "b": 8, "rounds": 4 if q else 10,
+    cfg = {"world_seeds": 4 if q else 40, "splits_per_world": 1, "b": 8, "rounds": 4 if q else 10,
            "start": 4, "test_frac": 0.2, "members": MEMBERS, "embedding_pcs": EMBED_PCS,
            "shortlist_k": SHORTLIST_K, "lambda_iterpert": LAMBDA_ITERPERT, "random_draws": N_RANDOM,
            "real": {"test_frac": 0.34, "start": 2, "b": 1, "splits": 6 if q else 30}}
@@ -355,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
             if rows is None:
                 continue
             print(f"\n{fam} [{metric}] random AUC {rows['random (mean of 10 draws)']['auc_mean']:.4f}; {rows['statement']}")
+            cal = rows["interval_calibration"]
+            print(f"  (interval check: {cal['intervals_covering_0']} of {cal['random_draws_tried_as_null']} "
+                  "random draws, each treated as the null, have an interval covering 0)")
             for m in METHODS:
                 r = rows[m]
                 print(f"  {m:9s} diff {r['diff_vs_random']:+.4f}  95% CI [{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}]"
