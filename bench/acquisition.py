@@ -38,7 +38,6 @@ Worlds:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass

@@ -18,7 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 
 from harmonycell.agents.policies.acquisition import AcquisitionRequest, make_acquirer
