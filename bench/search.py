@@ -75,7 +75,7 @@ def menu() -> list[str]:
 
 # ----------------------------------------------------------------------------- the table
 
-def build_table(key: str, seed: int = 0) -> dict:
+def build_table(key: str, seed: int = 0, reverse: bool = False) -> dict:
     from models_doc import build_task
     from harmonycell.sandbox.backends import get_backend
     from harmonycell.sandbox.training import run_training
@@ -109,7 +109,9 @@ def build_table(key: str, seed: int = 0) -> dict:
                                   for name, v in compute_baselines(adata, split).baselines.items()}
                           for split in ("val", "test")},
         })
-        for action in menu():
+        actions = menu()[::-1] if reverse else menu()
+        for action in actions:
+            table["nodes"].update(_cached_nodes(cache))  # another worker may have added some
             if action in table["nodes"]:
                 continue
             mc = generate(action, data, seed=seed)
@@ -129,28 +131,89 @@ def build_table(key: str, seed: int = 0) -> dict:
                 row["status"] = res.status if not res.ok else "error"
                 row["error"] = (res.stderr_tail or res.stdout_tail)[-400:]
             table["nodes"][action] = row
-            atomic.write_json(cache, table)
+            with _locked(cache):
+                table["nodes"] = {**_cached_nodes(cache), **table["nodes"]}
+                atomic.write_json(cache, table)
             v = (row.get("val") or {}).get(SEARCH_METRIC)
             print(f"[search-table] {key} {action}: {row['status']} cpu {res.cpu_s}s wall {res.wall_s}s "
                   f"val {v}", flush=True)
     table["machine"] = f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU"
-    table["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    atomic.write_json(cache, table)
+    with _locked(cache):
+        table["nodes"] = {**_cached_nodes(cache), **table["nodes"]}
+        if all(a in table["nodes"] for a in menu()):
+            table["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        atomic.write_json(cache, table)
     return table
+
+
+def _cached_nodes(cache: Path) -> dict:
+    return json.loads(cache.read_text()).get("nodes", {}) if cache.exists() else {}
+
+
+class _locked:
+    """Two workers may fill one task's table from both ends; writes are serialised by a lock."""
+
+    def __init__(self, path: Path):
+        self.path = path.with_suffix(".lock")
+
+    def __enter__(self):
+        import fcntl
+
+        self.fh = open(self.path, "w")
+        fcntl.flock(self.fh, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc):
+        self.fh.close()
+
+
+def repeat_cost(key: str = "kang_muscat", action: str = "discriminative/resnet", times: int = 3,
+                seed: int = 0) -> dict:
+    """The same node trained several times while the shared machine's load varies: CPU seconds
+    (the reward's cost) should stay put while wall seconds follow the load."""
+    import warnings
+
+    from models_doc import build_task
+    from harmonycell.sandbox.backends import get_backend
+    from harmonycell.sandbox.training import run_training
+    from harmonycell.tools.data.taskdata import export_sandbox_data
+    from harmonycell.tools.search.codegen import generate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        backend = get_backend("local")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-search-repeat-") as tmp:
+        work = Path(tmp)
+        adata = build_task(bench_tasks()[key], work, seed)
+        export_sandbox_data(adata, work / "data")
+        mc = generate(action, work / "data", seed=seed)
+        config = {**mc.config, "epochs": EPOCHS, "patience": PATIENCE}
+        for i in range(times):
+            load = os.getloadavg()[0]
+            res = run_training(backend, work / "data", mc.code, config, work / f"n{i}", timeout_s=1800)
+            rows.append({"status": res.status, "cpu_s": res.cpu_s, "wall_s": res.wall_s,
+                         "load_avg_1m_before": round(load, 2), "load_avg_1m_after": round(os.getloadavg()[0], 2)})
+            print(f"[search-repeat] {key} {action} #{i}: cpu {res.cpu_s}s wall {res.wall_s}s load {load:.1f}", flush=True)
+    out = {"task": key, "action": action, "epochs_cap": EPOCHS, "runs": rows}
+    atomic.write_json(CACHE / "search_repeat.json", out)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", nargs="?", choices=("table", "replay", "all"), default="all")
+    ap.add_argument("step", nargs="?", choices=("table", "repeat", "replay", "all"), default="all")
     ap.add_argument("--task", action="append", help="table: these tasks (default: all)")
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--reverse", action="store_true", help="table: walk the menu from its end (a second worker)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HARMONYCELL_THREADS", "1")
     CACHE.mkdir(parents=True, exist_ok=True)
     if args.step in ("table", "all"):
         for key in args.task or list(bench_tasks()):
-            build_table(key)
+            build_table(key, reverse=args.reverse)
+    if args.step == "repeat":
+        repeat_cost()
     if args.step in ("replay", "all"):
         from search_replay import replay_all
 

@@ -1,11 +1,12 @@
 """Budgets a user thinks in: a wall-clock limit ("45m") and an estimate of how many nodes fit.
 
 The per-node estimate is a linear model of the work one node does (training cells x genes x
-epochs) plus a fixed start-up cost, fitted to the CPU seconds of the nodes in
-bench/results/search.json (bench/search.py, one torch thread, the bench's epoch cap) and scaled
-to the run's epoch cap. Early stopping usually ends a node sooner, so the estimate is an upper
-bound on a quiet machine; on a busy one the wall time per node grows, which is why the Planner
-re-estimates from the nodes it has already run.
+epochs run) plus a fixed start-up cost, fitted by least squares to the CPU seconds of the 75
+nodes of bench/search.py's tables (three real tasks, one torch thread, 20-epoch cap; mean
+relative error 18%). With the bench's cap nodes ran 94% of their epochs; under a run's larger
+cap early stopping ends them sooner, which ``TYPICAL_EPOCH_FRACTION`` assumes (not measured).
+CPU seconds are what an idle core needs; on a busy machine the wall time per node grows, which
+is why the Planner decides when to stop from the wall times of the nodes it has already run.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import re
 
 from harmonycell.tools.errors import InputError
 
-STARTUP_S = 6.0  # interpreter + torch import + data load + prediction, per node
-SECONDS_PER_UNIT = 4.0e-7  # per training cell x gene x epoch (CPU s, 1 thread)
-TYPICAL_EPOCH_FRACTION = 0.5  # early stopping: a node runs about half its epoch cap
+STARTUP_S = 9.7  # interpreter + torch import + data load + prediction, per node (CPU s)
+SECONDS_PER_UNIT = 7.6e-8  # per training cell x gene x epoch (CPU s, 1 thread)
+TYPICAL_EPOCH_FRACTION = 0.5  # assumed: early stopping ends a node at about half its epoch cap
 DEFAULT_TIME_LIMIT = "15m"  # `harmonycell run`: several paradigms and a refinement round
 _UNIT = {"s": 1, "m": 60, "h": 3600}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smh])")
