@@ -45,10 +45,6 @@ class Planner(StepAgent):
     def __init__(self, ctx, policy: Policy = builtin_policy):
         super().__init__(ctx)
         self.policy = policy
-        if ctx.config.use_kb:  # overlap loading the embedding model with audit and unification
-            from harmonycell.tools.search.knowledge import preload
-
-            preload()
 
     def _tree(self) -> T.Tree:
         return T.Tree.load(self.ctx.run.tree_json)

@@ -178,6 +178,7 @@ def evaluate_task(table: Table, seeds: int) -> dict:
             "test_of_pick_ci95": [round(v, 4) for v in bootstrap_ci(t)] if t else None,
         }
         out["policies"][name]["_aucs"] = [float(np.mean(c)) for c in curves]
+        out["policies"][name]["_finals"] = final
     # paired comparison of the area under the curve: hierarchical minus each other policy
     h = out["policies"]["hierarchical MCTS"]["_aucs"]
     out["hierarchical_minus_other_auc"] = {}
@@ -189,8 +190,19 @@ def evaluate_task(table: Table, seeds: int) -> dict:
         out["hierarchical_minus_other_auc"][name] = {
             "mean": round(float(np.mean(d)), 4), "ci95": [round(lo, 4), round(hi, 4)], "n": len(d),
             "conclusion": "better" if lo > 0 else "worse" if hi < 0 else "indistinguishable"}
+    hf = out["policies"]["hierarchical MCTS"]["_finals"]
+    out["hierarchical_minus_other_final_fraction"] = {}
+    for name in runners:
+        if name == "hierarchical MCTS":
+            continue
+        d = list(np.asarray(hf) - np.asarray(out["policies"][name]["_finals"]))
+        lo, hi = bootstrap_ci(d)
+        out["hierarchical_minus_other_final_fraction"][name] = {
+            "mean": round(float(np.mean(d)), 4), "ci95": [round(lo, 4), round(hi, 4)], "n": len(d),
+            "conclusion": "better" if lo > 0 else "worse" if hi < 0 else "indistinguishable"}
     for p in out["policies"].values():
         p.pop("_aucs")
+        p.pop("_finals")
     return out
 
 

