@@ -9,6 +9,7 @@ from harmonycell.agents.messages import Artifact, NodeExecuted, NodeScored, Sear
 from harmonycell.tools.record import atomic
 from harmonycell.tools.search import tree as T
 from harmonycell.tools.evaluation.baselines import compute_baselines
+from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
 from harmonycell.tools.errors import PredictionError
 from harmonycell.tools.evaluation.scoring import score_prediction_file
 from harmonycell.tools.evaluation.pseudobulk import targets_for
@@ -47,13 +48,24 @@ class Evaluator(StepAgent):
         report = self._score("val", ex.predictions["val"])
         m = dict(report.aggregate)
         tree = T.Tree.load(self.ctx.run.tree_json)
-        t_root = tree.t_root or ex.wall_s
-        r = T.reward(T.normalised_metric(m.get("DeltaPCC")), ex.wall_s, t_root)
-        m["wall_s"] = ex.wall_s
+        # cost in CPU seconds (load-independent); wall time only where the backend gave none
+        cost = ex.cpu_s if ex.cpu_s is not None else ex.wall_s
+        t_root = tree.t_root or cost
+        r = T.reward(T.normalised_metric(m.get(SEARCH_METRIC)), cost, t_root)
+        m["wall_s"], m["cpu_s"] = ex.wall_s, ex.cpu_s
+        m["train_mean_val"] = self._train_mean_val()
         self.ctx.tool_call(self.name, "score_predictions", {"node": ex.node_id, "split": "val"},
-                           {"DeltaPCC": m.get("DeltaPCC"), "RMSE": m.get("RMSE"),
+                           {SEARCH_METRIC: m.get(SEARCH_METRIC), "DeltaPCC": m.get("DeltaPCC"),
+                            "RMSE": m.get("RMSE"), "train_mean_val": m["train_mean_val"],
                             "sha256": report.predictions_sha256})
         return NodeScored(node_id=ex.node_id, metrics=m, reward=r)
+
+    def _train_mean_val(self) -> float | None:
+        """The train-mean baseline's search metric on validation (failure routing's yardstick)."""
+        if "train_mean_val" not in self.ctx.cache:
+            base = compute_baselines(self.adata(), "val").baselines
+            self.ctx.cache["train_mean_val"] = base.get("train_mean", {}).get(SEARCH_METRIC)
+        return self.ctx.cache["train_mean_val"]
 
     def on_SearchDone(self, done: SearchDone) -> TestScored:
         run = self.ctx.run

@@ -63,6 +63,7 @@ class NodeExecuted(BaseModel):
     wall_s: float
     backend: str
     code: Artifact
+    cpu_s: float | None = None  # CPU time of the node's process tree (the reward's cost)
     predictions: dict[str, Artifact]  # split -> predictions file written by the sandbox
     attempts: int = 1
 

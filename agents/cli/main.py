@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.prompt import Prompt
 
-from harmonycell.agents.cli import data as cli_data, evaluation as cli_eval, sandbox as cli_sandbox, train as cli_train
+from harmonycell.agents.cli import data as cli_data, evaluation as cli_eval, kb as cli_kb, sandbox as cli_sandbox, train as cli_train
 from harmonycell.agents.cli import plan as cli_plan
 from harmonycell.agents.cli.chat import Ask, User, answer_questions, ask_inputs, ask_task
 from harmonycell.agents.context import RunContext
@@ -26,11 +26,27 @@ from harmonycell.tools.record import atomic
 from harmonycell.tools.errors import HarmonyCellError, InputError
 from harmonycell.tools.record.runfolder import RunFolder, create_run
 from harmonycell.tools.record.transcript import Transcript
+from harmonycell.tools.search.budget import DEFAULT_TIME_LIMIT
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Predict single-cell perturbation responses from heterogeneous .h5ad files.")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
+
+
+TIME_LIMIT_HELP = "wall-clock limit of the search, e.g. 45m, 1h30m, 90s (a bare number is minutes); 'none': no limit"
+KB_HELP = "knowledge base file (SQLite); default: the user's data directory"
+
+
+def search_options(budget: int, time_limit: str | None, kb: Path | None, no_kb: bool) -> dict:
+    """The search's budget and knowledge-base options of run, demo and chat, checked."""
+    from harmonycell.tools.search.budget import parse_duration
+
+    if kb is not None and no_kb:
+        raise InputError("--kb and --no-kb contradict each other", where="--kb/--no-kb",
+                         fix="pass one of them")
+    return {"budget_nodes": budget, "time_limit_s": parse_duration(time_limit), "use_kb": not no_kb,
+            "kb_path": str(kb.expanduser().resolve()) if kb else None}
 
 
 def start(files: list[Path], task: str, out: Path, llm_config: Path | None = None,
@@ -121,16 +137,19 @@ def run(
     task: str = typer.Option("unseen-perturbation", help="unseen-perturbation | unseen-cell-context | unseen-combination"),
     out: Path = typer.Option(Path("runs"), help="runs root; the run gets its own folder inside"),
     seed: int = typer.Option(0),
-    budget: int = typer.Option(2, min=1, help="training nodes the search may run"),
+    budget: int = typer.Option(32, min=1, help="training nodes the search may run (with --time-limit: whichever ends first)"),
+    time_limit: str = typer.Option(DEFAULT_TIME_LIMIT, "--time-limit", help=TIME_LIMIT_HELP),
     epochs: int = typer.Option(100, min=1, help="maximum epochs per node (early stopping applies)"),
     backend: str = typer.Option("auto", help="sandbox: docker | local | auto (docker when available)"),
     llm_config: Optional[Path] = typer.Option(None, "--llm-config", help=LLM_HELP),
     max_llm_tokens: Optional[int] = typer.Option(None, "--max-llm-tokens", min=1, help=MAX_TOKENS_HELP),
     max_llm_cost: Optional[float] = typer.Option(None, "--max-llm-cost", min=0.0, help=MAX_COST_HELP),
+    kb: Optional[Path] = typer.Option(None, "--kb", help=KB_HELP),
+    no_kb: bool = typer.Option(False, "--no-kb", help="neither read nor write the knowledge base"),
 ) -> None:
     """Scripted, autonomous run: audit -> unify -> search -> evaluate -> judge -> report."""
     start(files, task, out, llm_config, max_llm_tokens=max_llm_tokens, max_llm_cost=max_llm_cost,
-          seed=seed, budget_nodes=budget, epochs=epochs, backend=backend)
+          seed=seed, epochs=epochs, backend=backend, **search_options(budget, time_limit, kb, no_kb))
 
 
 @app.command()
@@ -138,19 +157,23 @@ def chat(
     files: Optional[List[Path]] = typer.Argument(None, help="input .h5ad files (asked for when omitted)"),
     task: Optional[str] = typer.Option(None, help="task kind (asked for when omitted)"),
     out: Path = typer.Option(Path("runs"), help="runs root"),
-    budget: int = typer.Option(2, min=1),
+    budget: int = typer.Option(2, min=1, help="training nodes (you may change it when approving the search)"),
+    time_limit: Optional[str] = typer.Option(None, "--time-limit", help=TIME_LIMIT_HELP),
     epochs: int = typer.Option(100, min=1),
     backend: str = typer.Option("auto", help="sandbox: docker | local | auto"),
     llm_config: Optional[Path] = typer.Option(None, "--llm-config", help="LLM policies (see `run`)"),
     max_llm_tokens: Optional[int] = typer.Option(None, "--max-llm-tokens", min=1, help=MAX_TOKENS_HELP),
     max_llm_cost: Optional[float] = typer.Option(None, "--max-llm-cost", min=0.0, help=MAX_COST_HELP),
+    kb: Optional[Path] = typer.Option(None, "--kb", help=KB_HELP),
+    no_kb: bool = typer.Option(False, "--no-kb", help="neither read nor write the knowledge base"),
 ) -> None:
     """A conversation in the terminal: you approve the search and ask about the result."""
     ask = lambda q: Prompt.ask(f"[bold yellow]you[/] {q}", console=console, default="", show_default=False)
     files = files or ask_inputs(ask, console)
     task = task or ask_task(ask, console)
     run = start(files, task, out, llm_config, ask=ask, max_llm_tokens=max_llm_tokens,
-                max_llm_cost=max_llm_cost, budget_nodes=budget, epochs=epochs, backend=backend)
+                max_llm_cost=max_llm_cost, epochs=epochs, backend=backend,
+                **search_options(budget, time_limit, kb, no_kb))
     answer_questions(run, ask, console)
 
 
@@ -176,15 +199,20 @@ def resume(run_dir: Path = typer.Argument(..., help="a run folder left by a kill
 @app.command()
 def demo(out: Path = typer.Option(Path("runs"), help="runs root"),
          seed: int = typer.Option(0),
-         backend: str = typer.Option("auto", help="sandbox: docker | local | auto")) -> None:
+         backend: str = typer.Option("auto", help="sandbox: docker | local | auto"),
+         budget: int = typer.Option(3, min=1, help="training nodes (small: the demo should take about a minute)"),
+         time_limit: Optional[str] = typer.Option(None, "--time-limit", help=TIME_LIMIT_HELP),
+         kb: Optional[Path] = typer.Option(None, "--kb", help=KB_HELP),
+         no_kb: bool = typer.Option(False, "--no-kb", help="neither read nor write the knowledge base")) -> None:
     """Generate synthetic data in two lab schemas and run the whole pipeline on it."""
     from harmonycell.tools.data.synthetic import SimConfig, write_synthetic
 
+    options = search_options(budget, time_limit, kb, no_kb)  # checked before anything is written
     data_dir = out / "demo-data"
     paths = write_synthetic(data_dir, SimConfig(seed=seed))
     console.print(f"synthetic inputs: {', '.join(str(p) for p in paths)}")
     # sized so that the whole demo (three nodes searched) takes about a minute on 2 idle cores
-    start(paths, "unseen-perturbation", out, seed=seed, budget_nodes=3, epochs=60, backend=backend)
+    start(paths, "unseen-perturbation", out, seed=seed, epochs=60, backend=backend, **options)
 
 
 @app.command("replay")
@@ -201,6 +229,7 @@ app.command("score")(cli_eval.score)
 app.command("train")(cli_train.train)
 app.command("plan")(cli_plan.plan)
 app.add_typer(cli_sandbox.app, name="sandbox")
+app.add_typer(cli_kb.app, name="kb")
 
 
 def main() -> None:

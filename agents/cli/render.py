@@ -37,8 +37,10 @@ def summary(type_: str, c: dict) -> str:
         return f"{c['node_id']} abandoned after {c['attempts']} attempt(s): {c['reason']}"
     if type_ == "NodeScored":
         m = c["metrics"]
-        return (f"{c['node_id']} val DeltaPCC {_fmt(m.get('DeltaPCC'))}, RMSE {_fmt(m.get('RMSE'))}, "
-                f"reward {c['reward']:.3f}")
+        from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
+
+        return (f"{c['node_id']} val {SEARCH_METRIC} {_fmt(m.get(SEARCH_METRIC))}, DeltaPCC "
+                f"{_fmt(m.get('DeltaPCC'))}, RMSE {_fmt(m.get('RMSE'))}, reward {c['reward']:.3f}")
     if type_ == "SearchDone":
         return f"best {c['best_node']} of {c['n_nodes']} node(s): {c['reason']}"
     if type_ == "TestScored":

@@ -77,6 +77,7 @@ AGGREGATE_OF = {
     "Discrimination_rank": "Discrimination_rank",
 }
 METRIC_NAMES = tuple(list(AGGREGATE_OF) + ["Matrix_Distance"])
+SEARCH_METRIC = "PCC_Delta_shift_corrected"
 HIGHER_IS_BETTER = {"DeltaPCC", "CosLogFC", "Cosine_LogFC", "PCC_Delta", "PCC_Delta_shift_corrected"}
 
 

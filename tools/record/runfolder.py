@@ -32,6 +32,9 @@ class RunConfig(BaseModel):
     inputs: list[InputFile]
     seed: int = 0
     budget_nodes: int = Field(2, ge=1, description="training nodes the search may run")
+    time_limit_s: float | None = Field(None, gt=0, description="wall-clock limit of the search")
+    use_kb: bool = True  # read and write the knowledge base (SPEC 6)
+    kb_path: str | None = None  # None: the user's data directory
     node_timeout_s: float = 900.0
     backend: str = "auto"  # sandbox backend: docker | local | auto
     llm: dict | None = None  # LLM endpoint settings (base_url, model, api_key_env, ...); None: builtin

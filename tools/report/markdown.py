@@ -22,11 +22,13 @@ def metrics_table(model_name: str | None, model: dict, baselines: dict[str, dict
 
 
 def nodes_table(tree: Tree) -> str:
-    rows = ["| node | action | status | val DeltaPCC | reward | wall s |", "|---|---|---|---|---|---|"]
+    from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
+
+    rows = [f"| node | action | status | val {SEARCH_METRIC} | reward | CPU s | wall s |", "|---|---|---|---|---|---|---|"]
     for n in tree.nodes.values():
         if n.id == ROOT:
             continue
-        rows.append(f"| {n.id} | `{n.action}` | {n.status} | {_f(n.val_metric)} | {_f(n.reward)} | {_f(n.wall_s)} |")
+        rows.append(f"| {n.id} | `{n.action}` | {n.status} | {_f(n.val_metric)} | {_f(n.reward)} | {_f(n.cpu_s)} | {_f(n.wall_s)} |")
     return "\n".join(rows)
 
 
@@ -49,6 +51,8 @@ def render_report(*, run_id: str, task: str, inputs: list[str], unify_line: str,
         "read it beside the train-mean baseline and the shift-corrected column.",
         "",
         "## Search",
+        "",
+        tree.summary(),
         "",
         nodes_table(tree),
         "",
