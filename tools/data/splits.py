@@ -96,7 +96,7 @@ def unseen_perturbation(obs: pd.DataFrame, rng: np.random.Generator, fold=None) 
     parts = {c: set(split_condition(c)) for c in conds}
     units = sorted(set().union(*parts.values())) if parts else []
     if len(units) < 3:
-        raise InputError(f"unseen-perturbation needs at least 3 distinct perturbations, found {len(units)}",
+        raise InputError(f"unseen-perturbation needs at least 3 perturbations (distinct genes or agents), found {len(units)}",
                          where="--task unseen-perturbation", fix="use more perturbations or another task kind")
     rest, test_u = cut_test(units, rng, fold, "perturbations")
     train_u, val_u = carve(rest, VAL_FRACTION, rng)
