@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from harmonycell.agents.base import StepAgent
 from harmonycell.agents.messages import Approval, NodeAbandoned, NodePlan, NodeScored, SearchDone, UnifyDone
+from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
 from harmonycell.tools.search import tree as T
 from harmonycell.tools.search.actions import child_actions, root_actions
 
@@ -60,7 +61,7 @@ class Planner(StepAgent):
         tree = self._tree()
         node = tree.nodes[s.node_id]
         node.status, node.reward = "ok", s.reward
-        node.val_metric = s.metrics.get("DeltaPCC")
+        node.val_metric = s.metrics.get(SEARCH_METRIC)
         node.wall_s = s.metrics.get("wall_s")
         if tree.t_root is None:
             tree.t_root = node.wall_s

@@ -26,7 +26,7 @@ ROOT = Path.cwd()
 REAL = ROOT / ".." / "shared" / "data" / "real"
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "models.md"
-METRICS = ("DeltaPCC", "PCC_Delta_shift_corrected", "CosLogFC", "RMSE", "Discrimination_rank")
+METRICS = ("DeltaPCC", "PCC_Delta_shift_corrected", "Cosine_delta", "RMSE", "Discrimination_rank")
 BASELINES = ("control_mean", "train_mean", "linear")
 
 

@@ -89,7 +89,10 @@ def drive(run: RunFolder, ask: Ask | None = None) -> None:
     finally:
         signal.signal(signal.SIGINT, previous)
     run.set_status("complete")
-    console.print(f"\n[bold]{'VALID' if verdict.valid else 'INVALID'}[/] -- report: {run.report_md}")
+    console.print(f"report: {run.report_md}")
+    # the last line says both verdicts and what was held out (never one word)
+    console.print(f"\n[bold]{verdict.headline or ('VALID' if verdict.valid else 'INVALID')}[/]",
+                  highlight=False, soft_wrap=True)
 
 
 @app.command()

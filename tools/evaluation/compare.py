@@ -110,3 +110,10 @@ def compare_all(model_rows: Sequence[dict], baseline_rows: dict[str, Sequence[di
                 continue
             out.append(compare(per_query(model_rows, metric), per_query(rows, metric), metric, name, seed))
     return out
+
+
+def usefulness(comparisons: Sequence[Comparison], metric: str = SEARCH_METRIC) -> tuple[bool, dict[str, Comparison]]:
+    """(useful, the deciding comparison per baseline): useful means better than every baseline
+    on ``metric`` with the interval excluding 0 (SPEC sections 7 and 8)."""
+    deciding = {c.baseline: c for c in comparisons if c.metric == metric}
+    return bool(deciding) and all(c.conclusion == "better" for c in deciding.values()), deciding
