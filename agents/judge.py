@@ -61,11 +61,17 @@ def split_integrity(adata, task: TaskKind) -> Check:
         if any(len(split_condition(c)) < 2 for c in pairs):
             problems.append("a held-out condition is not a combination")
     else:
+        # every test condition holds a perturbation that no training or validation condition
+        # holds, alone or in a combination; the declared test units appear in none of them
         units = _units_by_split(obs)
-        what, n_units = "perturbations (alone or inside a combination)", len(units["test"])
-        leaked = units["test"] & (units["train"] | units["val"])
-        if leaked:
-            problems.append(f"held-out perturbations also in a training or validation condition: {sorted(leaked)[:5]}")
+        seen = units["train"] | units["val"]
+        what, n_units = "perturbations (alone or inside a combination)", len(units["test"] - seen)
+        known = sorted(c for c in set(conds[test]) if not set(split_condition(c)) - seen)
+        if known:
+            problems.append(f"test conditions made only of perturbations seen in training or validation: {known[:5]}")
+        declared = set(adata.uns.get("split_info", {}).get("test_units", []))
+        if declared & seen:
+            problems.append(f"held-out perturbations also in a training or validation condition: {sorted(declared & seen)[:5]}")
     n_test = int(test.sum())
     if n_test == 0:
         problems.append("no test cells")
@@ -89,9 +95,9 @@ def held_out_unit(adata, task: TaskKind) -> tuple[str, int]:
         return "cell contexts", int(context_labels(test).nunique())
     if task is TaskKind.unseen_combination:
         return "pairs", int(test["condition_name"].nunique())
-    units = _units_by_split(obs)["test"]
+    units = _units_by_split(obs)
     genes = set(pert["pert_type"].astype(str)) <= {"crispr"}
-    return ("genes" if genes else "perturbations"), len(units)
+    return ("genes" if genes else "perturbations"), len(units["test"] - units["train"] - units["val"])
 
 
 def sandbox_blind(run, adata, task: TaskKind) -> Check:
@@ -105,8 +111,8 @@ def sandbox_blind(run, adata, task: TaskKind) -> Check:
     elif task is TaskKind.unseen_combination:
         leaked = {q["condition"] for q in meta["queries"]["test"]} & set(meta["train_conditions"])
     else:  # no held-out gene inside any training condition, alone or in a combination
-        test_units = {u for q in meta["queries"]["test"] for u in split_condition(q["condition"])}
-        leaked = test_units & {u for c in meta["train_conditions"] for u in split_condition(c)}
+        trained = {u for c in meta["train_conditions"] for u in split_condition(c)}
+        leaked = {q["condition"] for q in meta["queries"]["test"] if not set(split_condition(q["condition"])) - trained}
     expected = int((adata.obs[SPLIT] == "train").sum())
     ok = not leaked and n_train == expected
     return Check(name="sandbox_saw_no_test_targets", passed=ok,

@@ -114,3 +114,28 @@ def test_two_context_holdout_announces_never_trained_perturbations():
     tested = set(a.obs.loc[(a.obs["split"] == "test") & ~a.obs["is_control"], "condition_name"])
     assert set(info["test_conditions_never_trained"]) == tested - trained
     assert info["test_conditions_never_trained"]  # D or E only in one context, and a val carve-out
+
+
+def test_judge_split_check_works_at_the_task_level():
+    from harmonycell.agents.cli import main  # noqa: F401  (agents import order: cli first)
+    from harmonycell.agents.judge import held_out_unit, split_integrity
+
+    a = assign_splits(combo_obs(seed=4), TaskKind.unseen_perturbation, seed=4)
+    a.obs["pert_type"] = np.where(a.obs["is_control"], "control", "crispr")
+    ok = split_integrity(a, TaskKind.unseen_perturbation)
+    assert ok.passed, ok.detail
+    assert held_out_unit(a, TaskKind.unseen_perturbation) == ("genes", len(a.uns["split_info"]["test_units"]))
+    # a condition-level split that leaks a held-out gene through a training pair is caught
+    test_gene = a.uns["split_info"]["test_units"][0]
+    pairs = [c for c in a.obs["condition_name"].unique() if "+" in c and test_gene in c.split("+")]
+    single = (a.obs["condition_name"] == test_gene).to_numpy()
+    split = a.obs["split"].astype(str).to_numpy()
+    split[single] = "test"
+    for p in pairs:
+        split[(a.obs["condition_name"] == p).to_numpy()] = "train"
+    a.obs["split"] = pd.Categorical(split, categories=["train", "val", "test"])
+    bad = split_integrity(a, TaskKind.unseen_perturbation)
+    assert not bad.passed and test_gene in bad.detail
+    # a test condition made only of trained genes is caught even without declared units
+    del a.uns["split_info"]
+    assert not split_integrity(a, TaskKind.unseen_perturbation).passed
