@@ -106,8 +106,23 @@ def run(
     backend: str = typer.Option("auto", help="sandbox: docker | local | auto (docker when available)"),
     llm_config: Optional[Path] = typer.Option(None, "--llm-config",
                                               help="JSON/YAML {base_url, model, api_key_env}: LLM policies for Unifier and Coder"),
+    folds: int = typer.Option(1, min=1, help="K >= 2: nested K-fold cross-validation over held-out units "
+                                             "(the whole search runs inside each fold); 1 = one split"),
+    repeats: int = typer.Option(1, min=1, help="with --folds: repeat the K folds with seeds seed..seed+R-1"),
 ) -> None:
     """Scripted, autonomous run: audit -> unify -> search -> evaluate -> judge -> report."""
+    if folds == 1 and repeats > 1:
+        raise InputError("--repeats needs --folds K (K >= 2)", where="--repeats",
+                         fix="add --folds 5, or drop --repeats")
+    if folds > 1:
+        from harmonycell.agents.cli.crossval import run_folds
+
+        llm = load_llm_config(llm_config).model_dump() if llm_config else None
+        parent, line = run_folds(files, task, out, folds, repeats, seed, drive, llm=llm,
+                                 budget_nodes=budget, epochs=epochs, backend=backend)
+        console.print(f"cross-validation report: {parent / 'report.md'}")
+        console.print(f"\n[bold]{line}[/]", highlight=False, soft_wrap=True)
+        return
     start(files, task, out, llm_config, seed=seed, budget_nodes=budget, epochs=epochs, backend=backend)
 
 

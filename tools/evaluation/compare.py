@@ -75,7 +75,12 @@ def compare(model: Sequence[float | None], baseline: Sequence[float | None], met
     """Paired comparison of per-query values (same queries, same order)."""
     if len(model) != len(baseline):
         raise ValueError(f"{len(model)} model values vs {len(baseline)} baseline values: not paired")
-    diff = as_values(metric, model) - as_values(metric, baseline)
+    return compare_diffs(as_values(metric, model) - as_values(metric, baseline), metric, baseline_name, seed)
+
+
+def compare_diffs(diff: np.ndarray, metric: str, baseline_name: str, seed: int = BOOT_SEED) -> Comparison:
+    """Comparison from paired differences (model - baseline), one per independent unit."""
+    diff = np.asarray(diff, dtype=np.float64)
     diff = diff[~np.isnan(diff)]
     n = int(len(diff))
     mean = float(diff.mean()) if n else 0.0
