@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -109,11 +110,20 @@ def run(
     folds: int = typer.Option(1, min=1, help="K >= 2: nested K-fold cross-validation over held-out units "
                                              "(the whole search runs inside each fold); 1 = one split"),
     repeats: int = typer.Option(1, min=1, help="with --folds: repeat the K folds with seeds seed..seed+R-1"),
+    compare_sources: bool = typer.Option(False, "--compare-sources",
+                                         help="with 2+ inputs: also train the selected architecture on each "
+                                              "source alone and compare with the union, per source's test queries"),
 ) -> None:
     """Scripted, autonomous run: audit -> unify -> search -> evaluate -> judge -> report."""
     if folds == 1 and repeats > 1:
         raise InputError("--repeats needs --folds K (K >= 2)", where="--repeats",
                          fix="add --folds 5, or drop --repeats")
+    if compare_sources and len(files) < 2:
+        raise InputError("--compare-sources needs two or more inputs", where="--compare-sources",
+                         fix="pass several .h5ad files, or drop --compare-sources")
+    if compare_sources and folds > 1:
+        raise InputError("--compare-sources runs on a single split", where="--compare-sources",
+                         fix="drop --folds, or run --compare-sources separately")
     if folds > 1:
         from harmonycell.agents.cli.crossval import run_folds
 
@@ -123,7 +133,17 @@ def run(
         console.print(f"cross-validation report: {parent / 'report.md'}")
         console.print(f"\n[bold]{line}[/]", highlight=False, soft_wrap=True)
         return
-    start(files, task, out, llm_config, seed=seed, budget_nodes=budget, epochs=epochs, backend=backend)
+    run_folder = start(files, task, out, llm_config, seed=seed, budget_nodes=budget, epochs=epochs, backend=backend)
+    if compare_sources:
+        from harmonycell.agents.cli.sources import compare_sources as by_source
+
+        for s in by_source(run_folder):
+            deciding = next((c for c in s.comparisons if c.metric == "PCC_Delta_shift_corrected"), None)
+            console.print(f"union vs {s.source} alone: " + (
+                f"{deciding.conclusion} (union - single {deciding.mean_diff:+.3f}, n={deciding.n})"
+                if deciding else s.status), highlight=False)
+        headline = json.loads((run_folder.root / "verdict.json").read_text()).get("headline", "")
+        console.print(f"\n[bold]{headline}[/]", highlight=False, soft_wrap=True)  # still the last line
 
 
 @app.command()
