@@ -104,3 +104,42 @@ def test_search_ranks_on_the_declared_metric_and_direction():
     assert normalised_metric(0.4) == pytest.approx(0.4) and normalised_metric(-0.3) == 0.0
     # a lower-is-better metric maps to a larger reward when smaller
     assert normalised_metric(0.1, "RMSE") > normalised_metric(0.5, "RMSE")
+
+
+def _rows(vals, metric=SEARCH_METRIC):
+    return [{"condition": f"C{i}", "context": "d|x", "metrics": {metric: v}} for i, v in enumerate(vals)]
+
+
+def test_folds_pool_per_query_and_average_repeats():
+    from harmonycell.tools.evaluation.crossval import FoldResult, summarise
+
+    # two folds x two repeats; each query is tested once per repeat, the model is 0.2 better
+    folds = []
+    for rep in range(2):
+        for k, keys in enumerate(([0, 1, 2], [3, 4, 5])):
+            base = [0.1 * i for i in keys]
+            model = [b + 0.2 + 0.01 * rep for b in base]
+            mk = lambda vals: [{"condition": f"C{i}", "context": "d|x", "metrics": {SEARCH_METRIC: v}}
+                               for i, v in zip(keys, vals)]
+            folds.append(FoldResult(repeat=rep, fold=k, model_rows=mk(model),
+                                    baseline_rows={"train_mean": mk(base)}))
+    cv = summarise(folds, 2, 2, metrics=(SEARCH_METRIC,))
+    c = cv.comparisons[0]
+    assert cv.n_queries == 6 and c.n == 6  # six queries, not twelve: repeats are averaged
+    assert c.mean_diff == pytest.approx(0.205) and c.conclusion == "better"
+    assert cv.spread["model"][SEARCH_METRIC].n_folds == 4
+
+
+def test_run_options_are_checked_before_anything_runs(tmp_path):
+    from typer.testing import CliRunner
+
+    from harmonycell.agents.cli.main import app
+
+    f = tmp_path / "a.h5ad"
+    f.write_bytes(b"")
+    runner = CliRunner()
+    res = runner.invoke(app, ["run", str(f), "--repeats", "3", "--out", str(tmp_path / "runs")])
+    assert res.exit_code != 0 and "--folds" in str(res.exception or res.output)
+    res = runner.invoke(app, ["run", str(f), "--compare-sources", "--out", str(tmp_path / "runs")])
+    assert res.exit_code != 0 and "two or more inputs" in str(res.exception or res.output)
+    assert not (tmp_path / "runs").exists()
