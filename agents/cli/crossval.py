@@ -31,6 +31,23 @@ def fold_result(run: RunFolder, repeat: int, fold: int) -> FoldResult:
                       note=verdict.get("headline", ""))
 
 
+def held_out_units(parent: Path, runs: list[str]) -> tuple[str, set[str]]:
+    """(plural noun, the units held out over one repeat's folds) from the folds' split.json."""
+    held: set[str] = set()
+    kind = "perturbation"
+    crispr_only = True
+    for name in runs:
+        split = json.loads((parent / name / "unify" / "split.json").read_text())
+        kind = split.get("held_out_unit", kind)
+        held |= set(split.get({"perturbation": "test_units", "combination": "test_conditions",
+                               "cell context": "test_contexts"}[kind], []))
+        report = json.loads((parent / name / "unify" / "unify_report.json").read_text())
+        crispr_only &= all(set(i.get("pert_type", {})) <= {"crispr"} for i in report.get("inputs", []))
+    noun = {"cell context": "cell contexts", "combination": "pairs"}.get(
+        kind, "genes" if crispr_only else "perturbations")
+    return noun, held
+
+
 def _cell(s) -> str:
     if s.mean is None:
         return "n/a"
@@ -52,10 +69,10 @@ def run_folds(files: list[Path], task: str, out: Path, folds: int, repeats: int,
     useful, deciding = usefulness(cv.comparisons)
     useful = useful and valid
     failed = [f"repeat {f.repeat} fold {f.fold}" for f in results if not f.valid or not f.model_rows]
+    unit, held = held_out_units(parent, [f"repeat0-fold{k}" for k in range(folds)])
     split = json.loads((parent / "repeat0-fold0" / "unify" / "split.json").read_text())
-    unit = {"cell context": "cell contexts", "combination": "pairs"}.get(split.get("held_out_unit"), "perturbations")
     line = headline_text(valid=valid, useful=useful, failed=failed, deciding=deciding,
-                         n_queries=cv.n_queries, unit=unit, n_units=cv.n_queries, metric=SEARCH_METRIC)
+                         n_queries=cv.n_queries, unit=unit, n_units=len(held), metric=SEARCH_METRIC)
     line = line.replace("test queries", f"test queries pooled over {folds} folds x {repeats} repeat(s)")
     atomic.write_text(parent / "cv.json", cv.model_dump_json(indent=2))
     metrics = list(next(iter(cv.spread.values())).keys())

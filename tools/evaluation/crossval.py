@@ -56,7 +56,12 @@ def _key(row: dict) -> tuple[str, str]:
 
 
 def fold_mean(rows: Sequence[dict], metric: str) -> float | None:
-    vals = as_values(metric, [r["metrics"].get(metric) for r in rows])
+    """Mean over the fold's queries (an undefined correlation counts as 0, as in comparisons);
+    None when the metric is undefined on every query (e.g. DeltaPCC of control_mean)."""
+    raw = [r["metrics"].get(metric) for r in rows]
+    if all(v is None for v in raw):
+        return None
+    vals = as_values(metric, raw)
     vals = vals[~np.isnan(vals)]
     return float(vals.mean()) if len(vals) else None
 
