@@ -1,13 +1,13 @@
 """Baselines every result stands beside (SPEC section 7), on the same split, queries and genes.
 
 All baselines predict ``y^_q = y_ctrl[q] + delta^_q`` where ``y_ctrl[q]`` is the control mean of
-the query's context in the scored split (as in ``pseudobulk.Targets``), and are fitted on
+the query's context over all its control cells (as in ``pseudobulk.Targets``), and are fitted on
 training cells only:
 
 - ``control_mean``: ``delta^ = 0``. Correlations are undefined (null); its RMSE is the RMS of
   the true effect, the floor any model must beat.
 - ``train_mean``: ``delta^`` = mean over training perturbations q of the context of
-  ``y_q(train) - y_ctrl(train)`` (perturbation-weighted). A context with no training perturbation
+  ``y_q(train) - y_ctrl`` (perturbation-weighted). A context with no training perturbation
   (unseen cell context) uses the mean over all training (perturbation, context) pairs. Its
   DeltaPCC is the shared-shift artefact (SPEC: 0.49-0.56 on Norman, 0.70-0.74 on Adamson).
 - ``linear``: Ahlmann-Eltze et al. (Nature Methods 2025). With D the genes x perturbations
@@ -87,9 +87,9 @@ class BaselinesReport(BaseModel):
 
 
 BASELINE_DEFINITIONS = {
-    "control_mean": "y^ = control mean of the context in the scored split (no effect).",
+    "control_mean": "y^ = mean of all control cells of the context (no effect).",
     "train_mean": "y^ = control mean + mean over training perturbations of their effect "
-                  "(y_q(train) - y_ctrl(train)) in the same context.",
+                  "(y_q(train) - y_ctrl) in the same context.",
     "linear": f"Ahlmann-Eltze linear model: K={LINEAR_K} PCs of training pseudo-bulk deltas, "
               f"ridge lambda={LINEAR_LAMBDA}, the perturbed gene's row of the PCs of training "
               "pseudo-bulk over all measured genes as its embedding; train_mean where the "

@@ -2,7 +2,7 @@
 
 A prediction is a (Q, G) matrix: row q is the predicted mean expression ``y^_q`` of query q of
 ``Targets`` (same query order, same gene order). With ``y_q`` the true mean, ``y_ctrl`` the
-control mean of the query's context in the same split, ``delta = y_q - y_ctrl`` and
+mean of all control cells of the query's context, ``delta = y_q - y_ctrl`` and
 ``delta^ = y^_q - y_ctrl``, every number reported here is defined in ``DEFINITIONS`` below.
 
 Conventions that make the numbers hard to fake:
@@ -35,7 +35,7 @@ DEFINITIONS: dict[str, str] = {
     "RMSE": "per perturbation sqrt(mean_g (y_p - y^_p)^2) over the task's genes; aggregate = mean "
             "over perturbations (0 = perfect).",
     "DeltaPCC": "per perturbation Pearson(delta, delta^) with delta = y_p - y_ctrl, delta^ = y^_p - "
-                "y_ctrl, y_ctrl = mean of the split's control cells of the context; null when "
+                "y_ctrl, y_ctrl = mean of all control cells of the context; null when "
                 "delta^ is flat (no predicted shift); aggregate = mean over perturbations.",
     "Cosine_delta": "per perturbation cosine(delta, delta^). delta is a difference of mean log1p "
                     "values (the paper's 'LogFC' and 'Cosine_LogFC'; not the log of a ratio of "
