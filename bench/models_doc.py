@@ -232,6 +232,10 @@ def render(results: list[dict]) -> str:
                    f"**No backbone is better than every baseline on {SEARCH_METRIC} with an interval excluding 0 on this task.**")
         lines += ["", verdict, ""]
         verdicts.append((r["title"], winners, len(actions)))
+    missing = [t.title for k, t in TASKS.items() if k not in {r["task"] for r in results}]
+    if missing:
+        lines += ["Not in this table (no results cached: not run in the time this regeneration had): "
+                  + "; ".join(missing) + ".", ""]
     lines += action_space_section()
     lines += ["## Summary", ""]
     for title, winners, n in verdicts:
