@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
-import numpy as np
 
 from harmonycell.tools.record import atomic
 from harmonycell.tools.evaluation.baselines import BASELINE_DEFINITIONS, BaselinesReport, compute_baselines

@@ -12,7 +12,6 @@ the cells to one source leaves that source's targets unchanged.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import anndata as ad
 from pydantic import BaseModel, Field
