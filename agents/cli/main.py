@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -26,6 +27,7 @@ from harmonycell.tools.record import atomic
 from harmonycell.tools.errors import HarmonyCellError, InputError
 from harmonycell.tools.record.runfolder import RunFolder, create_run
 from harmonycell.tools.record.transcript import Transcript
+from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
 from harmonycell.tools.search.budget import DEFAULT_TIME_LIMIT
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -116,7 +118,10 @@ def drive(run: RunFolder, ask: Ask | None = None) -> None:
     finally:
         signal.signal(signal.SIGINT, previous)
     run.set_status("complete", llm=llm_totals(ctx))
-    console.print(f"\n[bold]{'VALID' if verdict.valid else 'INVALID'}[/] -- report: {run.report_md}")
+    console.print(f"report: {run.report_md}")
+    # the last line says both verdicts and what was held out (never one word)
+    console.print(f"\n[bold]{verdict.headline or ('VALID' if verdict.valid else 'INVALID')}[/]",
+                  highlight=False, soft_wrap=True)
 
 
 def llm_totals(ctx: RunContext) -> dict | None:
@@ -146,10 +151,45 @@ def run(
     max_llm_cost: Optional[float] = typer.Option(None, "--max-llm-cost", min=0.0, help=MAX_COST_HELP),
     kb: Optional[Path] = typer.Option(None, "--kb", help=KB_HELP),
     no_kb: bool = typer.Option(False, "--no-kb", help="neither read nor write the knowledge base"),
+    folds: int = typer.Option(1, min=1, help="K >= 2: nested K-fold cross-validation over held-out units "
+                                             "(the whole search runs inside each fold); 1 = one split"),
+    repeats: int = typer.Option(1, min=1, help="with --folds: repeat the K folds with seeds seed..seed+R-1"),
+    compare_sources: bool = typer.Option(False, "--compare-sources",
+                                         help="with 2+ inputs: also train the selected architecture on each "
+                                              "source alone and compare with the union, per source's test queries"),
 ) -> None:
     """Scripted, autonomous run: audit -> unify -> search -> evaluate -> judge -> report."""
-    start(files, task, out, llm_config, max_llm_tokens=max_llm_tokens, max_llm_cost=max_llm_cost,
-          seed=seed, epochs=epochs, backend=backend, **search_options(budget, time_limit, kb, no_kb))
+    if folds == 1 and repeats > 1:
+        raise InputError("--repeats needs --folds K (K >= 2)", where="--repeats",
+                         fix="add --folds 5, or drop --repeats")
+    if compare_sources and len(files) < 2:
+        raise InputError("--compare-sources needs two or more inputs", where="--compare-sources",
+                         fix="pass several .h5ad files, or drop --compare-sources")
+    if compare_sources and folds > 1:
+        raise InputError("--compare-sources runs on a single split", where="--compare-sources",
+                         fix="drop --folds, or run --compare-sources separately")
+    options = dict(epochs=epochs, backend=backend, **search_options(budget, time_limit, kb, no_kb))
+    if folds > 1:
+        from harmonycell.agents.cli.crossval import run_folds
+
+        llm = load_llm_config(llm_config, max_tokens_total=max_llm_tokens,
+                              max_cost_usd=max_llm_cost).model_dump() if llm_config else None
+        parent, line = run_folds(files, task, out, folds, repeats, seed, drive, llm=llm, **options)
+        console.print(f"cross-validation report: {parent / 'report.md'}")
+        console.print(f"\n[bold]{line}[/]", highlight=False, soft_wrap=True)
+        return
+    run_folder = start(files, task, out, llm_config, max_llm_tokens=max_llm_tokens, max_llm_cost=max_llm_cost,
+                       seed=seed, **options)
+    if compare_sources:
+        from harmonycell.agents.cli.sources import compare_sources as by_source
+
+        for s in by_source(run_folder):
+            deciding = next((c for c in s.comparisons if c.metric == SEARCH_METRIC), None)
+            console.print(f"union vs {s.source} alone: " + (
+                f"{deciding.conclusion} (union - single {deciding.mean_diff:+.3f}, n={deciding.n})"
+                if deciding else s.status), highlight=False)
+        headline = json.loads((run_folder.root / "verdict.json").read_text()).get("headline", "")
+        console.print(f"\n[bold]{headline}[/]", highlight=False, soft_wrap=True)  # still the last line
 
 
 @app.command()

@@ -46,9 +46,12 @@ def summary(type_: str, c: dict) -> str:
     if type_ == "TestScored":
         m = c["metrics"]
         tm = c["baselines"].get("train_mean", {})
-        return (f"{c['node_id']} test DeltaPCC {_fmt(m.get('DeltaPCC'))} "
-                f"(train-mean baseline {_fmt(tm.get('DeltaPCC'))}), RMSE {_fmt(m.get('RMSE'))}")
+        return (f"{c['node_id']} test shift-corrected PearsonΔ {_fmt(m.get('PCC_Delta_shift_corrected'))} "
+                f"(train-mean {_fmt(tm.get('PCC_Delta_shift_corrected'))}), DeltaPCC {_fmt(m.get('DeltaPCC'))} "
+                f"(train-mean {_fmt(tm.get('DeltaPCC'))}), RMSE {_fmt(m.get('RMSE'))}")
     if type_ == "Verdict":
+        if c.get("headline"):
+            return c["headline"]
         failed = [ch["name"] for ch in c["checks"] if not ch["passed"]]
         return "VALID" if c["valid"] else f"INVALID ({', '.join(failed)})"
     return ", ".join(f"{k}={_fmt(v)}" for k, v in list(c.items())[:4]) if isinstance(c, dict) else str(c)

@@ -39,6 +39,7 @@ class RunConfig(BaseModel):
     backend: str = "auto"  # sandbox backend: docker | local | auto
     llm: dict | None = None  # LLM endpoint settings (base_url, model, api_key_env, ...); None: builtin
     epochs: int = 100
+    fold: list[int] | None = None  # [k, K]: test units are fold k of K (cross-validation)
     created: str = ""
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field
 
+from harmonycell.tools.evaluation.metrics import HIGHER_IS_BETTER, SEARCH_METRIC, oriented
 from harmonycell.tools.record import atomic
 
 ALPHA_QMIX = 0.7
@@ -55,7 +56,7 @@ class Node(BaseModel):
     q_sum: float = 0.0
     q_max: float = 0.0
     reward: float | None = None
-    val_metric: float | None = None  # the search metric on validation (SEARCH_METRIC)
+    val_metric: float | None = None  # validation SEARCH_METRIC (tools.evaluation.metrics)
     wall_s: float | None = None
     cpu_s: float | None = None
     prior: float = 1.0  # weight of the exploration term; lowered by a hypothesis failure
@@ -97,9 +98,11 @@ class Tree(BaseModel):
         return [n for n in self.nodes.values() if n.status in ("ok", "failed")]
 
     def best(self) -> Node | None:
+        """The working node with the best validation ``SEARCH_METRIC`` (its declared direction),
+        ties broken by reward."""
         ok = [n for n in self.nodes.values() if n.status == "ok" and n.reward is not None]
-        return max(ok, key=lambda n: (n.val_metric if n.val_metric is not None else -math.inf, n.reward),
-                   default=None)
+        return max(ok, key=lambda n: (oriented(SEARCH_METRIC, n.val_metric) if n.val_metric is not None
+                                      else -math.inf, n.reward), default=None)
 
     def kids(self, node: Node) -> list[Node]:
         return [self.nodes[c] for c in node.children]
@@ -150,9 +153,14 @@ def reward(m_val: float | None, t_exec: float | None, t_root: float | None) -> f
     return W_PERF * m_val + W_TIME * f_time(t)
 
 
-def normalised_metric(value: float | None) -> float | None:
-    """The validation metric (a correlation) mapped to [0, 1]; an undefined one counts as 0."""
-    return None if value is None else min(1.0, max(0.0, value))
+def normalised_metric(value: float | None, metric: str = SEARCH_METRIC) -> float | None:
+    """A validation metric mapped to [0, 1], better = larger whatever its direction: a
+    correlation clipped to [0, 1]; a lower-is-better distance d >= 0 as 1 / (1 + d)."""
+    if value is None:
+        return None
+    if not HIGHER_IS_BETTER[metric]:
+        return 1.0 / (1.0 + max(0.0, value))
+    return min(1.0, max(0.0, value))
 
 
 def backpropagate(tree: Tree, node_id: str, r: float) -> None:
