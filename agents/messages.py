@@ -118,12 +118,22 @@ class Check(BaseModel):
     detail: str
 
 
+class TranscriptHead(BaseModel):
+    """The transcript's chain head when the Judge wrote the report: pins records 0..records-1."""
+
+    hash: str
+    records: int
+
+
 class Verdict(BaseModel):
     """Judge: is the result valid and better than trivial?"""
 
     valid: bool
     checks: list[Check]
     report: Artifact | None = None
+    backend: str | None = None  # the sandbox backend that ran the selected node
+    isolated: bool | None = None  # False: the selected node ran with no wall (unsafe-local)
+    transcript_head: TranscriptHead | None = None
 
 
 CONTENT_TYPES: tuple[type[BaseModel], ...] = (

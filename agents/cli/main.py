@@ -21,7 +21,8 @@ from harmonycell.agents.messages import RunRequest
 from harmonycell.agents.cli.replay import replay
 from harmonycell.agents.routing import CHAT_PRODUCES, CHAT_ROUTES
 from harmonycell.agents.team import build_team, run_team
-from harmonycell.sandbox.backends import SandboxFallbackWarning, get_backend
+from harmonycell.sandbox.engine import reap_run_sandboxes
+from harmonycell.sandbox.backends import HELP as BACKEND_HELP, SandboxFallbackWarning, get_backend
 from harmonycell.tools.record import atomic
 from harmonycell.tools.errors import HarmonyCellError, InputError
 from harmonycell.tools.record.runfolder import RunFolder, create_run
@@ -50,7 +51,8 @@ def drive(run: RunFolder, ask: Ask | None = None) -> None:
     cfg = run.config()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SandboxFallbackWarning)
-        backend = get_backend(cfg.backend)
+        # only the builtin Coder's template code may run unwalled where no wall exists
+        backend = get_backend(cfg.backend, allow_unwalled=cfg.llm is None)
     ctx = RunContext(run=run, config=cfg, transcript=Transcript(run.root), backend=backend,
                      console=console, llm=LLMConfig.model_validate(cfg.llm) if cfg.llm else None)
     for w in caught:  # said loudly, and on the record
@@ -100,7 +102,7 @@ def run(
     seed: int = typer.Option(0),
     budget: int = typer.Option(2, min=1, help="training nodes the search may run"),
     epochs: int = typer.Option(100, min=1, help="maximum epochs per node (early stopping applies)"),
-    backend: str = typer.Option("auto", help="sandbox: docker | local | auto (docker when available)"),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
     llm_config: Optional[Path] = typer.Option(None, "--llm-config",
                                               help="JSON/YAML {base_url, model, api_key_env}: LLM policies for Unifier and Coder"),
 ) -> None:
@@ -115,7 +117,7 @@ def chat(
     out: Path = typer.Option(Path("runs"), help="runs root"),
     budget: int = typer.Option(2, min=1),
     epochs: int = typer.Option(100, min=1),
-    backend: str = typer.Option("auto", help="sandbox: docker | local | auto"),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
     llm_config: Optional[Path] = typer.Option(None, "--llm-config", help="LLM policies (see `run`)"),
 ) -> None:
     """A conversation in the terminal: you approve the search and ask about the result."""
@@ -140,15 +142,18 @@ def resume(run_dir: Path = typer.Argument(..., help="a run folder left by a kill
         if atomic.sha256_file(f.path) != f.sha256:
             raise InputError("input changed since the run started", where=f.path,
                              fix="restore the original file or start a new run")
+    transcript = Transcript(run.root)  # refuses a damaged chain before anything is written
+    reaped = reap_run_sandboxes(run.config().run_id)
     run.set_status("running")
-    Transcript(run.root).append("event", "harmonycell", "resumed", {"previous": status.model_dump() if status else None})
+    transcript.append("event", "harmonycell", "resumed",
+                      {"previous": status.model_dump() if status else None, "reaped_containers": reaped})
     drive(run)
 
 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs"), help="runs root"),
          seed: int = typer.Option(0),
-         backend: str = typer.Option("auto", help="sandbox: docker | local | auto")) -> None:
+         backend: str = typer.Option("auto", help=BACKEND_HELP)) -> None:
     """Generate synthetic data in two lab schemas and run the whole pipeline on it."""
     from harmonycell.tools.data.synthetic import SimConfig, write_synthetic
 
@@ -161,9 +166,11 @@ def demo(out: Path = typer.Option(Path("runs"), help="runs root"),
 
 @app.command("replay")
 def replay_cmd(run_dir: Path = typer.Argument(..., help="a run folder"),
-               verify: bool = typer.Option(False, "--verify", help="check the hash chain and artifacts")) -> None:
+               verify: bool = typer.Option(False, "--verify", help="check the hash chain and artifacts"),
+               anchor: Optional[str] = typer.Option(None, "--anchor", help="with --verify: the transcript "
+                                                    "head hash from verdict.json / report.md")) -> None:
     """Verify a run's transcript and re-render its conversation."""
-    raise typer.Exit(replay(run_dir, verify=verify, console=console))
+    raise typer.Exit(replay(run_dir, verify=verify, console=console, anchor=anchor))
 
 
 app.command("audit")(cli_data.audit)

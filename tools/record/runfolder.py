@@ -33,7 +33,7 @@ class RunConfig(BaseModel):
     seed: int = 0
     budget_nodes: int = Field(2, ge=1, description="training nodes the search may run")
     node_timeout_s: float = 900.0
-    backend: str = "auto"  # sandbox backend: docker | local | auto
+    backend: str = "auto"  # sandbox backend: auto | docker | bwrap | unsafe-local
     llm: dict | None = None  # LLM endpoint settings (base_url, model, api_key_env, ...); None: builtin
     epochs: int = 100
     created: str = ""
