@@ -123,7 +123,9 @@ class BwrapBackend(ChildProcessBackend):
                 raise SandboxError(f"input {name!r} does not exist", where=str(src),
                                    fix="check the path given to the sandbox job")
             args += ["--ro-bind", str(src), self.input_path(job, name)]
-        args += ["--bind", str(workdir), WORKDIR, "--chdir", WORKDIR]
+        # the sandbox's own root (a tmpfs holding the mount points) read-only too: /node and /tmp
+        # are the only places the code can write
+        args += ["--bind", str(workdir), WORKDIR, "--remount-ro", "/", "--chdir", WORKDIR]
         env = {"PATH": PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1",
                "PYTHONDONTWRITEBYTECODE": "1", **_passthrough(), **job.env}
         if job.cpus and "HARMONYCELL_THREADS" not in job.env:

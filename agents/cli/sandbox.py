@@ -65,7 +65,8 @@ def build(
                                                   "image on a GPU host); default: Debian made with debootstrap."),
     wheelhouse: Optional[Path] = typer.Option(None, help="Wheel cache (default ~/.cache/harmonycell/wheelhouse)."),
     image: Optional[str] = typer.Option(None, help="Image name (default harmonycell-sandbox:latest)."),
-    mirror: Optional[str] = typer.Option(None, help="Debian mirror for debootstrap."),
+    mirror: Optional[str] = typer.Option(None, help="Debian mirror for debootstrap (default: "
+                                                 "$HARMONYCELL_DEBIAN_MIRROR, else the host's apt sources)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if the inputs did not change."),
 ) -> None:
     """Build the sandbox image offline (no registry); does nothing when it is up to date."""
