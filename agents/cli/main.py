@@ -168,8 +168,16 @@ def demo(out: Path = typer.Option(Path("runs"), help="runs root"),
 def replay_cmd(run_dir: Path = typer.Argument(..., help="a run folder"),
                verify: bool = typer.Option(False, "--verify", help="check the hash chain and artifacts"),
                anchor: Optional[str] = typer.Option(None, "--anchor", help="with --verify: the transcript "
-                                                    "head hash from verdict.json / report.md")) -> None:
-    """Verify a run's transcript and re-render its conversation."""
+                                                    "head hash from verdict.json / report.md"),
+               rerun: bool = typer.Option(False, "--rerun", help="re-execute the run in a fresh folder "
+                                          "(same inputs, seeds, configuration) and compare every decision and metric"),
+               out: Optional[Path] = typer.Option(None, "--out", help="with --rerun: runs root for the "
+                                                  "re-execution (default: reruns/ beside the run)")) -> None:
+    """Verify a run's transcript, re-render its conversation, or re-execute it (--rerun)."""
+    if rerun:
+        from harmonycell.agents.cli.replay import rerun as rerun_run
+
+        raise typer.Exit(rerun_run(run_dir, out, console))
     raise typer.Exit(replay(run_dir, verify=verify, console=console, anchor=anchor))
 
 

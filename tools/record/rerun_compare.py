@@ -1,0 +1,120 @@
+"""Compare a re-executed run's transcript with the recorded one: every decision and every
+host-computed metric, in order, down to the first divergence.
+
+What is compared: every message (audit reports, mapping specs and unified data by sha256, node
+plans, node statuses and code, scores, the search's end, the test scores and baselines, the
+verdict's checks) and every tool call's arguments and results (the host's metrics among them).
+What is not: timestamps, wall-clock times and what is derived from them (the search reward's
+time term, a report naming its own run id and transcript head), ``event`` records (warnings,
+resumes) and ``llm_call`` records (served back, not re-decided). Floats are equal within
+``FLOAT_TOL`` (relative and absolute): CPU training is seeded and deterministic, and on one
+machine reproduces bit for bit; the tolerance covers the last bits of a BLAS on other hardware.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+from pydantic import BaseModel
+
+FLOAT_TOL = 1e-6
+# Fields that hold a time, or a value computed from one, or the run's own identity.
+VOLATILE = frozenset({"ts", "wall_s", "seconds", "train_seconds", "total_seconds", "reward",
+                      "transcript_head", "report", "run_id", "created", "updated"})
+COMPARED_KINDS = ("message", "tool_call")
+
+
+class Divergence(BaseModel):
+    index: int  # position among the compared records
+    recorded_seq: int | None
+    rerun_seq: int | None
+    where: str  # "Coder NodeExecuted: content.code.sha256"
+    recorded: Any = None
+    rerun: Any = None
+
+    def line(self) -> str:
+        return (f"first divergence at decision {self.index} (recorded record {self.recorded_seq}, "
+                f"rerun record {self.rerun_seq}) {self.where}: recorded {short(self.recorded)}, "
+                f"rerun {short(self.rerun)}")
+
+
+class Comparison(BaseModel):
+    n_records: int  # records compared
+    n_numbers: int  # floats compared (host metrics, losses, baselines)
+    max_abs_diff: float
+    divergence: Divergence | None = None
+
+    @property
+    def same(self) -> bool:
+        return self.divergence is None
+
+
+def short(x: Any, n: int = 120) -> str:
+    s = repr(x)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def compared(records: Iterable[dict]) -> list[dict]:
+    return [r for r in records if r.get("kind") in COMPARED_KINDS]
+
+
+def _walk(a: Any, b: Any, path: str, stats: dict) -> tuple[str, Any, Any] | None:
+    """The first place where ``a`` and ``b`` differ (None: they agree)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if k in VOLATILE:
+                continue
+            if k not in a or k not in b:
+                return f"{path}.{k}", a.get(k, "<absent>"), b.get(k, "<absent>")
+            d = _walk(a[k], b[k], f"{path}.{k}", stats)
+            if d:
+                return d
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{path} (length)", len(a), len(b)
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = _walk(x, y, f"{path}[{i}]", stats)
+            if d:
+                return d
+        return None
+    if isinstance(a, float) or isinstance(b, float):
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+            stats["n"] += 1
+            if math.isnan(a) and math.isnan(b):
+                return None
+            diff = abs(a - b)
+            stats["max"] = max(stats["max"], diff)
+            if diff <= FLOAT_TOL * max(1.0, abs(a), abs(b)):
+                return None
+        return path, a, b
+    return None if a == b else (path, a, b)
+
+
+def compare(recorded: Iterable[dict], rerun: Iterable[dict]) -> Comparison:
+    a, b = compared(recorded), compared(rerun)
+    stats = {"n": 0, "max": 0.0}
+    for i in range(max(len(a), len(b))):
+        ra = a[i] if i < len(a) else None
+        rb = b[i] if i < len(b) else None
+        if ra is None or rb is None:
+            have = ra or rb
+            div = Divergence(index=i, recorded_seq=ra and ra["seq"], rerun_seq=rb and rb["seq"],
+                             where=f"{have['source']} {have['type']}: present only in the "
+                                   f"{'recorded run' if rb is None else 'rerun'}")
+            return Comparison(n_records=i, n_numbers=stats["n"], max_abs_diff=stats["max"], divergence=div)
+        d = None
+        for key in ("kind", "source", "type"):
+            if ra[key] != rb[key]:
+                d = (key, ra[key], rb[key])
+                break
+        d = d or _walk(ra.get("content"), rb.get("content"), "content", stats)
+        d = d or _walk([x["path"] for x in ra.get("artifacts", [])],
+                       [x["path"] for x in rb.get("artifacts", [])], "artifacts", stats)
+        if d:
+            where, x, y = d
+            div = Divergence(index=i, recorded_seq=ra["seq"], rerun_seq=rb["seq"],
+                             where=f"{ra['source']} {ra['type']}: {where}", recorded=x, rerun=y)
+            return Comparison(n_records=i, n_numbers=stats["n"], max_abs_diff=stats["max"], divergence=div)
+    return Comparison(n_records=len(a), n_numbers=stats["n"], max_abs_diff=stats["max"])
