@@ -69,7 +69,7 @@ def rerun(run_dir: Path, out: Path | None, console: Console) -> int:
 
     from harmonycell.agents.cli.main import drive
     from harmonycell.tools.record import atomic
-    from harmonycell.tools.record.rerun_compare import FLOAT_TOL, compare
+    from harmonycell.tools.record.rerun_compare import FLOAT_TOL, compare, run_digest
     from harmonycell.tools.record.runfolder import RunFolder, create_run
 
     run = RunFolder(run_dir)
@@ -97,7 +97,7 @@ def rerun(run_dir: Path, out: Path | None, console: Console) -> int:
     t0 = time.monotonic()
     drive(new)
     took = time.monotonic() - t0
-    result = compare(recorded, read_records(new.transcript))
+    result = compare(recorded, read_records(new.transcript), run_digest(run.root), run_digest(new.root))
     Transcript(new.root).append("event", "harmonycell", "rerun_compared",
                                 {"recorded_run": cfg.run_id, "recorded_head": recorded[-1]["hash"],
                                  "seconds": round(took, 1), **result.model_dump(mode="json")})

@@ -1,7 +1,8 @@
 """Compare a re-executed run's transcript with the recorded one: every decision and every
 host-computed metric, in order, down to the first divergence.
 
-What is compared: every message (audit reports, mapping specs and unified data by sha256, node
+What is compared: every message (audit reports, mapping specs and unified data by sha256 (JSON
+files by content, with the run folder's own path masked), node
 plans, node statuses and code, scores, the search's end, the test scores and baselines, the
 verdict's checks) and every tool call's arguments and results (the host's metrics among them).
 What is not: timestamps, wall-clock times and what is derived from them (the search reward's
@@ -13,8 +14,11 @@ machine reproduces bit for bit; the tolerance covers the last bits of a BLAS on 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel
 
@@ -23,6 +27,30 @@ FLOAT_TOL = 1e-6
 VOLATILE = frozenset({"ts", "wall_s", "seconds", "train_seconds", "total_seconds", "reward",
                       "transcript_head", "report", "run_id", "created", "updated"})
 COMPARED_KINDS = ("message", "tool_call")
+Digest = Callable[[str, str], str]  # (artifact path, recorded sha256) -> what is compared
+
+
+def same_sha(path: str, sha: str) -> str:
+    return sha
+
+
+def run_digest(run_root: Path) -> Digest:
+    """Artifacts are compared by sha256, except JSON files, which may name their own run folder
+    (a scores file names the predictions it scored): those by their content with the run
+    folder's absolute path written as ``<run>``."""
+    root = str(Path(run_root).resolve())
+
+    def digest(path: str, sha: str) -> str:
+        if not path.endswith(".json"):
+            return sha
+        try:
+            text = (Path(root) / path).read_text()
+        except OSError:
+            return sha
+        data = json.loads(text.replace(root, "<run>")) if text.strip() else None
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    return digest
 
 
 class Divergence(BaseModel):
@@ -59,8 +87,17 @@ def compared(records: Iterable[dict]) -> list[dict]:
     return [r for r in records if r.get("kind") in COMPARED_KINDS]
 
 
+def _is_artifact(x: Any) -> bool:
+    return isinstance(x, dict) and isinstance(x.get("path"), str) and isinstance(x.get("sha256"), str)
+
+
 def _walk(a: Any, b: Any, path: str, stats: dict) -> tuple[str, Any, Any] | None:
     """The first place where ``a`` and ``b`` differ (None: they agree)."""
+    if _is_artifact(a) and _is_artifact(b):
+        if a["path"] != b["path"]:
+            return f"{path}.path", a["path"], b["path"]
+        da, db = stats["digest_a"](a["path"], a["sha256"]), stats["digest_b"](b["path"], b["sha256"])
+        return None if da == db else (f"{path}.sha256 ({a['path']})", a["sha256"], b["sha256"])
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
             if k in VOLATILE:
@@ -92,9 +129,10 @@ def _walk(a: Any, b: Any, path: str, stats: dict) -> tuple[str, Any, Any] | None
     return None if a == b else (path, a, b)
 
 
-def compare(recorded: Iterable[dict], rerun: Iterable[dict]) -> Comparison:
+def compare(recorded: Iterable[dict], rerun: Iterable[dict], digest_recorded: Digest = same_sha,
+            digest_rerun: Digest = same_sha) -> Comparison:
     a, b = compared(recorded), compared(rerun)
-    stats = {"n": 0, "max": 0.0}
+    stats = {"n": 0, "max": 0.0, "digest_a": digest_recorded, "digest_b": digest_rerun}
     for i in range(max(len(a), len(b))):
         ra = a[i] if i < len(a) else None
         rb = b[i] if i < len(b) else None
@@ -110,8 +148,7 @@ def compare(recorded: Iterable[dict], rerun: Iterable[dict]) -> Comparison:
                 d = (key, ra[key], rb[key])
                 break
         d = d or _walk(ra.get("content"), rb.get("content"), "content", stats)
-        d = d or _walk([x["path"] for x in ra.get("artifacts", [])],
-                       [x["path"] for x in rb.get("artifacts", [])], "artifacts", stats)
+        d = d or _walk(ra.get("artifacts", []), rb.get("artifacts", []), "artifacts", stats)
         if d:
             where, x, y = d
             div = Divergence(index=i, recorded_seq=ra["seq"], rerun_seq=rb["seq"],
