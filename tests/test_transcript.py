@@ -140,3 +140,24 @@ def test_content_artifacts_finds_every_file_reference():
                "mapping_specs": [{"path": "unify/a.json", "sha256": sha}], "n": 3}
     assert [a.path for a in content_artifacts(content)] == [
         "nodes/n1/model.py", "nodes/n1/pred_val.npy", "nodes/n1/pred_test.npy", "unify/a.json"]
+
+
+def test_resume_refuses_a_corrupt_middle_record_and_leaves_the_run_untouched(synthetic_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from harmonycell.tools.record.runfolder import create_run
+
+    run = create_run(tmp_path / "runs", [synthetic_dir / "labB_lognorm.h5ad"], "unseen-perturbation")
+    make_run(run.root, n=6)
+    run.set_status("failed", "killed")
+    path = run.transcript
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3][:25]  # bytes lost in the middle of the file
+    path.write_text("\n".join(lines) + "\n")
+    before = {p.name: p.read_bytes() for p in run.root.iterdir() if p.is_file()}
+    res = subprocess.run([sys.executable, "-m", "harmonycell.agents.cli", "resume", str(run.root)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "line 4" in res.stderr and "not valid JSON" in res.stderr
+    assert {p.name: p.read_bytes() for p in run.root.iterdir() if p.is_file()} == before
