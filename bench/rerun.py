@@ -44,6 +44,11 @@ def main() -> None:
             sys.exit(f"demo failed: {proc.stderr[-2000:]}")
         args.run = max((p for p in args.out.iterdir() if p.is_dir() and (p / "task.yaml").exists()),
                        key=lambda p: p.stat().st_mtime)
+    if run_s is None:  # a given run: its recorded wall time, first transcript record to last
+        from harmonycell.agents.cli.replay import recorded_duration_s
+        from harmonycell.tools.record.transcript import read_records
+
+        run_s = recorded_duration_s(list(read_records(args.run / "transcript.jsonl")))
     rerun_s, proc = timed([*CLI, "replay", str(args.run), "--rerun", "--out", str(args.out / "reruns")])
     verdict = "SAME" if proc.returncode == 0 else "DIVERGED"
     line = next((ln for ln in proc.stdout.splitlines() if "SAME" in ln or "DIVERGED" in ln), proc.stdout[-500:])

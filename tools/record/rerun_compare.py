@@ -27,6 +27,8 @@ FLOAT_TOL = 1e-6
 VOLATILE = frozenset({"ts", "wall_s", "seconds", "train_seconds", "total_seconds", "reward",
                       "transcript_head", "report", "run_id", "created", "updated"})
 COMPARED_KINDS = ("message", "tool_call")
+# Files that name their own run (id, folder, transcript head): present on both sides, not compared.
+VOLATILE_FILES = frozenset({"report.md", "report.html"})
 Digest = Callable[[str, str], str]  # (artifact path, recorded sha256) -> what is compared
 
 
@@ -96,6 +98,8 @@ def _walk(a: Any, b: Any, path: str, stats: dict) -> tuple[str, Any, Any] | None
     if _is_artifact(a) and _is_artifact(b):
         if a["path"] != b["path"]:
             return f"{path}.path", a["path"], b["path"]
+        if Path(a["path"]).name in VOLATILE_FILES:
+            return None
         da, db = stats["digest_a"](a["path"], a["sha256"]), stats["digest_b"](b["path"], b["sha256"])
         return None if da == db else (f"{path}.sha256 ({a['path']})", a["sha256"], b["sha256"])
     if isinstance(a, dict) and isinstance(b, dict):
