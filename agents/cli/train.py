@@ -19,7 +19,7 @@ from typing import Any
 import typer
 from pydantic import BaseModel, Field
 
-from harmonycell.tools.errors import HarmonyCellError, InputError, SandboxError
+from harmonycell.tools.errors import HarmonyCellError, InputError
 
 UNIFIED = "unified.h5ad"
 SHOWN = ("DeltaPCC", "PCC_Delta_shift_corrected", "CosLogFC", "RMSE", "Discrimination_rank")
