@@ -15,6 +15,7 @@ from harmonycell.agents.messages import Artifact, Check, TestScored, TranscriptH
 from harmonycell.sandbox.backends import is_isolated
 from harmonycell.tools.record import atomic
 from harmonycell.tools.search.code_checks import check_code
+from harmonycell.agents.policies.judge import report_addendum
 from harmonycell.tools.report.markdown import render_report
 from harmonycell.tools.report.plots import plot_report
 from harmonycell.tools.schema import SPLIT, TaskKind, context_labels
@@ -123,6 +124,8 @@ class Judge(StepAgent):
             plot_report(run.root / "report.png", t.metrics, t.baselines, scores["per_perturbation"],
                         tree, run.nodes_dir)
             text += "\n![model vs baselines, per perturbation, training curves](report.png)\n"
+        text += report_addendum(self.ctx, t.node_id, text)  # advisory only: `valid` is decided above
+        # the head after the addendum's LLM calls (if any): the anchor pins them too
         head = TranscriptHead(**dict(zip(("hash", "records"), self.ctx.transcript.head())))
         text += trust_lines(backend, head)
         atomic.write_text(run.report_md, text)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 
-from harmonycell.agents.routing import ROUTES
 
 COLORS = {
     "user": "bold white", "DataAuditor": "cyan", "Unifier": "blue", "Planner": "magenta",
@@ -57,6 +56,8 @@ def render_record(console: Console, rec: dict) -> None:
     src, type_, kind = rec["source"], rec["type"], rec["kind"]
     color = COLORS.get(src, "white")
     if kind == "message":
+        from harmonycell.agents.routing import ROUTES  # routing imports the agents, which render
+
         text = summary(type_, rec.get("content") or {})
         nxt = next((v for k, v in ROUTES.items() if k.__name__ == type_), None)
         arrow = f" -> {nxt}" if nxt else ""
