@@ -9,6 +9,8 @@ OUT ?= runs
 .PHONY: setup demo test test-fast sandbox-image clean
 
 setup:
+	# bubblewrap: the sandbox's wall without a Docker engine (apt, when root; else a note)
+	bash .ci/install-bwrap.sh
 	# the pinned CPU build first, so the project's torch range never pulls CUDA packages
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[test]"

@@ -22,7 +22,8 @@ from harmonycell.agents.policies.llm import LLMConfig, load_llm_config
 from harmonycell.agents.messages import RunRequest
 from harmonycell.agents.cli.replay import replay
 from harmonycell.agents.team import build_team, run_team
-from harmonycell.sandbox.backends import SandboxFallbackWarning, get_backend
+from harmonycell.sandbox.engine import reap_run_sandboxes
+from harmonycell.sandbox.backends import HELP as BACKEND_HELP, SandboxFallbackWarning, get_backend
 from harmonycell.tools.record import atomic
 from harmonycell.tools.errors import HarmonyCellError, InputError
 from harmonycell.tools.record.runfolder import RunFolder, create_run
@@ -73,7 +74,8 @@ def drive(run: RunFolder, ask: Ask | None = None) -> None:
     cfg = run.config()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SandboxFallbackWarning)
-        backend = get_backend(cfg.backend)
+        # only the builtin Coder's template code may run unwalled where no wall exists
+        backend = get_backend(cfg.backend, allow_unwalled=cfg.llm is None)
     ctx = RunContext(run=run, config=cfg, transcript=Transcript(run.root), backend=backend,
                      console=console, llm=LLMConfig.model_validate(cfg.llm) if cfg.llm else None)
     if ctx.llm is not None:  # one session for all agents: one ledger, one budget
@@ -145,7 +147,7 @@ def run(
     budget: int = typer.Option(32, min=1, help="training nodes the search may run (with --time-limit: whichever ends first)"),
     time_limit: str = typer.Option(DEFAULT_TIME_LIMIT, "--time-limit", help=TIME_LIMIT_HELP),
     epochs: int = typer.Option(100, min=1, help="maximum epochs per node (early stopping applies)"),
-    backend: str = typer.Option("auto", help="sandbox: docker | local | auto (docker when available)"),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
     llm_config: Optional[Path] = typer.Option(None, "--llm-config", help=LLM_HELP),
     max_llm_tokens: Optional[int] = typer.Option(None, "--max-llm-tokens", min=1, help=MAX_TOKENS_HELP),
     max_llm_cost: Optional[float] = typer.Option(None, "--max-llm-cost", min=0.0, help=MAX_COST_HELP),
@@ -200,7 +202,7 @@ def chat(
     budget: int = typer.Option(2, min=1, help="training nodes (you may change it when approving the search)"),
     time_limit: Optional[str] = typer.Option(None, "--time-limit", help=TIME_LIMIT_HELP),
     epochs: int = typer.Option(100, min=1),
-    backend: str = typer.Option("auto", help="sandbox: docker | local | auto"),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
     llm_config: Optional[Path] = typer.Option(None, "--llm-config", help="LLM policies (see `run`)"),
     max_llm_tokens: Optional[int] = typer.Option(None, "--max-llm-tokens", min=1, help=MAX_TOKENS_HELP),
     max_llm_cost: Optional[float] = typer.Option(None, "--max-llm-cost", min=0.0, help=MAX_COST_HELP),
@@ -231,15 +233,18 @@ def resume(run_dir: Path = typer.Argument(..., help="a run folder left by a kill
         if atomic.sha256_file(f.path) != f.sha256:
             raise InputError("input changed since the run started", where=f.path,
                              fix="restore the original file or start a new run")
+    transcript = Transcript(run.root)  # refuses a damaged chain before anything is written
+    reaped = reap_run_sandboxes(run.config().run_id)
     run.set_status("running")
-    Transcript(run.root).append("event", "harmonycell", "resumed", {"previous": status.model_dump() if status else None})
+    transcript.append("event", "harmonycell", "resumed",
+                      {"previous": status.model_dump() if status else None, "reaped_containers": reaped})
     drive(run)
 
 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs"), help="runs root"),
          seed: int = typer.Option(0),
-         backend: str = typer.Option("auto", help="sandbox: docker | local | auto"),
+         backend: str = typer.Option("auto", help=BACKEND_HELP),
          budget: int = typer.Option(3, min=1, help="training nodes (small: the demo should take about a minute)"),
          time_limit: Optional[str] = typer.Option(None, "--time-limit", help=TIME_LIMIT_HELP),
          kb: Optional[Path] = typer.Option(None, "--kb", help=KB_HELP),
@@ -257,9 +262,19 @@ def demo(out: Path = typer.Option(Path("runs"), help="runs root"),
 
 @app.command("replay")
 def replay_cmd(run_dir: Path = typer.Argument(..., help="a run folder"),
-               verify: bool = typer.Option(False, "--verify", help="check the hash chain and artifacts")) -> None:
-    """Verify a run's transcript and re-render its conversation."""
-    raise typer.Exit(replay(run_dir, verify=verify, console=console))
+               verify: bool = typer.Option(False, "--verify", help="check the hash chain and artifacts"),
+               anchor: Optional[str] = typer.Option(None, "--anchor", help="with --verify: the transcript "
+                                                    "head hash from verdict.json / report.md"),
+               rerun: bool = typer.Option(False, "--rerun", help="re-execute the run in a fresh folder "
+                                          "(same inputs, seeds, configuration) and compare every decision and metric"),
+               out: Optional[Path] = typer.Option(None, "--out", help="with --rerun: runs root for the "
+                                                  "re-execution (default: reruns/ beside the run)")) -> None:
+    """Verify a run's transcript, re-render its conversation, or re-execute it (--rerun)."""
+    if rerun:
+        from harmonycell.agents.cli.replay import rerun as rerun_run
+
+        raise typer.Exit(rerun_run(run_dir, out, console))
+    raise typer.Exit(replay(run_dir, verify=verify, console=console, anchor=anchor))
 
 
 app.command("audit")(cli_data.audit)
