@@ -16,6 +16,7 @@ from harmonycell.tools.record import atomic
 from harmonycell.tools.search.code_checks import check_code
 from harmonycell.tools.report.markdown import render_report
 from harmonycell.tools.report.plots import plot_report
+from harmonycell.tools.report.publish import write_report_html
 from harmonycell.tools.schema import SPLIT, TaskKind, context_labels
 from harmonycell.tools.data.taskdata import load_meta
 from harmonycell.tools.record.transcript import read_records
@@ -94,6 +95,7 @@ class Judge(StepAgent):
         atomic.write_text(run.report_md, text)
         verdict = Verdict(valid=valid, checks=checks, report=Artifact(**self.ctx.artifact(run.report_md).model_dump()))
         atomic.write_text(run.root / "verdict.json", verdict.model_dump_json(indent=2))
+        write_report_html(run.root)
         return verdict
 
     def _provenance(self, t: TestScored) -> Check:

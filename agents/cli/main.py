@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.prompt import Prompt
 
 from harmonycell.agents.cli import data as cli_data, evaluation as cli_eval, sandbox as cli_sandbox, train as cli_train
+from harmonycell.agents.cli import report as cli_report
 from harmonycell.agents.cli.chat import Ask, User, answer_questions, ask_inputs, ask_task
 from harmonycell.agents.context import RunContext
 from harmonycell.agents.policies.llm import LLMConfig, load_llm_config
@@ -25,6 +26,7 @@ from harmonycell.sandbox.backends import SandboxFallbackWarning, get_backend
 from harmonycell.tools.record import atomic
 from harmonycell.tools.errors import HarmonyCellError, InputError
 from harmonycell.tools.record.runfolder import RunFolder, create_run
+from harmonycell.tools.report.publish import write_report_html
 from harmonycell.tools.record.transcript import Transcript
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -89,7 +91,9 @@ def drive(run: RunFolder, ask: Ask | None = None) -> None:
     finally:
         signal.signal(signal.SIGINT, previous)
     run.set_status("complete")
-    console.print(f"\n[bold]{'VALID' if verdict.valid else 'INVALID'}[/] -- report: {run.report_md}")
+    write_report_html(run.root)  # again, now with the Verdict record and the final state
+    console.print(f"\n[bold]{'VALID' if verdict.valid else 'INVALID'}[/] -- report: {run.report_md} "
+                  f"(and {run.root / 'report.html'})")
 
 
 @app.command()
@@ -171,6 +175,8 @@ app.command("unify")(cli_data.unify)
 app.command("baselines")(cli_eval.baselines)
 app.command("score")(cli_eval.score)
 app.command("train")(cli_train.train)
+app.command("report")(cli_report.report)
+app.command("runs")(cli_report.runs)
 app.add_typer(cli_sandbox.app, name="sandbox")
 
 
