@@ -52,13 +52,19 @@ def console_errors(driver) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
 
 
-def requests_made(driver) -> list[str]:
-    """URLs of every request the page made (from the DevTools performance log)."""
+def requests_made(driver, page_url: str) -> list[str]:
+    """URLs the page asked for (DevTools performance log), besides the page itself and data: URLs;
+    any http(s)/ws request at all counts too, whoever made it. The browser's own chrome:// UI
+    (its new-tab page, loaded before ours) is not the page's."""
     urls = []
     for entry in driver.get_log("performance"):
         msg = json.loads(entry["message"])["message"]
-        if msg.get("method") == "Network.requestWillBeSent":
-            urls.append(msg["params"]["request"]["url"])
+        if msg.get("method") != "Network.requestWillBeSent":
+            continue
+        url, doc = msg["params"]["request"]["url"], msg["params"].get("documentURL", "")
+        if url.split(":", 1)[0] in ("http", "https", "ws", "wss", "ftp") or (
+                doc == page_url and url != page_url and not url.startswith("data:")):
+            urls.append(url)
     return urls
 
 

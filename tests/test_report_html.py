@@ -38,7 +38,7 @@ def test_optional_fields_are_rendered_when_present(enriched):
     data = load_run(enriched)
     page = render_html(data)
     assert "NOT USEFUL" in page and "Valid but not useful: the linear baseline is as good" in page
-    assert "[0.220, 0.400]" in page and "[-0.090, 0.050]" in page and 'id="comparisons"' in page
+    assert "[0.220, 0.400]" in page and "[-0.090, 0.050]" in page and 'id="fig-comparisons"' in page
     assert "Knowledge base retrieval" in page and "20261101-000000-abcdef" in page
     assert "1540 tokens in all" in page and "stub-model" in page
     assert "Sandbox of the selected node: <b>bwrap</b>" in page
@@ -105,3 +105,29 @@ def test_cli_report_on_a_non_run_folder_is_one_line_exit_2(tmp_path):
     assert not (tmp_path / "report.html").exists()
     res = cli("runs", "compare", tmp_path)
     assert res.returncode == 2 and "two or more run folders" in res.stderr
+
+
+def test_mlflow_export_logs_every_node_with_params_metrics_and_artifacts(enriched, tmp_path):
+    mlflow = pytest.importorskip("mlflow", reason="optional extra harmonycell[mlflow] not installed")
+    from harmonycell.tools.report.mlflow_export import export_run
+
+    data = load_run(enriched)
+    uri, n = export_run(data, (tmp_path / "mlruns").as_uri())
+    nodes = [i for i in data.tree["nodes"] if i != "root"]
+    assert n == len(nodes)
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("harmonycell")
+    runs = client.search_runs([exp.experiment_id])
+    by_node = {r.data.tags.get("harmonycell.node"): r for r in runs if "harmonycell.node" in r.data.tags}
+    assert sorted(by_node) == sorted(nodes)
+    best = by_node[data.best_node]
+    assert best.data.params["action"] == data.tree["nodes"][data.best_node]["action"]
+    assert best.data.params["config.lr"] == str(data.nodes[data.best_node].config["lr"])
+    assert best.data.metrics["reward"] == pytest.approx(data.tree["nodes"][data.best_node]["reward"])
+    assert "test_DeltaPCC" in best.data.metrics
+    curve = client.get_metric_history(best.info.run_id, "train_loss")
+    assert [m.step for m in curve] == [r["epoch"] for r in data.nodes[data.best_node].train_log]
+    assert {a.path for a in client.list_artifacts(best.info.run_id)} >= {"model.py", "config.json"}
+    assert by_node["n090"].info.status == "FAILED"
+    parent = [r for r in runs if "harmonycell.node" not in r.data.tags]
+    assert len(parent) == 1 and {a.path for a in client.list_artifacts(parent[0].info.run_id)} >= {"report.html"}

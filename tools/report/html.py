@@ -40,14 +40,15 @@ def _f(v: Any, digits: int = 3) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
-        return f"{v:.{digits}f}"
+        return f"{v:.{digits}f}" if v == 0 or abs(v) >= 10 ** -digits else f"{v:.2g}"
     return str(v)
 
 
 def _fig(fig: go.Figure, div_id: str, height: int | None = None) -> str:
     fig.update_layout(template="plotly_white", margin=dict(l=60, r=20, t=40, b=50),
                       font=dict(family="system-ui, sans-serif", size=12), **({"height": height} if height else {}))
-    div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG)
+    # figure ids live apart from section ids: Plotly draws into whatever element has its id
+    div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"{div_id}", config=PLOT_CONFIG)
     # the figure fills its box; a box of fixed height keeps responsive resizing from stretching it
     return f'<div class="plot" style="height:{height or 450}px">{div}</div>'
 
@@ -56,7 +57,8 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[str]], cls: str = "") 
     """A table from already-escaped cells."""
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    thead = f"<thead><tr>{head}</tr></thead>" if any(header) else ""
+    return f'<table class="{cls}">{thead}<tbody>{body}</tbody></table>'
 
 
 def _value(v: Any, depth: int = 0) -> str:
@@ -64,7 +66,7 @@ def _value(v: Any, depth: int = 0) -> str:
     if isinstance(v, dict):
         if not v:
             return '<span class="muted">(empty)</span>'
-        return _table(["field", "value"], ([f"<code>{_e(k)}</code>", _value(x, depth + 1)] for k, x in v.items()), "kv")
+        return _table(["", ""], ([f"<code>{_e(k)}</code>", _value(x, depth + 1)] for k, x in v.items()), "kv")
     if isinstance(v, list):
         if v and all(isinstance(x, dict) for x in v) and depth < 3:
             keys = list(dict.fromkeys(k for x in v for k in x))
@@ -185,7 +187,7 @@ def add_tree_traces(fig: go.Figure, data: RunData, row: int | None = None, col: 
             marker = dict(size=16, color="#5f6368", symbol="diamond", line=line)
             name = "root"
         else:
-            marker = dict(size=18, color="white", symbol="circle-open", line=dict(color=MISSING, width=2))
+            marker = dict(size=18, color=MISSING, symbol="circle-open", line=dict(width=2))
             name = f"{kind} (not trained)"
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers+text", text=text, textposition="bottom center",
                                  textfont=dict(size=10), marker=marker, customdata=ids, hovertext=hover,
@@ -319,7 +321,7 @@ def verdict_section(data: RunData) -> str:
     body = head + _table(["", "check", "detail"], rows, "checks")
     comps = v.get("comparisons") or []
     if comps:
-        body += "<h3>Comparisons with baselines</h3>" + comparisons_html(comps, "comparisons")
+        body += "<h3>Comparisons with baselines</h3>" + comparisons_html(comps, "fig-comparisons")
     return _section("verdict", "Verdict", body)
 
 
@@ -336,13 +338,13 @@ def comparison_figure(comps: list[dict], label: str = "") -> go.Figure:
     mids = [c.get("mean_diff") for c in comps]
     plus = [None if c.get("ci_high") is None or m is None else c["ci_high"] - m for c, m in zip(comps, mids)]
     minus = [None if c.get("ci_low") is None or m is None else m - c["ci_low"] for c, m in zip(comps, mids)]
-    colors = ["#188038" if (c.get("ci_low") or 0) > 0 else FAILED if (c.get("ci_high") or 0) < 0 else MISSING
-              for c in comps]
+    # blue: the interval excludes 0 (a difference, whichever way is better for that metric); grey: it does not
+    colors = ["#1a73e8" if (c.get("ci_low") or 0) > 0 or (c.get("ci_high") or 0) < 0 else MISSING for c in comps]
     fig = go.Figure(go.Scatter(x=mids, y=ys, mode="markers", marker=dict(size=11, color=colors),
                                error_x=dict(type="data", symmetric=False, array=plus, arrayminus=minus, thickness=2),
                                hovertext=[_e(c.get("conclusion")) for c in comps], hoverinfo="x+y+text", showlegend=False))
     fig.add_vline(x=0, line=dict(color="#555", dash="dot"))
-    fig.update_layout(title="model minus baseline (better when above 0 for correlations, below for errors)",
+    fig.update_layout(title="model minus baseline, with its interval (one crossing 0 is no difference)",
                       xaxis_title="difference")
     fig.update_yaxes(autorange="reversed")
     return fig
@@ -364,7 +366,7 @@ def metrics_section(data: RunData) -> str:
     for name, vals in [("model", model), *baselines.items()]:
         fig.add_trace(go.Bar(name=name, x=keys, y=[vals.get(k) for k in keys]))
     fig.update_layout(barmode="group", title="test split: model beside the baselines")
-    body = _table(["predictor", *map(_e, keys)], rows) + _fig(fig, "metrics", height=340)
+    body = _table(["predictor", *map(_e, keys)], rows) + _fig(fig, "fig-metrics", height=340)
     return _section("metrics", "Test split", body,
                     "Held-out queries scored on the host. DeltaPCC against the control mean is inflated by the "
                     "shift all perturbations share: read it beside the train-mean baseline and the shift-corrected column.")
@@ -387,7 +389,7 @@ def per_query_section(data: RunData) -> str:
     fig.update_layout(updatemenus=[dict(buttons=buttons, direction="right", type="buttons", x=0, y=1.12,
                                         xanchor="left", showactive=True)] if len(metrics) > 1 else [],
                       xaxis_title=metrics[0] if metrics else "", showlegend=False)
-    return _section("queries", "Per held-out query", _fig(fig, "per-query", height=max(300, 24 * len(rows) + 120)),
+    return _section("queries", "Per held-out query", _fig(fig, "fig-per-query", height=max(300, 24 * len(rows) + 120)),
                     f"The selected node on each of the {len(rows)} held-out queries of the test split.")
 
 
@@ -501,7 +503,7 @@ def transcript_section(data: RunData) -> str:
              f"<b>{_e(r.get('type'))}</b>", _e(_summary(r.get("content"))), f"<code>{_e(str(r.get('hash', ''))[:12])}</code>"]
             for r in recs)
     table = _table(["#", "time", "kind", "source", "type", "content", "hash"], rows, "timeline")
-    body = (chain + _fig(fig, "timeline", height=max(260, 36 * len(sources) + 140))
+    body = (chain + _fig(fig, "fig-timeline", height=max(260, 36 * len(sources) + 140))
             + f"<details><summary>all {len(recs)} records</summary>{table}</details>")
     return _section("transcript", "Transcript", body)
 
