@@ -43,7 +43,7 @@ def _duration(s: float | None) -> str:
 def list_runs(root: Path) -> Table:
     table = Table(title=f"runs in {root}", header_style="bold")
     for col in ("run", "state", "task", "inputs", "selected path", "verdict", "test DeltaPCC", "time", "LLM tokens"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col in ("run", "test DeltaPCC", "time"))
     for path in find_runs(root):
         r = load_run(path)
         v = r.verdict or {}
@@ -78,4 +78,6 @@ def runs(args: Optional[List[str]] = typer.Argument(None, help="[ROOT] to list r
     if len(args) > 1:
         raise InputError(f"one runs root expected, got {len(args)} arguments",
                          fix="harmonycell runs [ROOT], or harmonycell runs compare RUN RUN ...")
-    console.print(list_runs(Path(args[0]) if args else Path("runs")))
+    # a table of runs wants room: piped output (no terminal to fit) gets 160 columns, not 80
+    out = console if console.is_terminal else Console(width=160)
+    out.print(list_runs(Path(args[0]) if args else Path("runs")))

@@ -149,8 +149,16 @@ def tree_figure(data: RunData, clickable: bool = True) -> go.Figure:
     return fig
 
 
+def reward_range(runs: list[RunData]) -> tuple[float, float]:
+    """The colour range of rewards: the range seen (spread out when all are equal)."""
+    rewards = [n["reward"] for r in runs for n in r.tree.get("nodes", {}).values() if node_kind(n) == "ok"]
+    lo, hi = (min(rewards), max(rewards)) if rewards else (0.0, 1.0)
+    return (lo, hi) if hi - lo > 1e-9 else (lo - 0.05, hi + 0.05)
+
+
 def add_tree_traces(fig: go.Figure, data: RunData, row: int | None = None, col: int | None = None,
-                    colorbar: bool = True) -> None:
+                    colorbar: bool = True, crange: tuple[float, float] | None = None,
+                    legend_seen: set | None = None) -> None:
     nodes = data.tree.get("nodes", {})
     pos = tree_layout(nodes)
     where = {"row": row, "col": col} if row else {}
@@ -173,10 +181,8 @@ def add_tree_traces(fig: go.Figure, data: RunData, row: int | None = None, col: 
         hover = [_node_hover(nodes[i], i == best) for i in ids]
         line = dict(width=[4 if i == best else 1 for i in ids], color=["#111" if i == best else "#555" for i in ids])
         if kind == "ok":
-            rewards = [nodes[i]["reward"] for i in ids]
-            lo, hi = min(rewards), max(rewards)
-            lo, hi = (lo, hi) if hi - lo > 1e-9 else (lo - 0.05, hi + 0.05)  # spread the colours over the range seen
-            marker = dict(size=22, color=rewards, colorscale="Viridis", cmin=lo, cmax=hi,
+            lo, hi = crange or reward_range([data])
+            marker = dict(size=22, color=[nodes[i]["reward"] for i in ids], colorscale="Viridis", cmin=lo, cmax=hi,
                           line=line, showscale=colorbar,
                           colorbar=dict(title="reward", thickness=12, len=0.8) if colorbar else None)
             name = "trained (colour: validation reward)"
@@ -191,8 +197,11 @@ def add_tree_traces(fig: go.Figure, data: RunData, row: int | None = None, col: 
             name = f"{kind} (not trained)"
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers+text", text=text, textposition="bottom center",
                                  textfont=dict(size=10), marker=marker, customdata=ids, hovertext=hover,
-                                 hoverinfo="text", name=name, legendgroup=kind, showlegend=row in (None, 1) and col in (None, 1)),
+                                 hoverinfo="text", name=name, legendgroup=kind,
+                                 showlegend=legend_seen is None or kind not in legend_seen),
                       **where)
+        if legend_seen is not None:
+            legend_seen.add(kind)
 
 
 def _node_hover(n: dict, best: bool) -> str:
@@ -598,45 +607,49 @@ def render_html(data: RunData) -> str:
 def render_compare(runs: list[RunData]) -> str:
     """Several runs on one page: their test metrics (with intervals where recorded) and their trees."""
     rows, keys = [], [k for k in HEADLINE if any(k in test_metrics(r)[0] for r in runs)]
-    for r in runs:
+    ids = [r.run_id for r in runs]
+    # a copied run folder keeps its run id: tell such runs apart by their folder
+    labels = [i if ids.count(i) == 1 else f"{i} ({r.root.rstrip('/').rsplit('/', 1)[-1]})" for i, r in zip(ids, runs)]
+    for r, label in zip(runs, labels):
         model, _ = test_metrics(r)
         v = r.verdict or {}
         verdict = ("VALID" if v.get("valid") else "INVALID") if v else "no verdict"
         if "useful" in v:
             verdict += ", " + ("useful" if v["useful"] else "not useful")
         best = r.tree.get("nodes", {}).get(r.best_node or "", {}).get("action")
-        rows.append([_e(r.run_id), _e(r.task.get("task")), _e(best), _e(verdict)] + [_e(_f(model.get(k))) for k in keys])
+        rows.append([_e(label), _e(r.task.get("task")), _e(best), _e(verdict)] + [_e(_f(model.get(k))) for k in keys])
     body = _table(["run", "task", "selected path", "verdict", *map(_e, keys)], rows, "runs")
     fig = go.Figure()
-    for r in runs:
+    for r, label in zip(runs, labels):
         model, _ = test_metrics(r)
-        fig.add_trace(go.Bar(name=r.run_id, x=keys, y=[model.get(k) for k in keys]))
+        fig.add_trace(go.Bar(name=label, x=keys, y=[model.get(k) for k in keys]))
     fig.update_layout(barmode="group", title="test metrics of each run's selected node")
     body += _fig(fig, "compare-metrics", height=340)
     comps = [dict(c, metric=c.get("metric")) for r in runs for c in ((r.verdict or {}).get("comparisons") or [])]
     if comps:
-        labelled = [dict(c, baseline=f"{c.get('baseline')} [{r.run_id}]") for r in runs
+        labelled = [dict(c, baseline=f"{c.get('baseline')} [{label}]") for r, label in zip(runs, labels)
                     for c in ((r.verdict or {}).get("comparisons") or [])]
         body += "<h3>Differences from baselines, with intervals</h3>" + comparisons_html(labelled, "compare-intervals")
     box = go.Figure()
-    for r in runs:
+    for r, label in zip(runs, labels):
         per = (r.test_scores or {}).get("per_perturbation") or []
         vals = [(p.get("metrics") or {}).get("DeltaPCC") for p in per]
         if any(v is not None for v in vals):
-            box.add_trace(go.Box(y=vals, name=r.run_id, boxpoints="all", jitter=0.4, pointpos=0,
+            box.add_trace(go.Box(y=vals, name=label, boxpoints="all", jitter=0.4, pointpos=0,
                                  hovertext=[p.get("condition") for p in per]))
     if box.data:
         box.update_layout(title="DeltaPCC per held-out query (spread across queries)", showlegend=False)
         body += _fig(box, "compare-queries", height=360)
     metrics = _section("metrics", "Test metrics", body, f"{len(runs)} runs. A difference without an interval is not a win: "
                        "intervals appear where the run recorded them.")
-    trees = make_subplots(rows=1, cols=len(runs), subplot_titles=[r.run_id for r in runs])
+    trees = make_subplots(rows=1, cols=len(runs), subplot_titles=labels)
+    crange, seen = reward_range(runs), set()  # one colour scale for all trees
     for i, r in enumerate(runs, start=1):
-        add_tree_traces(trees, r, row=1, col=i, colorbar=i == 1)
+        add_tree_traces(trees, r, row=1, col=i, colorbar=i == 1, crange=crange, legend_seen=seen)
     trees.update_xaxes(visible=False)
     trees.update_yaxes(visible=False, autorange="reversed")
     trees.update_layout(hovermode="closest", legend=dict(orientation="h", y=-0.08))
     tree_sec = _section("trees", "Search trees", _fig(trees, "compare-trees", height=420))
-    header = f"<h1>HarmonyCell: {len(runs)} runs compared</h1><div class=\"meta\">{_e(', '.join(r.run_id for r in runs))}</div>"
+    header = f"<h1>HarmonyCell: {len(runs)} runs compared</h1><div class=\"meta\">{_e(', '.join(labels))}</div>"
     return page("HarmonyCell runs compared", header, [("metrics", "Test metrics"), ("trees", "Search trees")],
                 metrics + tree_sec)
