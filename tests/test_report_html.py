@@ -89,6 +89,9 @@ def test_cli_report_runs_and_compare(report_run, enriched, tmp_path):  # noqa: F
     res = cli("report", enriched)
     assert res.returncode == 0, res.stderr
     assert "NOT USEFUL" in (enriched / "report.html").read_text()
+    res = cli("report", enriched, "--mlflow", "--mlflow-uri", tmp_path / "mlruns")
+    if res.returncode == 0 or "MLflow is not installed" not in res.stderr:
+        assert res.returncode == 0 and "node run(s) logged" in res.stdout, res.stderr
     res = cli("runs", enriched.parent)
     assert res.returncode == 0, res.stderr
     assert "1540" in res.stdout and "INVALID" not in res.stdout and "VALID" in res.stdout

@@ -20,15 +20,17 @@ console = Console()
 
 def report(run_dir: Path = typer.Argument(..., help="a run folder, e.g. runs/<run-id>"),
            open_: bool = typer.Option(False, "--open", help="open the page in the default browser"),
-           mlflow: Optional[str] = typer.Option(None, "--mlflow", flag_value="", is_flag=False,
-                                                help="also log every node as an MLflow run (URI; default: ./mlruns)")) -> None:
+           mlflow: bool = typer.Option(False, "--mlflow", help="also log every node as an MLflow run"),
+           mlflow_uri: str = typer.Option("mlruns", "--mlflow-uri",
+                                          help="MLflow tracking URI, or a folder for a local file store")) -> None:
     """Regenerate report.html from the run folder alone (self-contained, works offline)."""
     out = write_report_html(run_dir)
     console.print(f"report: {out}")
-    if mlflow is not None:
+    # typer cannot give an option an optional value (--mlflow [URI]), hence two options
+    if mlflow:
         from harmonycell.tools.report.mlflow_export import export_run
 
-        uri, n = export_run(load_run(run_dir), mlflow or None)
+        uri, n = export_run(load_run(run_dir), mlflow_uri)
         console.print(f"mlflow: {n} node run(s) logged to {uri}")
     if open_:
         webbrowser.open(out.resolve().as_uri())

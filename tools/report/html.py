@@ -328,7 +328,7 @@ def verdict_section(data: RunData) -> str:
     rows = ([_badge("pass" if c.get("passed") else "fail", bool(c.get("passed"))), f"<b>{_e(c.get('name'))}</b>",
              _e(c.get("detail"))] for c in checks)
     body = head + _table(["", "check", "detail"], rows, "checks")
-    comps = v.get("comparisons") or []
+    comps = [c for c in v.get("comparisons") or [] if isinstance(c, dict)]
     if comps:
         body += "<h3>Comparisons with baselines</h3>" + comparisons_html(comps, "fig-comparisons")
     return _section("verdict", "Verdict", body)

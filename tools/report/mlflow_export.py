@@ -38,8 +38,10 @@ def export_run(data: RunData, uri: str | None = None) -> tuple[str, int]:
         from mlflow.tracking import MlflowClient
     except ImportError:
         raise InputError("MLflow is not installed", fix="pip install 'harmonycell[mlflow]'") from None
-    uri = uri or Path("mlruns").resolve().as_uri()
-    if uri.startswith("file:") or "://" not in uri:
+    uri = uri or "mlruns"
+    if "://" not in uri:  # a plain path: a local file store there
+        uri = Path(uri).resolve().as_uri()
+    if uri.startswith("file:"):
         # MLflow 3 refuses its file store unless asked; a local file store is what we were asked
         # for, and the skinny client has no database backend
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
