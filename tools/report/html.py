@@ -460,8 +460,9 @@ def _llm_table(recs: list[dict]) -> str:
     for r in recs:
         c = r.get("content") if isinstance(r.get("content"), dict) else {}
         usage = c.get("usage") if isinstance(c.get("usage"), dict) else c
-        status = c.get("status", c.get("outcome", "fell back" if c.get("fell_back") else ""))
-        rows.append([_e(r.get("seq")), _e(r.get("source")), _e(r.get("type")), _e(c.get("model")), _e(_f(status)),
+        failed = f"failed: {str(c['error'])[:80]}" if c.get("error") else ""
+        status = c.get("status", c.get("outcome", failed or ("fell back" if c.get("fell_back") else "")))
+        rows.append([_e(r.get("seq")), _e(r.get("source")), _e(r.get("type")), _e(c.get("model") or c.get("provider")), _e(_f(status)),
                      _e(_f(usage.get("prompt_tokens"))), _e(_f(usage.get("completion_tokens"))),
                      _e(_f(usage_tokens(c)))])
     return _table(["#", "agent", "call", "model", "status", "prompt tokens", "completion tokens", "total"], rows)
