@@ -21,6 +21,7 @@ from harmonycell.tools.report.plots import plot_report
 from harmonycell.tools.evaluation.compare import usefulness
 from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
 from harmonycell.tools.report.markdown import headline_text
+from harmonycell.tools.report.publish import write_report_html
 from harmonycell.tools.schema import SPLIT, TaskKind, context_labels, split_condition
 from harmonycell.tools.data.taskdata import load_meta
 from harmonycell.tools.record.transcript import read_records
@@ -211,6 +212,7 @@ class Judge(StepAgent):
                           backend=backend, isolated=is_isolated(backend) if backend else None,
                           transcript_head=head)
         atomic.write_text(run.root / "verdict.json", verdict.model_dump_json(indent=2))
+        write_report_html(run.root)
         return verdict
 
     def _provenance(self, t: TestScored) -> Check:

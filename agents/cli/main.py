@@ -16,6 +16,7 @@ from rich.prompt import Prompt
 
 from harmonycell.agents.cli import data as cli_data, evaluation as cli_eval, kb as cli_kb, sandbox as cli_sandbox, train as cli_train
 from harmonycell.agents.cli import plan as cli_plan
+from harmonycell.agents.cli import report as cli_report
 from harmonycell.agents.cli.chat import Ask, User, answer_questions, ask_inputs, ask_task
 from harmonycell.agents.context import RunContext
 from harmonycell.agents.policies.llm import LLMConfig, load_llm_config
@@ -27,6 +28,7 @@ from harmonycell.sandbox.backends import HELP as BACKEND_HELP, SandboxFallbackWa
 from harmonycell.tools.record import atomic
 from harmonycell.tools.errors import HarmonyCellError, InputError
 from harmonycell.tools.record.runfolder import RunFolder, create_run
+from harmonycell.tools.report.publish import write_report_html
 from harmonycell.tools.record.transcript import Transcript
 from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
 from harmonycell.tools.search.budget import DEFAULT_TIME_LIMIT
@@ -120,7 +122,8 @@ def drive(run: RunFolder, ask: Ask | None = None) -> None:
     finally:
         signal.signal(signal.SIGINT, previous)
     run.set_status("complete", llm=llm_totals(ctx))
-    console.print(f"report: {run.report_md}")
+    write_report_html(run.root)  # again, now with the Verdict record and the final state
+    console.print(f"report: {run.report_md} (and {run.root / 'report.html'})")
     # the last line says both verdicts and what was held out (never one word)
     console.print(f"\n[bold]{verdict.headline or ('VALID' if verdict.valid else 'INVALID')}[/]",
                   highlight=False, soft_wrap=True)
@@ -283,6 +286,8 @@ app.command("baselines")(cli_eval.baselines)
 app.command("score")(cli_eval.score)
 app.command("train")(cli_train.train)
 app.command("plan")(cli_plan.plan)
+app.command("report")(cli_report.report)
+app.command("runs")(cli_report.runs)
 app.add_typer(cli_sandbox.app, name="sandbox")
 app.add_typer(cli_kb.app, name="kb")
 
