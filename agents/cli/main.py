@@ -26,7 +26,9 @@ from harmonycell.tools.record import atomic
 from harmonycell.tools.errors import HarmonyCellError, InputError
 from harmonycell.tools.record.runfolder import RunFolder, create_run
 from harmonycell.tools.record.transcript import Transcript
+from harmonycell.tools.schema import TaskKind
 
+SPECS_HELP = "folder of <dataset>.json mapping specs to use (validated and repaired); `audit --write-spec` writes one"
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Predict single-cell perturbation responses from heterogeneous .h5ad files.")
 console = Console()
@@ -36,7 +38,16 @@ err = Console(stderr=True, soft_wrap=True)
 def start(files: list[Path], task: str, out: Path, llm_config: Path | None = None,
           ask: Ask | None = None, **options) -> RunFolder:
     """Validate everything, create the run folder, and drive the team to the end."""
+    from harmonycell.tools.data.validate import door
+
     llm = load_llm_config(llm_config).model_dump() if llm_config else None
+    TaskKind.parse(task)
+    specs = options.get("specs_dir")
+    for note in door(files, out, specs_dir=Path(specs) if specs else None, llm=bool(llm), seed=options.get("seed"),
+                     budget=options.get("budget_nodes"), epochs=options.get("epochs")):
+        console.print(f"[dim]input {note}[/]", highlight=False)
+    if specs:
+        options["specs_dir"] = str(Path(specs).resolve())
     run = create_run(out, files, task, llm=llm, **options)
     drive(run, ask)
     return run
@@ -103,9 +114,11 @@ def run(
     backend: str = typer.Option("auto", help="sandbox: docker | local | auto (docker when available)"),
     llm_config: Optional[Path] = typer.Option(None, "--llm-config",
                                               help="JSON/YAML {base_url, model, api_key_env}: LLM policies for Unifier and Coder"),
+    specs: Optional[Path] = typer.Option(None, "--specs", help=SPECS_HELP),
 ) -> None:
     """Scripted, autonomous run: audit -> unify -> search -> evaluate -> judge -> report."""
-    start(files, task, out, llm_config, seed=seed, budget_nodes=budget, epochs=epochs, backend=backend)
+    start(files, task, out, llm_config, seed=seed, budget_nodes=budget, epochs=epochs, backend=backend,
+          specs_dir=specs)
 
 
 @app.command()
@@ -117,12 +130,14 @@ def chat(
     epochs: int = typer.Option(100, min=1),
     backend: str = typer.Option("auto", help="sandbox: docker | local | auto"),
     llm_config: Optional[Path] = typer.Option(None, "--llm-config", help="LLM policies (see `run`)"),
+    specs: Optional[Path] = typer.Option(None, "--specs", help=SPECS_HELP),
 ) -> None:
     """A conversation in the terminal: you approve the search and ask about the result."""
     ask = lambda q: Prompt.ask(f"[bold yellow]you[/] {q}", console=console, default="", show_default=False)
     files = files or ask_inputs(ask, console)
     task = task or ask_task(ask, console)
-    run = start(files, task, out, llm_config, ask=ask, budget_nodes=budget, epochs=epochs, backend=backend)
+    run = start(files, task, out, llm_config, ask=ask, budget_nodes=budget, epochs=epochs, backend=backend,
+                specs_dir=specs)
     answer_questions(run, ask, console)
 
 
@@ -181,6 +196,14 @@ def main() -> None:
         sys.exit(rc if isinstance(rc, int) else 0)
     except HarmonyCellError as exc:
         err.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False)
+        sys.exit(2)
+    except OSError as exc:  # disk full, read-only or vanished output: the environment, not a bug
+        import errno
+
+        if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM, errno.ENOENT):
+            raise
+        err.print(f"[bold red]error:[/] {exc.filename or 'output'}: {exc.strerror} -- free space or choose "
+                  "another --out; the run is marked failed and nothing half-written is kept", highlight=False)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -36,6 +36,7 @@ class RunConfig(BaseModel):
     backend: str = "auto"  # sandbox backend: docker | local | auto
     llm: dict | None = None  # LLM endpoint settings (base_url, model, api_key_env, ...); None: builtin
     epochs: int = 100
+    specs_dir: str | None = None  # --specs: a folder of <dataset>.json mapping specs (user-written)
     created: str = ""
 
 
