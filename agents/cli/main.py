@@ -43,7 +43,7 @@ def start(files: list[Path], task: str, out: Path, llm_config: Path | None = Non
     llm = load_llm_config(llm_config).model_dump() if llm_config else None
     TaskKind.parse(task)
     specs = options.get("specs_dir")
-    for note in door(files, out, specs_dir=Path(specs) if specs else None, llm=bool(llm), seed=options.get("seed"),
+    for note in door(files, out, task=task, specs_dir=Path(specs) if specs else None, llm=bool(llm), seed=options.get("seed"),
                      budget=options.get("budget_nodes"), epochs=options.get("epochs")):
         console.print(f"[dim]input {note}[/]", highlight=False)
     if specs:

@@ -175,10 +175,12 @@ def load_specs(spec_dir: Path | None) -> dict:
 
 
 # --- the door ---------------------------------------------------------------------------------
-def preflight_data(paths: list[Path], specs: dict | None = None, mapping: bool = True) -> list[str]:
-    """Audit each input and dry-run the mapping: everything unify would refuse, refused now.
-    Returns notes (what will be done), one per input."""
-    from harmonycell.tools.data.apply import gene_ids
+def preflight_data(paths: list[Path], specs: dict | None = None, mapping: bool = True, task=None) -> list[str]:
+    """Audit each input and dry-run the mapping and the task's split on the mapped labels:
+    everything unify would refuse, refused now. Returns notes (what will be done), one per input."""
+    import pandas as pd
+
+    from harmonycell.tools.data.apply import apply_obs, gene_ids
     from harmonycell.tools.data.audit import audit_h5ad, read_obs_var_backed
     from harmonycell.tools.data.mapping import infer_mapping
     from harmonycell.tools.data.species import species_of
@@ -186,7 +188,7 @@ def preflight_data(paths: list[Path], specs: dict | None = None, mapping: bool =
     from harmonycell.tools.data.unify import dataset_ids
 
     specs = specs or {}
-    notes, species, keys = [], [], []
+    notes, species, keys, mapped = [], [], [], []
     for path, did in zip(paths, dataset_ids(paths)):
         audit = audit_h5ad(path)
         check_x(audit, str(path))
@@ -204,6 +206,7 @@ def preflight_data(paths: list[Path], specs: dict | None = None, mapping: bool =
                 e.where = f"{path}: {e.where}" if e.where else str(path)
                 e.args = (e.one_line(),)
             raise
+        mapped.append(apply_obs(spec, obs).kept)
         genes = gene_ids(spec, var)
         check_gene_names(genes.symbol, genes.ensembl, str(path))
         species.append((did, *species_of(genes.symbol, genes.ensembl)))
@@ -213,10 +216,28 @@ def preflight_data(paths: list[Path], specs: dict | None = None, mapping: bool =
         from harmonycell.tools.data.unify import shared_gene_check
 
         shared_gene_check(keys, [str(p) for p in paths])
+    if task is not None and mapped:
+        check_task(pd.concat(mapped, axis=0), task)
     return notes
 
 
-def door(files: list[Path], out: Path, *, specs_dir: Path | None = None, llm: bool = False, **options) -> list[str]:
+def check_task(obs, task) -> None:
+    """Dry run of the task's split on the mapped labels (the split itself reads only obs)."""
+    import numpy as np
+
+    from harmonycell.tools.data.harmonise import fold_label_case, harmonise_cell_types
+    from harmonycell.tools.data.splits import KINDS
+    from harmonycell.tools.schema import TaskKind
+
+    obs = obs.copy()
+    obs["condition_name"], _ = fold_label_case(obs["condition_name"])
+    obs["cell_type"], _ = harmonise_cell_types(obs["cell_type"])
+    kind = TaskKind.parse(task) if isinstance(task, str) else task
+    KINDS[kind](obs.reset_index(drop=True), np.random.default_rng(0))
+
+
+def door(files: list[Path], out: Path, *, task=None, specs_dir: Path | None = None, llm: bool = False,
+         **options) -> list[str]:
     """Every check that can be made before a run: options, output folder, files, data, mapping.
     With an LLM policy the mapping is the model's to write, so only the builtin dry run is skipped."""
     check_options(**options)
@@ -225,4 +246,4 @@ def door(files: list[Path], out: Path, *, specs_dir: Path | None = None, llm: bo
     need = FREE_SPACE_FACTOR * sum(f.stat().st_size for f in files)
     check_out_dir(out, need)
     specs = load_specs(specs_dir)
-    return preflight_data(files, specs, mapping=not llm or bool(specs))
+    return preflight_data(files, specs, mapping=not llm or bool(specs), task=task)
