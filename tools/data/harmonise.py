@@ -2,8 +2,9 @@
 
 Rules (documented here, reported for every merge):
 - Perturbation labels: two single perturbations whose names differ only by letter case
-  (``klf1`` / ``KLF1``) are one perturbation. The spelling carried by the most cells wins (ties:
-  the upper-case one, the human-symbol convention), and combinations are re-sorted.
+  (``klf1`` / ``KLF1``) are one perturbation. When most labels without a twin are upper case
+  (human symbols) the upper-case twin wins; otherwise the spelling carried by the most cells (ties:
+  upper case). Combinations are re-sorted.
 - Cell types: two names with the same *key* are one cell type. The key is the name lower-cased,
   with the words ``cell``/``cells`` dropped, plurals made singular, spaces and ``_-.`` removed and
   the synonyms in CELL_SYNONYMS applied (``CD4 T cells`` / ``CD4T`` -> ``cd4t``; ``CD14+ Monocytes``
@@ -25,9 +26,11 @@ CELL_SYNONYMS = {  # token -> canonical token (applied after singularising)
 }
 
 
-def pick(spellings: pd.Series) -> str:
-    """The spelling with the most cells; ties go to the upper-case one, then alphabetical."""
-    ranked = sorted(spellings.items(), key=lambda kv: (-kv[1], kv[0] != kv[0].upper(), kv[0]))
+def pick(spellings: pd.Series, prefer_upper: bool = False) -> str:
+    """The spelling with the most cells (first the upper-case one when ``prefer_upper``); ties go
+    to the upper-case one, then alphabetical."""
+    ranked = sorted(spellings.items(), key=lambda kv: (prefer_upper and kv[0] != kv[0].upper(), -kv[1],
+                                                       kv[0] != kv[0].upper(), kv[0]))
     return ranked[0][0]
 
 
@@ -41,10 +44,13 @@ def fold_label_case(cond: pd.Series) -> tuple[pd.Series, dict[str, str]]:
     by_key: dict[str, dict[str, int]] = {}
     for p, n in counts.items():
         by_key.setdefault(p.upper(), {})[p] = n
+    # the labels' own convention: mostly upper case (human symbols) -> the upper-case twin wins
+    unique = [k for k, v in by_key.items() if len(v) == 1]
+    upper_style = sum(next(iter(by_key[k])) == k for k in unique) >= 0.5 * max(len(unique), 1)
     mapping = {}
     for variants in by_key.values():
         if len(variants) > 1:
-            keep = pick(pd.Series(variants))
+            keep = pick(pd.Series(variants), prefer_upper=upper_style)
             mapping.update({v: keep for v in variants if v != keep})
     if not mapping:
         return cond, {}

@@ -110,6 +110,15 @@ def check_files(paths: list[Path]) -> None:
 def check_x(audit, where: str) -> None:
     """Degenerate matrices and scales that cannot be identified are refused, never trained on."""
     x = audit.x
+    if audit.n_cells == 0 or audit.n_genes == 0:
+        raise InputError(f"no data: {audit.n_cells} cells x {audit.n_genes} genes", where=where,
+                         fix="check that the right file was exported")
+    if not audit.obs_names_unique:
+        raise InputError("duplicate cell names", where=f"{where} obs_names",
+                         fix="make them unique, e.g. adata.obs_names_make_unique()")
+    if not audit.var.index_unique:
+        raise InputError("non-unique gene names", where=f"{where} var_names",
+                         fix="make them unique (adata.var_names_make_unique()) or index by Ensembl id")
     if audit.n_cells < MIN_CELLS:
         raise InputError(f"only {audit.n_cells} cells (at least {MIN_CELLS} needed)", where=where,
                          fix="check that the right file was exported")
