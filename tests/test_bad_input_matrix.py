@@ -363,3 +363,58 @@ def test_nan_perturbation_cells_are_dropped_and_counted(base, tmp_path, capsys):
     rep = json.loads((tmp_path / "out" / "unify_report.json").read_text())["inputs"][0]
     assert rep["dropped_reasons"] == {"unknown perturbation (NaN/unassigned label)": N_CELLS // 10}
     assert rep["n_cells_out"] == N_CELLS - N_CELLS // 10
+
+
+# --- writes that cannot half-finish -------------------------------------------------------------
+LIMITED = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, like a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+sys.argv = ["harmonycell", *sys.argv[2:]]
+from harmonycell.agents.cli.main import main
+main()
+"""
+
+
+def limited_cli(limit: int, *args) -> "subprocess.CompletedProcess":
+    import subprocess
+
+    return subprocess.run([sys.executable, "-c", LIMITED, str(limit), *map(str, args)], capture_output=True,
+                          text=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+
+
+def test_unify_write_failure_leaves_nothing(base, tmp_path):
+    """A write that fails mid-way (file-size limit standing in for a full disk) leaves no output
+    folder and no staging folder, and ends in one line with exit 2."""
+    f = variant(base, tmp_path, "good")
+    p = limited_cli(150_000, "unify", f, "--out", tmp_path / "out")
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and "cannot write the outputs" in lines[0], p.stderr
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "out").exists()
+    assert not [q for q in tmp_path.iterdir() if q.name.startswith(".out.")]
+
+
+def test_killed_unify_write_leaves_no_partial_output_and_is_cleaned_next_time(base, tmp_path, capsys):
+    """A staging folder left by a killed write is not output (the folder appears by one rename)
+    and the next write to the same --out removes it."""
+    f = variant(base, tmp_path, "good")
+    stale = tmp_path / ".out.abcd1234"
+    (stale / "mapping").mkdir(parents=True)
+    (stale / "unified.h5ad").write_bytes(b"half")
+    assert cli(["unify", f, "--out", tmp_path / "out"], capsys)[0] == 0
+    assert not stale.exists()
+    assert ad.read_h5ad(tmp_path / "out" / "unified.h5ad").n_obs > 0
+
+
+def test_run_write_failure_marks_the_run_failed_with_the_reason(base, tmp_path):
+    f = variant(base, tmp_path, "good")
+    p = limited_cli(150_000, "run", f, "--out", tmp_path / "runs", "--backend", "local", "--budget", "1",
+                    "--epochs", "1")
+    lines = [l for l in p.stderr.splitlines() if l.strip() and not l.startswith("warning:")]
+    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    assert "Traceback" not in p.stderr
+    (run,) = list((tmp_path / "runs").iterdir())
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "failed" and status["error"]
+    assert not (run / "unify" / "unified.h5ad").exists()  # nothing half-written kept

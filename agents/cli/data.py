@@ -64,8 +64,6 @@ def unify(
     spec_dir: Optional[Path] = typer.Option(None, "--specs", help="folder of <stem>.json mapping specs to use (validated and repaired)"),
 ) -> None:
     """Unify heterogeneous .h5ad files into one canonical dataset (no manual mapping)."""
-    import errno
-
     from harmonycell.tools.data.unify import unify as run_unify
     from harmonycell.tools.data.unify import write_unify_outputs
     from harmonycell.tools.data.validate import (
@@ -83,10 +81,9 @@ def unify(
         outcome = run_unify(list(files), task=kind, seed=seed, n_hvg=n_hvg, specs=specs or None)
         try:
             write_unify_outputs(outcome, out)
-        except OSError as e:
-            if e.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
-                raise
-            raise InputError(f"cannot write the outputs ({e.strerror}); nothing was kept", where=f"--out {out}",
+        except OSError as e:  # disk full, file-size limit, read-only: the staged outputs are gone
+            why = e.strerror or str(e).splitlines()[0][:160]
+            raise InputError(f"cannot write the outputs ({why}); nothing was kept", where=f"--out {out}",
                              fix="free disk space or choose another folder") from None
     except HarmonyCellError as e:
         fail(e)

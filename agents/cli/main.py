@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import warnings
@@ -191,6 +192,19 @@ app.add_typer(cli_sandbox.app, name="sandbox")
 
 def main() -> None:
     try:
+        run_cli()
+    except SystemExit as exc:
+        from harmonycell.tools.data.unify import BROKEN_WRITES
+
+        if BROKEN_WRITES:  # see BROKEN_WRITES: skip the finalisation that would crash
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.code if isinstance(exc.code, int) else 1)
+        raise
+
+
+def run_cli() -> None:
+    try:
         # with standalone_mode=False click returns a command's exit code instead of exiting
         rc = app(standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)
@@ -200,9 +214,13 @@ def main() -> None:
     except OSError as exc:  # disk full, read-only or vanished output: the environment, not a bug
         import errno
 
-        if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM, errno.ENOENT):
+        full = exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM, errno.EFBIG)
+        # h5py reports a failed write as OSError without errno, the cause in its text
+        words = ("No space left", "File too large", "Read-only file system", "Disk quota", "Permission denied")
+        if not full and not any(w in str(exc) for w in words):
             raise
-        err.print(f"[bold red]error:[/] {exc.filename or 'output'}: {exc.strerror} -- free space or choose "
+        why = exc.strerror or next((w for w in words if w in str(exc)), str(exc)[:120])
+        err.print(f"[bold red]error:[/] {exc.filename or 'output'}: cannot write ({why}) -- free space or choose "
                   "another --out; the run is marked failed and nothing half-written is kept", highlight=False)
         sys.exit(2)
     except typer.Exit as exc:

@@ -470,6 +470,7 @@ def write_unify_outputs(outcome: UnifyOutcome, out_dir: Path) -> dict[str, Path]
     Everything is staged in a temporary folder beside DIR, then swapped in by two renames (a
     previous unify output is moved aside, then deleted): DIR is whole or absent, never half-written
     nor mixed with another input's outputs. A folder holding anything else is refused."""
+    import re
     import shutil
     import tempfile
 
@@ -478,16 +479,15 @@ def write_unify_outputs(outcome: UnifyOutcome, out_dir: Path) -> dict[str, Path]
     out_dir = Path(out_dir)
     check_unify_out(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for left in out_dir.parent.glob(f".{out_dir.name}.*"):  # a killed earlier write's staging folder
+        if left.is_dir() and re.fullmatch(rf"\.{re.escape(out_dir.name)}\.(old\.)?[A-Za-z0-9_]{{8}}", left.name):
+            shutil.rmtree(left, ignore_errors=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     old = None
     try:
-        outcome.adata.write_h5ad(stage / "unified.h5ad")
-        for did, spec in outcome.specs.items():
-            atomic.write_text(stage / "mapping" / f"{did}.json", spec.model_dump_json(indent=2) + "\n")
-        for did, a in outcome.audits.items():
-            atomic.write_text(stage / "audit" / f"{did}.md", a.to_markdown())
-            atomic.write_text(stage / "audit" / f"{did}.json", a.model_dump_json(indent=2) + "\n")
-        atomic.write_text(stage / "unify_report.json", outcome.report.model_dump_json(indent=2) + "\n")
+        failure = write_stage_reporting_once(outcome, stage)
+        if failure is not None:
+            raise failure
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
             out_dir.replace(old / "previous")
@@ -497,6 +497,73 @@ def write_unify_outputs(outcome: UnifyOutcome, out_dir: Path) -> dict[str, Path]
         shutil.rmtree(stage, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+# Folders whose HDF5 write failed in this process. h5py's handles of such a file can crash the
+# interpreter as it finalises (SIGSEGV after the error is reported); the CLI then leaves with
+# os._exit once its one-line error is out.
+BROKEN_WRITES: list[str] = []
+
+
+def clean_os_error(e: OSError) -> OSError:
+    """One line for a failed write: h5py's message spans lines and names its own internals."""
+    import errno as errno_mod
+    import os
+    import re
+
+    code = e.errno
+    if code is None:
+        m = re.search(r"errno = (\d+)", str(e))
+        code = int(m.group(1)) if m else errno_mod.EIO
+    return OSError(code, os.strerror(code), e.filename)
+
+
+def write_stage_reporting_once(outcome: UnifyOutcome, stage: Path) -> OSError | None:
+    """write_stage; a failed write (disk full) comes back as one OSError. After such a failure
+    h5py's objects of the broken file print tracebacks from C as they are freed; stderr (fd 2) is
+    held aside during the write and replayed only when the write succeeded."""
+    import gc
+    import os
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        failure = None
+        try:
+            try:
+                write_stage(outcome, stage)
+            except OSError as e:
+                failure = clean_os_error(e)
+                # close the broken file's objects now: left to interpreter exit they can crash it
+                import h5py
+
+                h5py._objects.nonlocal_close()
+                BROKEN_WRITES.append(str(stage))
+            gc.collect()
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        if failure is None:
+            held.seek(0)
+            text = held.read()
+            if text:
+                sys.stderr.write(text.decode(errors="replace"))
+    return failure
+
+
+def write_stage(outcome: UnifyOutcome, stage: Path) -> None:
+    """Every unify output, into the staging folder."""
+    outcome.adata.write_h5ad(stage / "unified.h5ad")
+    for did, spec in outcome.specs.items():
+        atomic.write_text(stage / "mapping" / f"{did}.json", spec.model_dump_json(indent=2) + "\n")
+    for did, a in outcome.audits.items():
+        atomic.write_text(stage / "audit" / f"{did}.md", a.to_markdown())
+        atomic.write_text(stage / "audit" / f"{did}.json", a.model_dump_json(indent=2) + "\n")
+    atomic.write_text(stage / "unify_report.json", outcome.report.model_dump_json(indent=2) + "\n")
 
 
 __all__ = ["UnifyOutcome", "UnifyReport", "InputReport", "unify", "write_unify_outputs", "SPEC_FIELDS",
