@@ -129,7 +129,7 @@ def check_h5ad_file(path: Path) -> None:
     if not path.exists():
         raise InputError("file not found", where=str(path), fix="check the path")
     if path.is_dir():
-        raise InputError("is a directory, not an .h5ad file", where=str(path), fix="pass the .h5ad file itself")
+        raise InputError("is a directory, not a file", where=str(path), fix="pass the .h5ad file itself")
     if path.stat().st_size == 0:
         raise InputError("file is empty (0 bytes)", where=str(path), fix="re-export or re-download the dataset")
     with open(path, "rb") as fh:
