@@ -62,6 +62,7 @@ def test_gene_level_column_wins_over_its_guide_column(pap, tmp_path):
     o = unify([save(a, tmp_path / "screen.h5ad")])
     r = o.report.inputs[0]
     assert r.fields["condition_name"].source == "target"
+    assert r.fields["cell_type"].source != "guide_identity"  # 'identity' is no cell type here
     assert "gene level of guide column 'guide_identity'" in r.fields["condition_name"].reason
     assert r.dropped_reasons == {"unknown perturbation (NaN/unassigned label)": int((np.arange(N) % 20 == 0).sum())}
     expected = set(pap.obs["perturbation"].astype(str)) - {"non-targeting"}

@@ -569,10 +569,13 @@ def infer_mapping_from(audit: AuditReport, obs: pd.DataFrame, ccol: str, control
     if pert_type.source_key:
         used.add(pert_type.source_key)
 
-    ct = pick_column(audit, obs, CELL_TYPE_NAMES, used)
+    # guide columns and other label columns (values with control words) are never the cell type
+    labels_elsewhere = {c.name for c in audit.obs if c.name in obs.columns and not c.numeric and 1 <= c.n_unique <= 5000
+                        and (GUIDE_NAME.search(c.name) or any(control_word(v) for v in values_of(obs, c.name)))}
+    ct = pick_column(audit, obs, CELL_TYPE_NAMES, used | labels_elsewhere)
     ct_why = "its name"
     if ct is None:
-        ct = cell_type_by_values(audit, obs, used)
+        ct = cell_type_by_values(audit, obs, used | labels_elsewhere)
         ct_why = "its values read as cell types/lines"
     cell_type = (FieldMapping(type="direct", source_key=ct, confidence=0.9 if name_score(ct, CELL_TYPE_NAMES) >= 2 * (len(CELL_TYPE_NAMES) - 3) else 0.7,
                               reason=f"column {ct!r} names the cell type/line by {ct_why} ({', '.join(values_of(obs, ct)[:3])})")
