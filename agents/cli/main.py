@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import warnings
@@ -30,9 +31,11 @@ from harmonycell.tools.errors import HarmonyCellError, InputError
 from harmonycell.tools.record.runfolder import RunFolder, create_run
 from harmonycell.tools.report.publish import write_report_html
 from harmonycell.tools.record.transcript import Transcript
+from harmonycell.tools.schema import TaskKind
 from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
 from harmonycell.tools.search.budget import DEFAULT_TIME_LIMIT
 
+SPECS_HELP = "folder of <dataset>.json mapping specs to use (validated and repaired); `audit --write-spec` writes one"
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Predict single-cell perturbation responses from heterogeneous .h5ad files.")
 console = Console()
@@ -63,6 +66,15 @@ def start(files: list[Path], task: str, out: Path, llm_config: Path | None = Non
                          fix="add --llm-config FILE, or drop the limits")
     llm = load_llm_config(llm_config, max_tokens_total=max_llm_tokens,
                           max_cost_usd=max_llm_cost).model_dump() if llm_config else None
+    from harmonycell.tools.data.validate import door
+
+    TaskKind.parse(task)
+    specs = options.get("specs_dir")
+    for note in door(files, out, task=task, specs_dir=Path(specs) if specs else None, llm=bool(llm),
+                     seed=options.get("seed"), budget=options.get("budget_nodes"), epochs=options.get("epochs")):
+        console.print(f"[dim]input {note}[/]", highlight=False)
+    if specs:
+        options["specs_dir"] = str(Path(specs).resolve())
     run = create_run(out, files, task, llm=llm, **options)
     drive(run, ask)
     return run
@@ -147,9 +159,9 @@ def run(
     task: str = typer.Option("unseen-perturbation", help="unseen-perturbation | unseen-cell-context | unseen-combination"),
     out: Path = typer.Option(Path("runs"), help="runs root; the run gets its own folder inside"),
     seed: int = typer.Option(0),
-    budget: int = typer.Option(32, min=1, help="training nodes the search may run (with --time-limit: whichever ends first)"),
+    budget: int = typer.Option(32, help="training nodes the search may run (with --time-limit: whichever ends first)"),
     time_limit: str = typer.Option(DEFAULT_TIME_LIMIT, "--time-limit", help=TIME_LIMIT_HELP),
-    epochs: int = typer.Option(100, min=1, help="maximum epochs per node (early stopping applies)"),
+    epochs: int = typer.Option(100, help="maximum epochs per node (early stopping applies)"),
     backend: str = typer.Option("auto", help=BACKEND_HELP),
     llm_config: Optional[Path] = typer.Option(None, "--llm-config", help=LLM_HELP),
     max_llm_tokens: Optional[int] = typer.Option(None, "--max-llm-tokens", min=1, help=MAX_TOKENS_HELP),
@@ -162,6 +174,7 @@ def run(
     compare_sources: bool = typer.Option(False, "--compare-sources",
                                          help="with 2+ inputs: also train the selected architecture on each "
                                               "source alone and compare with the union, per source's test queries"),
+    specs: Optional[Path] = typer.Option(None, "--specs", help=SPECS_HELP),
 ) -> None:
     """Scripted, autonomous run: audit -> unify -> search -> evaluate -> judge -> report."""
     if folds == 1 and repeats > 1:
@@ -173,7 +186,7 @@ def run(
     if compare_sources and folds > 1:
         raise InputError("--compare-sources runs on a single split", where="--compare-sources",
                          fix="drop --folds, or run --compare-sources separately")
-    options = dict(epochs=epochs, backend=backend, **search_options(budget, time_limit, kb, no_kb))
+    options = dict(epochs=epochs, backend=backend, specs_dir=specs, **search_options(budget, time_limit, kb, no_kb))
     if folds > 1:
         from harmonycell.agents.cli.crossval import run_folds
 
@@ -202,15 +215,16 @@ def chat(
     files: Optional[List[Path]] = typer.Argument(None, help="input .h5ad files (asked for when omitted)"),
     task: Optional[str] = typer.Option(None, help="task kind (asked for when omitted)"),
     out: Path = typer.Option(Path("runs"), help="runs root"),
-    budget: int = typer.Option(2, min=1, help="training nodes (you may change it when approving the search)"),
+    budget: int = typer.Option(2, help="training nodes (you may change it when approving the search)"),
     time_limit: Optional[str] = typer.Option(None, "--time-limit", help=TIME_LIMIT_HELP),
-    epochs: int = typer.Option(100, min=1),
+    epochs: int = typer.Option(100, help="maximum epochs per node"),
     backend: str = typer.Option("auto", help=BACKEND_HELP),
     llm_config: Optional[Path] = typer.Option(None, "--llm-config", help="LLM policies (see `run`)"),
     max_llm_tokens: Optional[int] = typer.Option(None, "--max-llm-tokens", min=1, help=MAX_TOKENS_HELP),
     max_llm_cost: Optional[float] = typer.Option(None, "--max-llm-cost", min=0.0, help=MAX_COST_HELP),
     kb: Optional[Path] = typer.Option(None, "--kb", help=KB_HELP),
     no_kb: bool = typer.Option(False, "--no-kb", help="neither read nor write the knowledge base"),
+    specs: Optional[Path] = typer.Option(None, "--specs", help=SPECS_HELP),
 ) -> None:
     """A conversation in the terminal: you approve the search and ask about the result."""
     ask = lambda q: Prompt.ask(f"[bold yellow]you[/] {q}", console=console, default="", show_default=False)
@@ -218,7 +232,7 @@ def chat(
     task = task or ask_task(ask, console)
     run = start(files, task, out, llm_config, ask=ask, max_llm_tokens=max_llm_tokens,
                 max_llm_cost=max_llm_cost, epochs=epochs, backend=backend,
-                **search_options(budget, time_limit, kb, no_kb))
+                specs_dir=specs, **search_options(budget, time_limit, kb, no_kb))
     answer_questions(run, ask, console)
 
 
@@ -294,11 +308,36 @@ app.add_typer(cli_kb.app, name="kb")
 
 def main() -> None:
     try:
+        run_cli()
+    except SystemExit as exc:
+        from harmonycell.tools.data.unify import BROKEN_WRITES
+
+        if BROKEN_WRITES:  # see BROKEN_WRITES: skip the finalisation that would crash
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.code if isinstance(exc.code, int) else 1)
+        raise
+
+
+def run_cli() -> None:
+    try:
         # with standalone_mode=False click returns a command's exit code instead of exiting
         rc = app(standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)
     except HarmonyCellError as exc:
         err.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False)
+        sys.exit(2)
+    except OSError as exc:  # disk full, read-only or vanished output: the environment, not a bug
+        import errno
+
+        full = exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM, errno.EFBIG)
+        # h5py reports a failed write as OSError without errno, the cause in its text
+        words = ("No space left", "File too large", "Read-only file system", "Disk quota", "Permission denied")
+        if not full and not any(w in str(exc) for w in words):
+            raise
+        why = exc.strerror or next((w for w in words if w in str(exc)), str(exc)[:120])
+        err.print(f"[bold red]error:[/] {exc.filename or 'output'}: cannot write ({why}) -- free space or choose "
+                  "another --out; the run is marked failed and nothing half-written is kept", highlight=False)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

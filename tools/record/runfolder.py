@@ -40,6 +40,7 @@ class RunConfig(BaseModel):
     llm: dict | None = None  # LLM endpoint settings (base_url, model, api_key_env, ...); None: builtin
     epochs: int = 100
     fold: list[int] | None = None  # [k, K]: test units are fold k of K (cross-validation)
+    specs_dir: str | None = None  # --specs: a folder of <dataset>.json mapping specs (user-written)
     created: str = ""
 
 
