@@ -80,10 +80,11 @@ def start(files: list[Path], task: str, out: Path, llm_config: Path | None = Non
     return run
 
 
-def drive(run: RunFolder, ask: Ask | None = None) -> None:
+def drive(run: RunFolder, ask: Ask | None = None, llm_client=None) -> None:
     """Run (or resume) the team on a prepared run folder; mark it failed or complete.
 
-    With ``ask`` (chat mode) a User agent joins the team between the data and the search.
+    With ``ask`` (chat mode) a User agent joins the team between the data and the search;
+    ``llm_client`` replaces the configured endpoint (``replay --rerun`` serves recorded replies).
     """
     cfg = run.config()
     with warnings.catch_warnings(record=True) as caught:
@@ -95,7 +96,7 @@ def drive(run: RunFolder, ask: Ask | None = None) -> None:
     if ctx.llm is not None:  # one session for all agents: one ledger, one budget
         from harmonycell.agents.policies.llm import session_for_run
 
-        ctx.llm_session = session_for_run(ctx.llm, ctx.transcript)
+        ctx.llm_session = session_for_run(ctx.llm, ctx.transcript, client=llm_client)
     for w in caught:  # said loudly, and on the record
         err.print(f"[bold yellow]warning:[/] {w.message}")
         ctx.transcript.append("event", "harmonycell", "sandbox_warning", {"warning": str(w.message)})

@@ -47,19 +47,20 @@ def recorded_duration_s(records: list[dict]) -> float | None:
 
 
 def llm_replay(cfg, records: list[dict]):
-    """The seam for runs that used LLM policies: their recorded replies must be served back in
-    order (no endpoint). Builtin runs need nothing (None)."""
+    """For a run that used LLM policies, a client serving its recorded replies back in order (no
+    endpoint); None for builtin runs."""
     if cfg.llm is None:
         return None
-    calls = [r for r in records if r.get("kind") == "llm_call" and isinstance(r.get("content"), dict)
+    from harmonycell.agents.policies.llm import ReplayClient
+
+    calls = [r["content"] for r in records if r.get("kind") == "llm_call" and isinstance(r.get("content"), dict)
              and "messages" in r["content"] and "reply" in r["content"]]
     if not calls:
         raise InputError("this run used LLM policies and its transcript holds no recorded replies "
                          "(llm_call records with the request messages and the reply)",
                          where="replay --rerun",
                          fix="re-run only runs recorded with full LLM calls; builtin runs re-run as they are")
-    raise InputError("serving recorded LLM replies back is not wired into --rerun in this build",
-                     where="replay --rerun", fix="re-run a run that used the builtin policies")
+    return ReplayClient(calls)
 
 
 def rerun(run_dir: Path, out: Path | None, console: Console) -> int:
@@ -87,7 +88,7 @@ def rerun(run_dir: Path, out: Path | None, console: Console) -> int:
             raise InputError("input missing or changed since the run was recorded", where=f.path,
                              fix="restore the original file (its sha256 is in task.yaml)")
     recorded = list(read_records(run.transcript))
-    llm_replay(cfg, recorded)
+    client = llm_replay(cfg, recorded)
     ran_on = next((r["content"]["backend"] for r in recorded if r.get("type") == "NodeExecuted"), cfg.backend)
     out = Path(out) if out else run.root.parent / "reruns"
     new = create_run(out, [Path(f.path) for f in cfg.inputs], cfg.task.value,
@@ -95,7 +96,7 @@ def rerun(run_dir: Path, out: Path | None, console: Console) -> int:
                      budget_nodes=cfg.budget_nodes, node_timeout_s=cfg.node_timeout_s,
                      backend=ran_on, llm=cfg.llm, epochs=cfg.epochs)
     t0 = time.monotonic()
-    drive(new)
+    drive(new, llm_client=client)
     took = time.monotonic() - t0
     result = compare(recorded, read_records(new.transcript), run_digest(run.root), run_digest(new.root))
     Transcript(new.root).append("event", "harmonycell", "rerun_compared",
