@@ -22,15 +22,16 @@ def execute_node(agent: StepAgent, node_id: str, action: str, code: str, config:
         raise KeyboardInterrupt
     with node_progress(ctx.console, node_dir, f"{node_id} {action}", int(config.get("epochs", 100))):
         res: ExecutionResult = run_training(ctx.backend, ctx.run.sandbox_data, code, config, node_dir,
-                                            timeout_s=ctx.config.node_timeout_s, cancel=ctx.cancel)
+                                            timeout_s=ctx.config.node_timeout_s, cancel=ctx.cancel,
+                                            run_id=ctx.config.run_id)
     if ctx.cancel.is_set():  # the job was killed because the user interrupted the run
         raise KeyboardInterrupt
     outputs = [o.path for o in res.outputs]
     ctx.tool_call(agent.name, "sandbox.run_training",
                   {"node": node_id, "action": action, "attempt": attempt, "backend": res.backend},
-                  {"status": res.status, "wall_s": res.wall_s, "exit_code": res.exit_code,
+                  {"status": res.status, "wall_s": res.wall_s, "cpu_s": res.cpu_s, "exit_code": res.exit_code,
                    "outputs": outputs},
-                  [ctx.artifact(node_dir / "model.py")])
+                  [ctx.artifact(node_dir / f) for f in ("model.py", "config.json")])
     missing = [f for f in PRED_FILES.values() if res.output(f) is None]
     if not res.ok or missing:
         tail = res.stderr_tail or res.stdout_tail
@@ -41,7 +42,7 @@ def execute_node(agent: StepAgent, node_id: str, action: str, code: str, config:
     # sha256 as computed by the backend right after the run: the Evaluator checks files against it
     preds = {split: Artifact(path=ctx.rel(node_dir / f), sha256=res.output(f).sha256)
              for split, f in PRED_FILES.items()}
-    return NodeExecuted(node_id=node_id, action=action, wall_s=res.wall_s, backend=res.backend,
+    return NodeExecuted(node_id=node_id, action=action, wall_s=res.wall_s, cpu_s=res.cpu_s, backend=res.backend,
                         code=Artifact(**ctx.artifact(node_dir / "model.py").model_dump()),
                         predictions=preds, attempts=attempt)
 
@@ -51,14 +52,15 @@ class Coder(StepAgent):
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.policy = make_coder(ctx.llm)
 
     def on_NodePlan(self, plan: NodePlan) -> NodeExecuted | NodeFailed:
         ctx = self.ctx
-        mc = self.policy.write(CodeRequest(action=plan.action, data_dir=ctx.run.sandbox_data,
+        session = ctx.llm_policy("coder")  # None once the LLM budget is spent: builtin templates
+        policy = make_coder(session=session) if session else make_coder()
+        mc = policy.write(CodeRequest(action=plan.action, data_dir=ctx.run.sandbox_data,
                                            seed=ctx.config.seed))
-        if ctx.llm is not None:  # what the model was asked and how its replies were judged
-            ctx.transcript.append("llm_call", self.name, "write_model",
+        if session is not None:  # how the model's replies were judged (each call is its own record)
+            ctx.transcript.append("event", self.name, "write_model_outcome",
                                   {"node": plan.node_id, "model": ctx.llm.model, "policy": mc.policy,
                                    "fell_back": mc.fell_back, "attempts": mc.attempts, "notes": mc.notes})
         config = cap_epochs(mc.config, plan.action, ctx.config.epochs)

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from harmonycell.agents.policies.llm import LLMConfig
 from harmonycell.tools.record.runfolder import RunConfig, RunFolder
-from harmonycell.tools.record.transcript import ArtifactRef, Transcript
+from harmonycell.tools.record.transcript import ArtifactRef, Transcript, content_artifacts
 
 
 @dataclass
@@ -20,10 +20,20 @@ class RunContext:
     transcript: Transcript
     backend: Any  # a sandbox backend (harmonycell.sandbox)
     llm: LLMConfig | None = None  # the LLM policy's endpoint; None: builtin policies
+    llm_session: Any = None  # LLMSession: client, token ledger and budget shared by the agents
     console: Console = field(default_factory=Console)
     failure: BaseException | None = None
     cancel: threading.Event = field(default_factory=threading.Event)  # set on Ctrl-C: kill the job
     cache: dict[str, Any] = field(default_factory=dict)  # e.g. the loaded unified AnnData
+
+    def llm_policy(self, name: str):
+        """The run's LLM session when policy ``name`` may use it now (configured, budget left)."""
+        if self.llm_session is None and self.llm is not None:
+            from harmonycell.agents.policies.llm import session_for_run
+
+            self.llm_session = session_for_run(self.llm, self.transcript)
+        s = self.llm_session
+        return s if s is not None and s.available(name) else None
 
     def artifact(self, path) -> ArtifactRef:
         return self.transcript.artifact(path)
@@ -32,9 +42,11 @@ class RunContext:
         return str(path.relative_to(self.run.root))
 
     def say(self, source: str, content) -> None:
-        """Record an agent message (typed content) and show it."""
-        rec = self.transcript.append("message", source, type(content).__name__,
-                                     content.model_dump(mode="json"))
+        """Record an agent message (typed content) and show it; every file the content refers to
+        is recorded with its sha256, so `replay --verify` catches a swapped one."""
+        data = content.model_dump(mode="json")
+        rec = self.transcript.append("message", source, type(content).__name__, data,
+                                     content_artifacts(data))
         from harmonycell.agents.cli.render import render_record
 
         render_record(self.console, rec.model_dump(mode="json"))

@@ -15,6 +15,7 @@ from harmonycell.agents.messages import Artifact, AuditDone, UnifyDone
 from harmonycell.tools.schema import SPLIT
 from harmonycell.tools.data.taskdata import export_sandbox_data, load_meta
 from harmonycell.tools.data.unify import unify, write_unify_outputs
+from harmonycell.tools.data.validate import load_specs
 
 
 def dropped_cells(report: dict) -> int:
@@ -28,9 +29,9 @@ class Unifier(StepAgent):
         """Specs written by the LLM policy; inputs it could not map fall back to builtin."""
         audits = [AuditReport.model_validate_json(p.read_text())
                   for p in sorted(self.ctx.run.audit_dir.glob("*.json"))]
-        got = asyncio.run(LLMUnifier(self.ctx.llm).aspecs(audits))
-        for call, note in zip(got.calls, got.notes):
-            self.ctx.transcript.append("llm_call", self.name, "mapping_spec", {**call, "outcome": note})
+        got = asyncio.run(LLMUnifier(self.ctx.llm, session=self.ctx.llm_session).aspecs(audits))
+        for call, note in zip(got.calls, got.notes):  # each call is its own llm_call record
+            self.ctx.transcript.append("event", self.name, "mapping_spec_outcome", {**call, "outcome": note})
         return got.specs
 
     def on_AuditDone(self, done: AuditDone) -> UnifyDone:
@@ -39,8 +40,11 @@ class Unifier(StepAgent):
             adata = ad.read_h5ad(run.unified)  # a resumed run: unification is already done
             meta = load_meta(run.sandbox_data)
         else:
-            outcome = unify([Path(p) for p in done.inputs], task=cfg.task, seed=cfg.seed,
-                            specs=self._llm_specs() if self.ctx.llm else None)
+            specs = self._llm_specs() if self.ctx.llm_policy("unifier") else {}
+            # the user's own specs (--specs) win over the model's; both are validated alike
+            specs.update(load_specs(Path(cfg.specs_dir)) if cfg.specs_dir else {})
+            outcome = unify([Path(p) for p in done.inputs], task=cfg.task, seed=cfg.seed, specs=specs or None,
+                            fold=tuple(cfg.fold) if cfg.fold else None)
             write_unify_outputs(outcome, run.unify_dir)
             adata = outcome.adata
             # meta.json is written last, so its presence means the export is complete

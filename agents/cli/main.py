@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import sys
 import warnings
@@ -13,51 +15,95 @@ import typer
 from rich.console import Console
 from rich.prompt import Prompt
 
-from harmonycell.agents.cli import data as cli_data, evaluation as cli_eval, sandbox as cli_sandbox, train as cli_train
+from harmonycell.agents.cli import data as cli_data, evaluation as cli_eval, kb as cli_kb, sandbox as cli_sandbox, train as cli_train
+from harmonycell.agents.cli import plan as cli_plan
+from harmonycell.agents.cli import report as cli_report
 from harmonycell.agents.cli.chat import Ask, User, answer_questions, ask_inputs, ask_task
 from harmonycell.agents.context import RunContext
 from harmonycell.agents.policies.llm import LLMConfig, load_llm_config
 from harmonycell.agents.messages import RunRequest
 from harmonycell.agents.cli.replay import replay
-from harmonycell.agents.routing import CHAT_PRODUCES, CHAT_ROUTES
 from harmonycell.agents.team import build_team, run_team
-from harmonycell.sandbox.backends import SandboxFallbackWarning, get_backend
+from harmonycell.sandbox.engine import reap_run_sandboxes
+from harmonycell.sandbox.backends import HELP as BACKEND_HELP, SandboxFallbackWarning, get_backend
 from harmonycell.tools.record import atomic
 from harmonycell.tools.errors import HarmonyCellError, InputError
 from harmonycell.tools.record.runfolder import RunFolder, create_run
+from harmonycell.tools.report.publish import write_report_html
 from harmonycell.tools.record.transcript import Transcript
+from harmonycell.tools.schema import TaskKind
+from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
+from harmonycell.tools.search.budget import DEFAULT_TIME_LIMIT
 
+SPECS_HELP = "folder of <dataset>.json mapping specs to use (validated and repaired); `audit --write-spec` writes one"
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Predict single-cell perturbation responses from heterogeneous .h5ad files.")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 
+TIME_LIMIT_HELP = "wall-clock limit of the search, e.g. 45m, 1h30m, 90s (a bare number is minutes); 'none': no limit"
+KB_HELP = "knowledge base file (SQLite); default: the user's data directory"
+
+
+def search_options(budget: int, time_limit: str | None, kb: Path | None, no_kb: bool) -> dict:
+    """The search's budget and knowledge-base options of run, demo and chat, checked."""
+    from harmonycell.tools.search.budget import parse_duration
+
+    if kb is not None and no_kb:
+        raise InputError("--kb and --no-kb contradict each other", where="--kb/--no-kb",
+                         fix="pass one of them")
+    return {"budget_nodes": budget, "time_limit_s": parse_duration(time_limit), "use_kb": not no_kb,
+            "kb_path": str(kb.expanduser().resolve()) if kb else None}
+
+
 def start(files: list[Path], task: str, out: Path, llm_config: Path | None = None,
-          ask: Ask | None = None, **options) -> RunFolder:
+          ask: Ask | None = None, max_llm_tokens: int | None = None, max_llm_cost: float | None = None,
+          **options) -> RunFolder:
     """Validate everything, create the run folder, and drive the team to the end."""
-    llm = load_llm_config(llm_config).model_dump() if llm_config else None
+    if llm_config is None and (max_llm_tokens or max_llm_cost):
+        raise InputError("--max-llm-tokens/--max-llm-cost limit an LLM, but no --llm-config was given",
+                         fix="add --llm-config FILE, or drop the limits")
+    llm = load_llm_config(llm_config, max_tokens_total=max_llm_tokens,
+                          max_cost_usd=max_llm_cost).model_dump() if llm_config else None
+    from harmonycell.tools.data.validate import door
+
+    TaskKind.parse(task)
+    specs = options.get("specs_dir")
+    for note in door(files, out, task=task, specs_dir=Path(specs) if specs else None, llm=bool(llm),
+                     seed=options.get("seed"), budget=options.get("budget_nodes"), epochs=options.get("epochs")):
+        console.print(f"[dim]input {note}[/]", highlight=False)
+    if specs:
+        options["specs_dir"] = str(Path(specs).resolve())
     run = create_run(out, files, task, llm=llm, **options)
     drive(run, ask)
     return run
 
 
-def drive(run: RunFolder, ask: Ask | None = None) -> None:
+def drive(run: RunFolder, ask: Ask | None = None, llm_client=None) -> None:
     """Run (or resume) the team on a prepared run folder; mark it failed or complete.
 
-    With ``ask`` (chat mode) a User agent joins the team between the data and the search.
+    With ``ask`` (chat mode) a User agent joins the team between the data and the search;
+    ``llm_client`` replaces the configured endpoint (``replay --rerun`` serves recorded replies).
     """
     cfg = run.config()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SandboxFallbackWarning)
-        backend = get_backend(cfg.backend)
+        # only the builtin Coder's template code may run unwalled where no wall exists
+        backend = get_backend(cfg.backend, allow_unwalled=cfg.llm is None)
     ctx = RunContext(run=run, config=cfg, transcript=Transcript(run.root), backend=backend,
                      console=console, llm=LLMConfig.model_validate(cfg.llm) if cfg.llm else None)
+    if ctx.llm is not None:  # one session for all agents: one ledger, one budget
+        from harmonycell.agents.policies.llm import session_for_run
+
+        ctx.llm_session = session_for_run(ctx.llm, ctx.transcript, client=llm_client)
     for w in caught:  # said loudly, and on the record
         err.print(f"[bold yellow]warning:[/] {w.message}")
         ctx.transcript.append("event", "harmonycell", "sandbox_warning", {"warning": str(w.message)})
     team = None
     if ask is not None:
+        from harmonycell.agents.routing import CHAT_PRODUCES, CHAT_ROUTES
+
         team = build_team(ctx, extra=[User(ctx, ask)], routes=CHAT_ROUTES, produces=CHAT_PRODUCES)
     console.print(f"[bold]HarmonyCell[/] run [cyan]{cfg.run_id}[/] -> {run.root}")
 
@@ -81,15 +127,31 @@ def drive(run: RunFolder, ask: Ask | None = None) -> None:
         else:
             reason = f"{type(exc).__name__}: {exc}"
         ctx.transcript.append("event", "harmonycell", "run_failed", {"error": reason})
-        run.set_status("failed", reason)
+        run.set_status("failed", reason, llm=llm_totals(ctx))
         if ctx.cancel.is_set():
             err.print(f"run {cfg.run_id} {reason}")
             raise KeyboardInterrupt from None
         raise
     finally:
         signal.signal(signal.SIGINT, previous)
-    run.set_status("complete")
-    console.print(f"\n[bold]{'VALID' if verdict.valid else 'INVALID'}[/] -- report: {run.report_md}")
+    run.set_status("complete", llm=llm_totals(ctx))
+    write_report_html(run.root)  # again, now with the Verdict record and the final state
+    console.print(f"report: {run.report_md} (and {run.root / 'report.html'})")
+    # the last line says both verdicts and what was held out (never one word)
+    console.print(f"\n[bold]{verdict.headline or ('VALID' if verdict.valid else 'INVALID')}[/]",
+                  highlight=False, soft_wrap=True)
+
+
+def llm_totals(ctx: RunContext) -> dict | None:
+    """The run's LLM calls, tokens, cost and latency (None: no LLM was configured)."""
+    from harmonycell.agents.policies.llm import usage_summary
+
+    return usage_summary(ctx.llm_session.usage) if ctx.llm_session is not None else None
+
+
+LLM_HELP = "JSON/YAML {provider, base_url, model, api_key_env, ...}: LLM policies for the agents"
+MAX_TOKENS_HELP = "stop using the LLM (builtin policies) once the run has used this many tokens"
+MAX_COST_HELP = "stop using the LLM once the run has cost this many USD (prices: PRICES or the config's prices)"
 
 
 @app.command()
@@ -98,14 +160,55 @@ def run(
     task: str = typer.Option("unseen-perturbation", help="unseen-perturbation | unseen-cell-context | unseen-combination"),
     out: Path = typer.Option(Path("runs"), help="runs root; the run gets its own folder inside"),
     seed: int = typer.Option(0),
-    budget: int = typer.Option(2, min=1, help="training nodes the search may run"),
-    epochs: int = typer.Option(100, min=1, help="maximum epochs per node (early stopping applies)"),
-    backend: str = typer.Option("auto", help="sandbox: docker | local | auto (docker when available)"),
-    llm_config: Optional[Path] = typer.Option(None, "--llm-config",
-                                              help="JSON/YAML {base_url, model, api_key_env}: LLM policies for Unifier and Coder"),
+    budget: int = typer.Option(32, help="training nodes the search may run (with --time-limit: whichever ends first)"),
+    time_limit: str = typer.Option(DEFAULT_TIME_LIMIT, "--time-limit", help=TIME_LIMIT_HELP),
+    epochs: int = typer.Option(100, help="maximum epochs per node (early stopping applies)"),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
+    llm_config: Optional[Path] = typer.Option(None, "--llm-config", help=LLM_HELP),
+    max_llm_tokens: Optional[int] = typer.Option(None, "--max-llm-tokens", min=1, help=MAX_TOKENS_HELP),
+    max_llm_cost: Optional[float] = typer.Option(None, "--max-llm-cost", min=0.0, help=MAX_COST_HELP),
+    kb: Optional[Path] = typer.Option(None, "--kb", help=KB_HELP),
+    no_kb: bool = typer.Option(False, "--no-kb", help="neither read nor write the knowledge base"),
+    folds: int = typer.Option(1, min=1, help="K >= 2: nested K-fold cross-validation over held-out units "
+                                             "(the whole search runs inside each fold); 1 = one split"),
+    repeats: int = typer.Option(1, min=1, help="with --folds: repeat the K folds with seeds seed..seed+R-1"),
+    compare_sources: bool = typer.Option(False, "--compare-sources",
+                                         help="with 2+ inputs: also train the selected architecture on each "
+                                              "source alone and compare with the union, per source's test queries"),
+    specs: Optional[Path] = typer.Option(None, "--specs", help=SPECS_HELP),
 ) -> None:
     """Scripted, autonomous run: audit -> unify -> search -> evaluate -> judge -> report."""
-    start(files, task, out, llm_config, seed=seed, budget_nodes=budget, epochs=epochs, backend=backend)
+    if folds == 1 and repeats > 1:
+        raise InputError("--repeats needs --folds K (K >= 2)", where="--repeats",
+                         fix="add --folds 5, or drop --repeats")
+    if compare_sources and len(files) < 2:
+        raise InputError("--compare-sources needs two or more inputs", where="--compare-sources",
+                         fix="pass several .h5ad files, or drop --compare-sources")
+    if compare_sources and folds > 1:
+        raise InputError("--compare-sources runs on a single split", where="--compare-sources",
+                         fix="drop --folds, or run --compare-sources separately")
+    options = dict(epochs=epochs, backend=backend, specs_dir=specs, **search_options(budget, time_limit, kb, no_kb))
+    if folds > 1:
+        from harmonycell.agents.cli.crossval import run_folds
+
+        llm = load_llm_config(llm_config, max_tokens_total=max_llm_tokens,
+                              max_cost_usd=max_llm_cost).model_dump() if llm_config else None
+        parent, line = run_folds(files, task, out, folds, repeats, seed, drive, llm=llm, **options)
+        console.print(f"cross-validation report: {parent / 'report.md'}")
+        console.print(f"\n[bold]{line}[/]", highlight=False, soft_wrap=True)
+        return
+    run_folder = start(files, task, out, llm_config, max_llm_tokens=max_llm_tokens, max_llm_cost=max_llm_cost,
+                       seed=seed, **options)
+    if compare_sources:
+        from harmonycell.agents.cli.sources import compare_sources as by_source
+
+        for s in by_source(run_folder):
+            deciding = next((c for c in s.comparisons if c.metric == SEARCH_METRIC), None)
+            console.print(f"union vs {s.source} alone: " + (
+                f"{deciding.conclusion} (union - single {deciding.mean_diff:+.3f}, n={deciding.n})"
+                if deciding else s.status), highlight=False)
+        headline = json.loads((run_folder.root / "verdict.json").read_text()).get("headline", "")
+        console.print(f"\n[bold]{headline}[/]", highlight=False, soft_wrap=True)  # still the last line
 
 
 @app.command()
@@ -113,16 +216,24 @@ def chat(
     files: Optional[List[Path]] = typer.Argument(None, help="input .h5ad files (asked for when omitted)"),
     task: Optional[str] = typer.Option(None, help="task kind (asked for when omitted)"),
     out: Path = typer.Option(Path("runs"), help="runs root"),
-    budget: int = typer.Option(2, min=1),
-    epochs: int = typer.Option(100, min=1),
-    backend: str = typer.Option("auto", help="sandbox: docker | local | auto"),
+    budget: int = typer.Option(2, help="training nodes (you may change it when approving the search)"),
+    time_limit: Optional[str] = typer.Option(None, "--time-limit", help=TIME_LIMIT_HELP),
+    epochs: int = typer.Option(100, help="maximum epochs per node"),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
     llm_config: Optional[Path] = typer.Option(None, "--llm-config", help="LLM policies (see `run`)"),
+    max_llm_tokens: Optional[int] = typer.Option(None, "--max-llm-tokens", min=1, help=MAX_TOKENS_HELP),
+    max_llm_cost: Optional[float] = typer.Option(None, "--max-llm-cost", min=0.0, help=MAX_COST_HELP),
+    kb: Optional[Path] = typer.Option(None, "--kb", help=KB_HELP),
+    no_kb: bool = typer.Option(False, "--no-kb", help="neither read nor write the knowledge base"),
+    specs: Optional[Path] = typer.Option(None, "--specs", help=SPECS_HELP),
 ) -> None:
     """A conversation in the terminal: you approve the search and ask about the result."""
     ask = lambda q: Prompt.ask(f"[bold yellow]you[/] {q}", console=console, default="", show_default=False)
     files = files or ask_inputs(ask, console)
     task = task or ask_task(ask, console)
-    run = start(files, task, out, llm_config, ask=ask, budget_nodes=budget, epochs=epochs, backend=backend)
+    run = start(files, task, out, llm_config, ask=ask, max_llm_tokens=max_llm_tokens,
+                max_llm_cost=max_llm_cost, epochs=epochs, backend=backend,
+                specs_dir=specs, **search_options(budget, time_limit, kb, no_kb))
     answer_questions(run, ask, console)
 
 
@@ -140,30 +251,48 @@ def resume(run_dir: Path = typer.Argument(..., help="a run folder left by a kill
         if atomic.sha256_file(f.path) != f.sha256:
             raise InputError("input changed since the run started", where=f.path,
                              fix="restore the original file or start a new run")
+    transcript = Transcript(run.root)  # refuses a damaged chain before anything is written
+    reaped = reap_run_sandboxes(run.config().run_id)
     run.set_status("running")
-    Transcript(run.root).append("event", "harmonycell", "resumed", {"previous": status.model_dump() if status else None})
+    transcript.append("event", "harmonycell", "resumed",
+                      {"previous": status.model_dump() if status else None, "reaped_containers": reaped})
     drive(run)
 
 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs"), help="runs root"),
          seed: int = typer.Option(0),
-         backend: str = typer.Option("auto", help="sandbox: docker | local | auto")) -> None:
+         backend: str = typer.Option("auto", help=BACKEND_HELP),
+         budget: int = typer.Option(3, min=1, help="training nodes (small: the demo should take about a minute)"),
+         time_limit: Optional[str] = typer.Option(None, "--time-limit", help=TIME_LIMIT_HELP),
+         kb: Optional[Path] = typer.Option(None, "--kb", help=KB_HELP),
+         no_kb: bool = typer.Option(False, "--no-kb", help="neither read nor write the knowledge base")) -> None:
     """Generate synthetic data in two lab schemas and run the whole pipeline on it."""
     from harmonycell.tools.data.synthetic import SimConfig, write_synthetic
 
+    options = search_options(budget, time_limit, kb, no_kb)  # checked before anything is written
     data_dir = out / "demo-data"
     paths = write_synthetic(data_dir, SimConfig(seed=seed))
     console.print(f"synthetic inputs: {', '.join(str(p) for p in paths)}")
     # sized so that the whole demo (three nodes searched) takes about a minute on 2 idle cores
-    start(paths, "unseen-perturbation", out, seed=seed, budget_nodes=3, epochs=60, backend=backend)
+    start(paths, "unseen-perturbation", out, seed=seed, epochs=60, backend=backend, **options)
 
 
 @app.command("replay")
 def replay_cmd(run_dir: Path = typer.Argument(..., help="a run folder"),
-               verify: bool = typer.Option(False, "--verify", help="check the hash chain and artifacts")) -> None:
-    """Verify a run's transcript and re-render its conversation."""
-    raise typer.Exit(replay(run_dir, verify=verify, console=console))
+               verify: bool = typer.Option(False, "--verify", help="check the hash chain and artifacts"),
+               anchor: Optional[str] = typer.Option(None, "--anchor", help="with --verify: the transcript "
+                                                    "head hash from verdict.json / report.md"),
+               rerun: bool = typer.Option(False, "--rerun", help="re-execute the run in a fresh folder "
+                                          "(same inputs, seeds, configuration) and compare every decision and metric"),
+               out: Optional[Path] = typer.Option(None, "--out", help="with --rerun: runs root for the "
+                                                  "re-execution (default: reruns/ beside the run)")) -> None:
+    """Verify a run's transcript, re-render its conversation, or re-execute it (--rerun)."""
+    if rerun:
+        from harmonycell.agents.cli.replay import rerun as rerun_run
+
+        raise typer.Exit(rerun_run(run_dir, out, console))
+    raise typer.Exit(replay(run_dir, verify=verify, console=console, anchor=anchor))
 
 
 app.command("audit")(cli_data.audit)
@@ -171,16 +300,45 @@ app.command("unify")(cli_data.unify)
 app.command("baselines")(cli_eval.baselines)
 app.command("score")(cli_eval.score)
 app.command("train")(cli_train.train)
+app.command("plan")(cli_plan.plan)
+app.command("report")(cli_report.report)
+app.command("runs")(cli_report.runs)
 app.add_typer(cli_sandbox.app, name="sandbox")
+app.add_typer(cli_kb.app, name="kb")
 
 
 def main() -> None:
+    try:
+        run_cli()
+    except SystemExit as exc:
+        from harmonycell.tools.data.unify import BROKEN_WRITES
+
+        if BROKEN_WRITES:  # see BROKEN_WRITES: skip the finalisation that would crash
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.code if isinstance(exc.code, int) else 1)
+        raise
+
+
+def run_cli() -> None:
     try:
         # with standalone_mode=False click returns a command's exit code instead of exiting
         rc = app(standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)
     except HarmonyCellError as exc:
         err.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False)
+        sys.exit(2)
+    except OSError as exc:  # disk full, read-only or vanished output: the environment, not a bug
+        import errno
+
+        full = exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM, errno.EFBIG)
+        # h5py reports a failed write as OSError without errno, the cause in its text
+        words = ("No space left", "File too large", "Read-only file system", "Disk quota", "Permission denied")
+        if not full and not any(w in str(exc) for w in words):
+            raise
+        why = exc.strerror or next((w for w in words if w in str(exc)), str(exc)[:120])
+        err.print(f"[bold red]error:[/] {exc.filename or 'output'}: cannot write ({why}) -- free space or choose "
+                  "another --out; the run is marked failed and nothing half-written is kept", highlight=False)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

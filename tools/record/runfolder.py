@@ -32,10 +32,15 @@ class RunConfig(BaseModel):
     inputs: list[InputFile]
     seed: int = 0
     budget_nodes: int = Field(2, ge=1, description="training nodes the search may run")
+    time_limit_s: float | None = Field(None, gt=0, description="wall-clock limit of the search")
+    use_kb: bool = True  # read and write the knowledge base (SPEC 6)
+    kb_path: str | None = None  # None: the user's data directory
     node_timeout_s: float = 900.0
-    backend: str = "auto"  # sandbox backend: docker | local | auto
+    backend: str = "auto"  # sandbox backend: auto | docker | bwrap | unsafe-local
     llm: dict | None = None  # LLM endpoint settings (base_url, model, api_key_env, ...); None: builtin
     epochs: int = 100
+    fold: list[int] | None = None  # [k, K]: test units are fold k of K (cross-validation)
+    specs_dir: str | None = None  # --specs: a folder of <dataset>.json mapping specs (user-written)
     created: str = ""
 
 
@@ -43,6 +48,7 @@ class RunStatus(BaseModel):
     state: State
     error: str | None = None
     updated: str
+    llm: dict | None = None  # LLM calls, tokens, cost and latency of the run (None: no LLM)
 
 
 class RunFolder:
@@ -73,8 +79,8 @@ class RunFolder:
             return None
         return RunStatus.model_validate_json(self.status_json.read_text())
 
-    def set_status(self, state: State, error: str | None = None) -> None:
-        st = RunStatus(state=state, error=error, updated=_now())
+    def set_status(self, state: State, error: str | None = None, llm: dict | None = None) -> None:
+        st = RunStatus(state=state, error=error, updated=_now(), llm=llm)
         atomic.write_text(self.status_json, st.model_dump_json(indent=2))
 
 
