@@ -121,14 +121,15 @@ def task_inputs(task: Task) -> list[Path]:
     return [out]
 
 
-def harmonycell_run(task: Task, seed: int, budget: int, epochs: int) -> Path:
+def harmonycell_run(task: Task, seed: int, budget: int, epochs: int, backend: str = "auto") -> Path:
     """A finished HarmonyCell run of the task (reused when one already finished)."""
     root = CACHE / "runs" / f"{task.key}-s{seed}"
     done = [p.parent for p in root.glob("*/verdict.json")]
     if done:
         return done[0]
     cmd = [sys.executable, "-m", "harmonycell.agents.cli", "run", *map(str, task_inputs(task)), "--task", task.kind,
-           "--seed", str(seed), "--budget", str(budget), "--epochs", str(epochs), "--out", str(root)]
+           "--seed", str(seed), "--budget", str(budget), "--epochs", str(epochs), "--out", str(root),
+           "--backend", backend, "--no-kb"]  # a benchmark neither reads nor writes the user's knowledge base
     t0 = time.time()
     subprocess.run(cmd, check=True)
     print(f"[experts] harmonycell run {task.key} seed {seed}: {time.time() - t0:.0f} s", flush=True)
@@ -166,7 +167,8 @@ def summarise(rows: list[dict]) -> dict[str, float | None]:
     return out
 
 
-def evaluate_task(task: Task, seed: int, experts: list[str], budget: int, epochs: int) -> dict:
+def evaluate_task(task: Task, seed: int, experts: list[str], budget: int, epochs: int,
+                  backend: str = "auto") -> dict:
     import anndata as ad
     import numpy as np
 
@@ -175,7 +177,7 @@ def evaluate_task(task: Task, seed: int, experts: list[str], budget: int, epochs
     from harmonycell.tools.evaluation.compare import compare_all
 
     t0 = time.time()
-    run_dir = harmonycell_run(task, seed, budget, epochs)
+    run_dir = harmonycell_run(task, seed, budget, epochs, backend)
     our_wall = time.time() - t0
     verdict = json.loads((run_dir / "verdict.json").read_text())
     tree = json.loads((run_dir / "tree.json").read_text())
@@ -267,6 +269,7 @@ def main() -> int:
     ap.add_argument("--experts", default=",".join(EXPERTS))
     ap.add_argument("--budget", type=int, default=3, help="HarmonyCell search budget (nodes)")
     ap.add_argument("--epochs", type=int, default=60, help="epoch cap for our nodes and the experts")
+    ap.add_argument("--backend", default="auto", help="sandbox of HarmonyCell's own nodes")
     ap.add_argument("--render", action="store_true", help="only re-render docs/experts.md")
     args = ap.parse_args()
     if not args.render:
@@ -278,7 +281,8 @@ def main() -> int:
             results["install"][name] = "installed in its own venv" if py else f"cannot run here: {why}"
         for key in args.tasks.split(","):
             for seed in map(int, args.seeds.split(",")):
-                results["tasks"].append(evaluate_task(TASKS[key], seed, experts, args.budget, args.epochs))
+                results["tasks"].append(evaluate_task(TASKS[key], seed, experts, args.budget, args.epochs,
+                                                      args.backend))
         results["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         from harmonycell.tools.record import atomic
 
