@@ -255,10 +255,15 @@ def render(results: dict) -> str:
             vs = "" if name == "harmonycell" else versus(e, "harmonycell")
             lines.append(f"| {label} | {fmt(m[METRICS[0]])} | {fmt(m['DeltaPCC'])} | {fmt(m['RMSE'])} | "
                          f"{fmt(e.get('wall_s'), 0)} | {fmt(e.get('peak_rss_mb'), 0)} | {vs} |")
-        wins = [n for n, e in res["entries"].items() if n in EXPERTS and "better" in versus(e, "harmonycell")[:6]]
-        lines += ["", f"Where an expert beats HarmonyCell's pick here: {', '.join(wins)}." if wins else
-                  "No expert is better than HarmonyCell's pick here with the interval excluding 0 "
-                  "(see each row: indistinguishable is not a loss either way)."]
+        better = [n for n, e in res["entries"].items() if n != "harmonycell" and versus(e, "harmonycell").startswith("better")]
+        worse = [n for n, e in res["entries"].items() if n != "harmonycell" and versus(e, "harmonycell").startswith("worse")]
+        kind = {n: "expert" if n in EXPERTS else "baseline" for n in res["entries"]}
+        lines += ["", ("Better than HarmonyCell's pick here (interval excluding 0): "
+                       + ", ".join(f"{n} ({kind[n]})" for n in better) + "." if better else
+                       "Nothing here is better than HarmonyCell's pick with the interval excluding 0.")
+                  + (" Worse than it: " + ", ".join(f"{n} ({kind[n]})" for n in worse) + "." if worse else "")
+                  + (" With a single test query no interval exists: this task decides nothing."
+                     if res["n_queries"] < 3 else "")]
     return "\n".join(lines) + "\n"
 
 
