@@ -77,7 +77,11 @@ class Planner(StepAgent):
         """Once per run: knowledge-base retrieval, then the time estimate, both on the record."""
         cfg = self.ctx.config
         tree.seed, tree.started_at = cfg.seed, time.time()
-        if cfg.use_kb:
+        if cfg.kb_replay is not None:  # replay --rerun: the recorded retrieval, not today's KB
+            tree.kb, tree.priors = dict(cfg.kb_replay["kb"]), dict(cfg.kb_replay.get("priors") or {})
+            self.ctx.transcript.append("event", self.name, "knowledge_base",
+                                       {**tree.kb, "priors": tree.priors, "replayed": True})
+        elif cfg.use_kb:
             from harmonycell.tools.search.knowledge import KnowledgeBase, action_priors, embed
 
             kb = KnowledgeBase(cfg.kb_path)
@@ -85,7 +89,8 @@ class Planner(StepAgent):
             retrieval = kb.retrieve(embed([profile])[0])
             tree.kb = {**retrieval.summary(), "path": str(kb.path)}
             tree.priors = action_priors(retrieval.entries) if retrieval.mode == "warm start" else {}
-            self.ctx.transcript.append("event", self.name, "knowledge_base", {**tree.kb, "profile": profile})
+            self.ctx.transcript.append("event", self.name, "knowledge_base",
+                                       {**tree.kb, "profile": profile, "priors": tree.priors})
             self.ctx.console.print(f"[bold]knowledge base[/] {kb.path}: {retrieval.mode} ({retrieval.reason})")
         else:
             tree.kb = {"mode": "tabula rasa", "reason": "--no-kb: the knowledge base is not used"}
@@ -138,7 +143,7 @@ class Planner(StepAgent):
     def _remember(self, tree: T.Tree, best: T.Node | None) -> None:
         """Store the finished search in the knowledge base (never data or targets)."""
         cfg = self.ctx.config
-        if not cfg.use_kb or not tree.trained():
+        if not cfg.use_kb or cfg.kb_replay is not None or not tree.trained():
             return
         from harmonycell.tools.search.knowledge import KnowledgeBase, NodeRecord, RunRecord, embed
 

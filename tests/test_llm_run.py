@@ -42,6 +42,8 @@ def test_llm_run_counts_every_token_and_switches_to_builtin_at_the_budget(synthe
     assert [c["source"] for c in calls] == ["Unifier", "Planner", "Planner"]
     assert all(c["content"]["messages"][0]["role"] == "system" and c["content"]["latency_s"] >= 0 for c in calls)
     assert calls[1]["content"]["verdict"].startswith("rejected") and "transformer9" in calls[1]["content"]["verdict"]
+    # the Planner is told what the knowledge base retrieved (here: tabula rasa, no priors)
+    assert '"knowledge_base": {"mode": "tabula rasa", "action_priors": {}}' in calls[1]["content"]["messages"][-1]["content"]
     plan = next(r for r in recs if r["kind"] == "message" and r["type"] == "NodePlan")
     assert plan["content"]["action"] == choice and plan["content"]["reason"].startswith("LLM: cheap")
     stop = next(r for r in recs if r["type"] == "llm_budget_reached")

@@ -68,25 +68,24 @@ def run_cheat(backend, run_folder, name: str, code: str):
     return res, node
 
 
-def host_scores(adata, root: Path, node: Path) -> tuple[dict, dict]:
-    """The host's test metrics of the node's predictions, and the baselines'."""
+def host_scores(adata, root: Path, node: Path) -> tuple[dict, dict, bool]:
+    """The host's test metrics of the node's predictions, the baselines', and the Judge's
+    ``useful``: better than every baseline on the search metric, paired per query, with the
+    interval excluding 0 (the same comparisons the Evaluator hands the Judge)."""
     from harmonycell.tools.data.taskdata import load_meta, queries_from_meta
     from harmonycell.tools.evaluation.baselines import compute_baselines
+    from harmonycell.tools.evaluation.compare import compare_all, usefulness
     from harmonycell.tools.evaluation.scoring import score_prediction_file
 
     meta = load_meta(root / "data" / "sandbox")
     rep = score_prediction_file(adata, "test", node / "pred_test.npy", queries_from_meta(meta, "test"),
                                 genes=meta["genes"])
-    return dict(rep.aggregate), compute_baselines(adata, "test").baselines
-
-
-def judge_presents_success(metrics: dict, baselines: dict) -> bool:
-    """What the Judge's report would present: every comparison with a baseline won."""
-    from harmonycell.agents.judge import Judge
-    from harmonycell.agents.messages import TestScored
-
-    beats = Judge._beats(TestScored(node_id="n", metrics=metrics, baselines=baselines))
-    return bool(beats) and all(c.passed for c in beats)
+    base = compute_baselines(adata, "test")
+    comparisons = compare_all([r.model_dump() for r in rep.per_perturbation],
+                              {n: [r.model_dump() for r in rows] for n, rows in base.per_query.items()})
+    assert comparisons, "no comparison was made: the test could not tell success from failure"
+    useful, _ = usefulness(comparisons)
+    return dict(rep.aggregate), base.baselines, useful
 
 
 def test_b_d_e_f_every_way_out_fails_inside_the_sandbox(backend, run_folder, tmp_path):
@@ -130,10 +129,10 @@ def test_a_random_predictions_are_scored_as_no_better_than_baselines(backend, ru
     root, adata = run_folder
     res, node = run_cheat(backend, run_folder, "random", RANDOM)
     assert res.ok, res.stderr_tail
-    metrics, baselines = host_scores(adata, root, node)
+    metrics, baselines, useful = host_scores(adata, root, node)
     assert metrics["RMSE"] > baselines["control_mean"]["RMSE"]
     assert metrics["DeltaPCC"] < baselines["train_mean"]["DeltaPCC"]
-    assert not judge_presents_success(metrics, baselines)
+    assert useful is False
 
 
 @pytest.mark.parametrize("mode", ["copied controls", "train mean"])
@@ -141,9 +140,9 @@ def test_c_a_replaced_prediction_writer_is_scored_as_no_better_than_baselines(ba
     root, adata = run_folder
     res, node = run_cheat(backend, run_folder, mode.replace(" ", "-"), WRITER.format(mode=mode))
     assert res.ok, res.stderr_tail
-    metrics, baselines = host_scores(adata, root, node)
+    metrics, baselines, useful = host_scores(adata, root, node)
     # the host scores the file the sandbox wrote, whoever wrote it: a trivial predictor scores
-    # like the trivial baselines, and the report does not present it as a success
-    assert not judge_presents_success(metrics, baselines), (metrics, baselines)
+    # like the trivial baselines, and the verdict does not call it useful
+    assert useful is False, (metrics, baselines)
     best_pcc = max(b.get("DeltaPCC") or -1 for b in baselines.values())
     assert (metrics.get("DeltaPCC") or -1) <= best_pcc + 1e-6

@@ -63,6 +63,25 @@ def llm_replay(cfg, records: list[dict]):
     return ReplayClient(calls)
 
 
+def search_as_recorded(run, cfg, records: list[dict]) -> dict:
+    """The search's options that reproduce the recorded decisions: the recorded knowledge-base
+    retrieval served back (today's KB holds the recorded run itself), and, for a search the clock
+    cut short, the number of nodes it trained instead of a wall-clock limit."""
+    from harmonycell.tools.search.tree import Tree
+
+    kb = next((r["content"] for r in records if r.get("kind") == "event" and r.get("type") == "knowledge_base"), None)
+    if kb is not None and kb.get("mode") == "warm start" and "priors" not in kb:
+        raise InputError("this run was warm-started from a knowledge base whose priors the transcript "
+                         "does not record, so its search cannot be reproduced", where="replay --rerun",
+                         fix="re-run runs recorded by this version, or runs made with --no-kb")
+    replay_kb = ({"kb": {k: v for k, v in kb.items() if k not in ("priors", "profile", "replayed")},
+                  "priors": kb.get("priors") or {}} if kb is not None else None)
+    tree = Tree.load(run.tree_json)
+    budget = len(tree.trained()) if getattr(tree, "cut_short", False) else cfg.budget_nodes
+    return {"budget_nodes": max(1, budget), "time_limit_s": None, "use_kb": kb is not None,
+            "kb_replay": replay_kb}
+
+
 def rerun(run_dir: Path, out: Path | None, console: Console) -> int:
     """Re-execute a recorded run in a fresh folder and compare every decision and metric."""
     import secrets
@@ -93,8 +112,8 @@ def rerun(run_dir: Path, out: Path | None, console: Console) -> int:
     out = Path(out) if out else run.root.parent / "reruns"
     new = create_run(out, [Path(f.path) for f in cfg.inputs], cfg.task.value,
                      run_id=f"{cfg.run_id}-rerun-{secrets.token_hex(2)}", seed=cfg.seed,
-                     budget_nodes=cfg.budget_nodes, node_timeout_s=cfg.node_timeout_s,
-                     backend=ran_on, llm=cfg.llm, epochs=cfg.epochs)
+                     node_timeout_s=cfg.node_timeout_s, backend=ran_on, llm=cfg.llm, epochs=cfg.epochs,
+                     fold=cfg.fold, specs_dir=cfg.specs_dir, **search_as_recorded(run, cfg, recorded))
     t0 = time.monotonic()
     drive(new, llm_client=client)
     took = time.monotonic() - t0

@@ -94,7 +94,10 @@ def propose_expansion(ctx, tree: T.Tree, untried: Callable[[T.Node], list[str]])
     if not menu:
         return None
     profile = {"task": ctx.config.task.value, "budget_nodes": ctx.config.budget_nodes,
-               "trained_nodes": len(tree.trained())}
+               "trained_nodes": len(tree.trained()),
+               # what the knowledge base retrieved (SPEC 6): its mode and the action priors it gave
+               "knowledge_base": {"mode": (tree.kb or {}).get("mode", "tabula rasa"),
+                                  "action_priors": dict(sorted(tree.priors.items(), key=lambda kv: -kv[1])[:12])}}
     out = session.ask("Planner", "next_expansion", SYSTEM, render_prompt(tree, menu, profile),
                       lambda r: parse_expansion(r, tree, menu), reask=REASK)
     if out.value is None:

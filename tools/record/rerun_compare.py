@@ -5,7 +5,7 @@ What is compared: every message (audit reports, mapping specs and unified data b
 files by content, with the run folder's own path masked), node
 plans, node statuses and code, scores, the search's end, the test scores and baselines, the
 verdict's checks) and every tool call's arguments and results (the host's metrics among them).
-What is not: timestamps, wall-clock times and what is derived from them (the search reward's
+What is not: timestamps, wall-clock and CPU times and what is derived from them (the search reward's
 time term, a report naming its own run id and transcript head), ``event`` records (warnings,
 resumes) and ``llm_call`` records (served back, not re-decided). Floats are equal within
 ``FLOAT_TOL`` (relative and absolute): CPU training is seeded and deterministic, and on one
@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 FLOAT_TOL = 1e-6
 # Fields that hold a time, or a value computed from one, or the run's own identity.
-VOLATILE = frozenset({"ts", "wall_s", "seconds", "train_seconds", "total_seconds", "reward",
+VOLATILE = frozenset({"ts", "wall_s", "cpu_s", "seconds", "train_seconds", "total_seconds", "reward",
                       "transcript_head", "report", "run_id", "created", "updated"})
 COMPARED_KINDS = ("message", "tool_call")
 # Files that name their own run (id, folder, transcript head): present on both sides, not compared.
