@@ -17,10 +17,18 @@ class Planner(StepAgent):
     def _untried(self, tree: T.Tree, node: T.Node) -> list[str]:
         tried = {tree.nodes[c].action for c in node.children}
         options = root_actions() if node.id == T.ROOT else child_actions(node.action)
-        return [a for a in options if a not in tried]
+        banned = set(self.ctx.config.exclude)  # paradigms or backbones the person ruled out
+        return [a for a in options if a not in tried and not banned & set(a.split("/")[:2])]
 
     def _next(self, tree: T.Tree) -> NodePlan | SearchDone:
         n_done = len(tree.trained())
+        limit = self.ctx.config.time_limit_s
+        spent = sum(n.wall_s or 0.0 for n in tree.nodes.values())
+        if limit is not None and n_done and spent >= limit:
+            best = tree.best()
+            tree.save(self.ctx.run.tree_json)
+            return SearchDone(best_node=best.id if best else None, n_nodes=n_done,
+                              reason=f"time budget of {limit:g}s spent ({spent:.0f}s of training)")
         if n_done >= self.ctx.config.budget_nodes:
             best = tree.best()
             tree.save(self.ctx.run.tree_json)
@@ -54,6 +62,10 @@ class Planner(StepAgent):
             return SearchDone(best_node=None, n_nodes=0, reason=f"the user stopped the run: {a.note or 'declined'}")
         if a.budget_nodes:
             self.ctx.config.budget_nodes = a.budget_nodes
+        for change in a.changes:  # the person's steering, already validated by the chat
+            self.ctx.config.exclude = sorted(set(self.ctx.config.exclude) | set(change.exclude))
+            if change.time_limit_s:
+                self.ctx.config.time_limit_s = change.time_limit_s
         return self.on_UnifyDone(None)
 
     def on_NodeScored(self, s: NodeScored) -> NodePlan | SearchDone:

@@ -35,9 +35,12 @@ PRODUCES: dict[str, tuple[type[BaseModel], ...]] = {
 }
 
 
-# Chat mode puts the person between the data and the search: they approve (and may size) it.
-CHAT_ROUTES: dict[type[BaseModel], str] = {**ROUTES, m.UnifyDone: "User", m.Approval: "Planner"}
-CHAT_PRODUCES: dict[str, tuple[type[BaseModel], ...]] = {**PRODUCES, "User": (m.Approval,)}
+# Chat mode puts the person between the data and the search, and between search rounds: they
+# approve, size and steer it (an Approval carries their changes), or pass the result on to the test.
+# Their Steer and Question messages are recorded, not routed.
+CHAT_ROUTES: dict[type[BaseModel], str] = {**ROUTES, m.UnifyDone: "User", m.Approval: "Planner",
+                                           m.SearchDone: "User", m.SearchReviewed: "Evaluator"}
+CHAT_PRODUCES: dict[str, tuple[type[BaseModel], ...]] = {**PRODUCES, "User": (m.Approval, m.SearchReviewed)}
 
 
 def next_speaker(content: BaseModel, routes: dict[type[BaseModel], str] = ROUTES) -> str | None:

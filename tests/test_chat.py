@@ -1,39 +1,97 @@
-"""`harmonycell chat` in a real pseudo-terminal: the person names inputs (a typo is answered, not
-fatal), approves and sizes the search, and asks about the result."""
+"""`harmonycell chat` in a real pseudo-terminal: a whole conversation with off-script turns.
+
+The person states the intent in plain words (a folder and a sentence), asks two questions at the
+approval prompt, steers the search once, and asks two questions after the run; the answers come
+from the run folder's records and every human turn is on the transcript as a User message."""
 
 import json
+import os
+import re
 import sys
 
 import pexpect
 
+from harmonycell.tools.search.actions import BACKBONES
 
-def test_chat_session(synthetic_dir, tmp_path):
+
+# a plain terminal (no colour codes between the words; rich wraps it at 80 columns)
+ENV = {**os.environ, "TERM": "dumb", "COLUMNS": "250"}
+
+
+def spawn(out, *args):
+    return pexpect.spawn(sys.executable, ["-m", "harmonycell.agents.cli", "chat", "--out", str(out),
+                                          "--epochs", "2", "--backend", "local", *args],
+                         encoding="utf-8", timeout=int(os.environ.get("CHAT_TIMEOUT", 600)), dimensions=(60, 250), env=ENV)
+
+
+def said(text: str) -> str:
+    """A regex for ``text`` that lets the terminal wrap its lines between words."""
+    return r"\s+".join(text.split())
+
+
+def records(run_dir):
+    return [json.loads(line) for line in (run_dir / "transcript.jsonl").read_text().splitlines()]
+
+
+def test_chat_conversation_with_questions_and_steering(synthetic_dir, tmp_path):
     out = tmp_path / "runs"
-    child = pexpect.spawn(sys.executable, ["-m", "harmonycell.agents.cli", "chat", "--out", str(out),
-                                           "--epochs", "2", "--backend", "local"],
-                          encoding="utf-8", timeout=600, dimensions=(50, 200))
-    child.expect("Which .h5ad files")
-    child.sendline(str(tmp_path / "nope.h5ad"))
-    child.expect("file not found")
-    child.expect("Which .h5ad files")
-    child.sendline(f"{synthetic_dir / 'labA_counts.h5ad'} {synthetic_dir / 'labB_lognorm.h5ad'}")
-    child.expect("Which task")
-    child.sendline("")  # the default: unseen-perturbation
-    child.expect("Start the model search")
-    child.sendline("maybe")
-    child.expect("Please answer")
-    child.sendline("1")
-    child.expect("Ask about the result")
-    child.sendline("report")
+    child = spawn(out)
+    child.logfile_read = open(tmp_path / "session.txt", "w")
+    child.expect(said("What would you like to predict"))
+    child.sendline(f"{synthetic_dir} I want to predict how an unseen cell line responds, "
+                   f"in 1 node, no generative models")
+    child.expect(said("I understood: 2 input"))
+    child.expect("unseen-cell-context")
+    child.expect(said("will not try: generative"))
+    # the UnifyDone line names the held-out cell type, not a count of perturbations
+    child.expect(said(r"test holds out cell type Line[AB] \(lab"))
+    child.expect(said("Start the model search with 1 node"))
+    child.sendline("why only 500 genes?")
+    child.expect(said("the intersection"))
+    child.expect(said("Start the model search"))
+    child.sendline("which cell type is held out?")
+    child.expect(said(r"test \(\d+ cells\): cell type Line[AB]"))
+    child.expect(said("Start the model search"))
+    child.sendline("and please no resnet")
+    child.expect(said("noted. The search will try discriminative/gated-mlp"))
+    child.expect(said("Start the model search"))
+    child.sendline("y")
+    child.expect(said("Test n001 on the held-out split now"))
+    child.sendline("y")
+    child.expect(said("Ask about the result"))
+    child.sendline("which model won and why?")
+    child.expect(said(r"n001 \(discriminative/gated-mlp\) won"))
+    child.expect(said("Ask about the result"))
+    child.sendline("how does it compare to the baselines?")
     child.expect("train_mean")
-    child.expect("Ask about the result")
+    child.expect(said("Ask about the result"))
     child.sendline("quit")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0, child.before
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    recs = [json.loads(l) for l in (run_dir / "transcript.jsonl").read_text().splitlines()]
+    recs = records(run_dir)
+    user = [r for r in recs if r["source"] == "User" and r["kind"] == "message"]
+    intent = next(r["content"] for r in user if r["type"] == "RunIntent")
+    assert intent["task"] == "unseen-cell-context" and intent["exclude"] == ["generative"]
+    assert intent["budget_nodes"] == 1 and len(intent["files"]) == 2
+    questions = [r["content"] for r in user if r["type"] == "Question"]
+    assert [q["topic"] for q in questions] == ["genes", "held_out", "winner", "baselines"]
+    assert all(q["sources"] for q in questions)
+    assert "LineA" in questions[1]["answer"] or "LineB" in questions[1]["answer"]
+    (steer,) = [r["content"] for r in user if r["type"] == "Steer"]
+    assert steer["exclude"] == ["resnet"]
     approval = next(r for r in recs if r["type"] == "Approval")
-    assert approval["source"] == "User" and approval["content"]["budget_nodes"] == 1
+    assert approval["source"] == "User" and approval["content"]["changes"][0]["exclude"] == ["resnet"]
+    # the Planner honoured both exclusions: the one node trained is neither generative nor a resnet
     tree = json.loads((run_dir / "tree.json").read_text())
-    assert sum(1 for n in tree["nodes"].values() if n["status"] == "ok") == 1
+    trained = [n["action"] for n in tree["nodes"].values() if n["status"] == "ok"]
+    assert trained == ["discriminative/gated-mlp"]
+    assert BACKBONES["resnet"].paradigm == "discriminative"  # so the resnet exclusion was a real choice
+
+    # replay shows the person's turns and the answers beside the agents' messages
+    replay = pexpect.run(f"{sys.executable} -m harmonycell.agents.cli replay {run_dir}", encoding="utf-8",
+                         dimensions=(60, 250), env=ENV)
+    for text in ("User RunIntent", r"Q: why only 500 genes\?", "User Steer", "exclude resnet",
+                 "Unifier -> User UnifyDone", r"User -> Evaluator SearchReviewed"):
+        assert re.search(said(text), replay), text

@@ -7,14 +7,16 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import List, Optional
+from functools import partial
+from typing import Callable, List, Optional, Sequence
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.prompt import Prompt
 
 from harmonycell.agents.cli import data as cli_data, evaluation as cli_eval, sandbox as cli_sandbox, train as cli_train
-from harmonycell.agents.cli.chat import Ask, User, answer_questions, ask_inputs, ask_task
+from harmonycell.agents.cli.chat import converse
 from harmonycell.agents.context import RunContext
 from harmonycell.agents.policies.llm import LLMConfig, load_llm_config
 from harmonycell.agents.messages import RunRequest
@@ -30,22 +32,29 @@ from harmonycell.tools.record.transcript import Transcript
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Predict single-cell perturbation responses from heterogeneous .h5ad files.")
 console = Console()
+Person = Callable[[RunContext], object]  # chat mode: makes the User agent for a run's context
 err = Console(stderr=True, soft_wrap=True)
 
 
 def start(files: list[Path], task: str, out: Path, llm_config: Path | None = None,
-          ask: Ask | None = None, **options) -> RunFolder:
-    """Validate everything, create the run folder, and drive the team to the end."""
+          person: Person | None = None, opening: Sequence[tuple] = (), **options) -> RunFolder:
+    """Validate everything, create the run folder, and drive the team to the end.
+
+    ``opening``: (kind, source, type, content) records that come first (chat: the person's request)."""
     llm = load_llm_config(llm_config).model_dump() if llm_config else None
     run = create_run(out, files, task, llm=llm, **options)
-    drive(run, ask)
+    transcript = Transcript(run.root)
+    for kind, source, type_, content in opening:
+        transcript.append(kind, source, type_, content)
+    drive(run, person)
     return run
 
 
-def drive(run: RunFolder, ask: Ask | None = None) -> None:
+def drive(run: RunFolder, person: Person | None = None) -> None:
     """Run (or resume) the team on a prepared run folder; mark it failed or complete.
 
-    With ``ask`` (chat mode) a User agent joins the team between the data and the search.
+    With ``person`` (chat mode) the User agent it makes joins the team between the data and the
+    search and between search rounds.
     """
     cfg = run.config()
     with warnings.catch_warnings(record=True) as caught:
@@ -57,8 +66,9 @@ def drive(run: RunFolder, ask: Ask | None = None) -> None:
         err.print(f"[bold yellow]warning:[/] {w.message}")
         ctx.transcript.append("event", "harmonycell", "sandbox_warning", {"warning": str(w.message)})
     team = None
-    if ask is not None:
-        team = build_team(ctx, extra=[User(ctx, ask)], routes=CHAT_ROUTES, produces=CHAT_PRODUCES)
+    if person is not None:
+        ctx.chat = True
+        team = build_team(ctx, extra=[person(ctx)], routes=CHAT_ROUTES, produces=CHAT_PRODUCES)
     console.print(f"[bold]HarmonyCell[/] run [cyan]{cfg.run_id}[/] -> {run.root}")
 
     def interrupt(signum, frame):  # stop the sandbox job too, not just this process
@@ -118,12 +128,12 @@ def chat(
     backend: str = typer.Option("auto", help="sandbox: docker | local | auto"),
     llm_config: Optional[Path] = typer.Option(None, "--llm-config", help="LLM policies (see `run`)"),
 ) -> None:
-    """A conversation in the terminal: you approve the search and ask about the result."""
-    ask = lambda q: Prompt.ask(f"[bold yellow]you[/] {q}", console=console, default="", show_default=False)
-    files = files or ask_inputs(ask, console)
-    task = task or ask_task(ask, console)
-    run = start(files, task, out, llm_config, ask=ask, budget_nodes=budget, epochs=epochs, backend=backend)
-    answer_questions(run, ask, console)
+    """A conversation in the terminal: say what you want in your words, ask questions at any
+    turn, steer the search, and ask about the result."""
+    ask = lambda q: Prompt.ask(f"[bold yellow]you[/] {escape(q)}", console=console, default="", show_default=False)
+    llm = load_llm_config(llm_config) if llm_config else None
+    converse(files, task, ask, console, partial(start, out=out, llm_config=llm_config), llm=llm,
+             budget=budget, epochs=epochs, backend=backend)
 
 
 @app.command()

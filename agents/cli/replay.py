@@ -23,9 +23,11 @@ def replay(run_dir: Path, verify: bool, console: Console) -> int:
             return 1
         console.print(f"[green]OK[/]: {res.n_records} records, hash chain and artifacts intact")
         return 0
-    for rec in read_records(run_dir / "transcript.jsonl"):
+    recs = list(read_records(run_dir / "transcript.jsonl"))
+    chat = any(r.get("source") == "User" for r in recs)  # a person was in the conversation
+    for rec in recs:
         if "_invalid" in rec:
             console.print(f"[red]{rec['_invalid']}[/]")
             continue
-        render_record(console, rec)
+        render_record(console, rec, chat=chat)
     return 0

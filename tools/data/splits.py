@@ -76,7 +76,32 @@ def unseen_perturbation(obs: pd.DataFrame, rng: np.random.Generator) -> tuple[np
     return split, {"train_conditions": train, "val_conditions": val, "test_conditions": test}
 
 
-def unseen_cell_context(obs: pd.DataFrame, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+def _unit_key(name: str) -> str:
+    """'B cells', 'b cell' and 'B' name the same cell type."""
+    key = " ".join(str(name).lower().replace("_", " ").split())
+    for tail in (" cells", " cell", "s"):
+        if key.endswith(tail) and len(key) > len(tail):
+            key = key[: -len(tail)]
+            break
+    return key
+
+
+def match_contexts(names: list[str], contexts: list[str]) -> list[str]:
+    """Contexts (``dataset|cell type``) that the person's ``names`` pick, by cell type or label."""
+    picked = []
+    for name in names:
+        key = _unit_key(name)
+        hits = [c for c in contexts if key in {_unit_key(c), _unit_key(c.split("|", 1)[-1])}]
+        if not hits:
+            types = sorted({c.split("|", 1)[-1] for c in contexts})
+            raise InputError(f"no cell type or context named {name!r} in the data", where="hold out",
+                             fix=f"name one of: {', '.join(types)}")
+        picked += [c for c in hits if c not in picked]
+    return picked
+
+
+def unseen_cell_context(obs: pd.DataFrame, rng: np.random.Generator,
+                        hold_out: list[str] | None = None) -> tuple[np.ndarray, dict]:
     ctx = context_labels(obs)
     pert = ~obs["is_control"].astype(bool)
     by_ctx = {c: set(obs.loc[pert & (ctx == c), "condition_name"].astype(str)) for c in sorted(ctx.unique())}
@@ -87,23 +112,28 @@ def unseen_cell_context(obs: pd.DataFrame, rng: np.random.Generator) -> tuple[np
     # known perturbations in an unknown context
     shared = [c for c, s in by_ctx.items() if s & set().union(*(t for d, t in by_ctx.items() if d != c))]
     pool = shared or sorted(by_ctx)
-    test_ctx = pool[int(rng.integers(len(pool)))]
-    in_test = (ctx == test_ctx).to_numpy()
-    train_conds = sorted(set().union(*(s for c, s in by_ctx.items() if c != test_ctx)))
-    others = [c for c in pool if c != test_ctx] if len(by_ctx) >= 3 else []
+    held = match_contexts(hold_out, sorted(by_ctx)) if hold_out else [pool[int(rng.integers(len(pool)))]]
+    if len(held) == len(by_ctx):
+        raise InputError("holding out every cell context leaves nothing to train on", where="hold out",
+                         fix="name fewer cell types")
+    test_ctx = held[0]
+    in_test = ctx.isin(held).to_numpy()
+    train_conds = sorted(set().union(*(s for c, s in by_ctx.items() if c not in held)))
+    others = [c for c in pool if c not in held] if len(by_ctx) - len(held) >= 2 else []
     if others:
         # validation asks the task's own question: a second whole context held out from training
         val_ctx = others[int(rng.integers(len(others)))]
         split = np.full(len(obs), "train", dtype=object)
         split[(ctx == val_ctx).to_numpy()] = "val"
         split[in_test] = "test"
-        return split, {"test_context": test_ctx, "val_context": val_ctx, "train_conditions": train_conds}
+        return split, {"test_context": test_ctx, "test_contexts": held, "val_context": val_ctx,
+                       "train_conditions": train_conds}
     rest, val = carve(train_conds, VAL_FRACTION, rng)
     split = np.full(len(obs), "train", dtype=object)
     split[(~in_test) & obs["condition_name"].astype(str).isin(val).to_numpy()] = "val"
     split_controls(obs, split, {"train": len(rest), "val": len(val)}, rng, rows=~in_test)
     split[in_test] = "test"
-    return split, {"test_context": test_ctx, "val_conditions": val, "train_conditions": rest}
+    return split, {"test_context": test_ctx, "test_contexts": held, "val_conditions": val, "train_conditions": rest}
 
 
 def unseen_combination(obs: pd.DataFrame, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
@@ -137,11 +167,16 @@ KINDS = {
 }
 
 
-def assign_splits(adata: AnnData, task: TaskKind | str, seed: int = 0) -> AnnData:
-    """Set ``obs['split']`` (train/val/test) and ``uns['split_info']``; returns ``adata``."""
+def assign_splits(adata: AnnData, task: TaskKind | str, seed: int = 0, hold_out: list[str] | None = None) -> AnnData:
+    """Set ``obs['split']`` (train/val/test) and ``uns['split_info']``; returns ``adata``.
+
+    ``hold_out`` names the cell types (or ``dataset|cell type`` contexts) the test must hold out."""
     task = TaskKind.parse(task) if isinstance(task, str) else task
     rng = np.random.default_rng(seed)
-    split, info = KINDS[task](adata.obs, rng)
+    if hold_out and task != TaskKind.unseen_cell_context:
+        raise InputError(f"holding out cell types needs the unseen-cell-context task, not {task.value}",
+                         where="hold out", fix="use --task unseen-cell-context or drop the hold-out")
+    split, info = (KINDS[task](adata.obs, rng, hold_out) if hold_out else KINDS[task](adata.obs, rng))
     adata.obs[SPLIT] = pd.Categorical(split, categories=["train", "val", "test"])
     counts = adata.obs[SPLIT].value_counts()
     adata.uns["split_info"] = {"task": task.value, "seed": int(seed),

@@ -368,7 +368,7 @@ def dataset_ids(paths: list[Path]) -> list[str]:
 
 
 def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, n_hvg: int = N_HVG,
-          specs: dict[str, MappingSpec] | None = None) -> UnifyOutcome:
+          specs: dict[str, MappingSpec] | None = None, hold_out: list[str] | None = None) -> UnifyOutcome:
     """Unify ``paths`` into one canonical AnnData. ``specs`` (stem -> spec) come from a caller's
     policy (e.g. an LLM); they are validated and repaired exactly like builtin ones."""
     paths = [Path(p) for p in paths]
@@ -404,7 +404,7 @@ def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, 
     adata.obs["is_control"] = adata.obs["is_control"].astype(bool)
     split_info = None
     if task is not None:
-        assign_splits(adata, task, seed)
+        assign_splits(adata, task, seed, hold_out=hold_out)
         split_info = dict(adata.uns["split_info"])
     reports = [input_report(p, l) for p, l in zip(preps, lost)]
     report = UnifyReport(

@@ -36,6 +36,10 @@ class RunConfig(BaseModel):
     backend: str = "auto"  # sandbox backend: docker | local | auto
     llm: dict | None = None  # LLM endpoint settings (base_url, model, api_key_env, ...); None: builtin
     epochs: int = 100
+    # said by the person (chat) or on the command line; honoured by the Unifier's split and the Planner
+    hold_out: list[str] = Field(default_factory=list, description="cell types / contexts the test holds out")
+    exclude: list[str] = Field(default_factory=list, description="paradigms or backbones not to try")
+    time_limit_s: float | None = Field(None, gt=0, description="search wall-clock budget")
     created: str = ""
 
 
