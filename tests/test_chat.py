@@ -95,3 +95,54 @@ def test_chat_conversation_with_questions_and_steering(synthetic_dir, tmp_path):
     for text in ("User RunIntent", r"Q: why only 500 genes\?", "User Steer", "exclude resnet",
                  "Unifier -> User UnifyDone", r"User -> Evaluator SearchReviewed"):
         assert re.search(said(text), replay), text
+
+
+def test_chat_data_change_starts_a_new_run_and_run_again_reuses_the_inputs(synthetic_dir, tmp_path):
+    """Holding out a named cell type at the approval prompt needs a new split: the run stops and a
+    new one holds that cell type out; 'run again with ...' starts a third from the same inputs.
+    No node trains (each search is declined), so this stays fast."""
+    out = tmp_path / "runs"
+    child = spawn(out)
+    child.logfile_read = open(tmp_path / "session.txt", "w")
+    child.expect(said("What would you like to predict"))
+    child.sendline(f"{synthetic_dir}/*.h5ad what do knockouts we have not screened do?")
+    child.expect(said("task unseen-perturbation"))
+    child.expect(said("Start the model search"))
+    child.sendline("hold out the Nonexistent cells")
+    child.expect(said("no cell type or context named 'Nonexistent cells'"))
+    child.sendline("hold out LineA")
+    child.expect(said("a new run, as asked"))
+    child.expect(said("test holds out cell type LineA"))
+    child.expect(said("Start the model search"))
+    child.sendline("n")
+    child.expect(said("Ask about the result"))
+    child.sendline("what should we measure next?")
+    child.expect(said("not available in this version yet"))
+    child.expect(said("Ask about the result"))
+    child.sendline("run again with 20 minutes and no cvae")
+    child.expect(said("running again"))
+    child.expect(said("time budget 20 min"))
+    child.expect(said("Start the model search"))
+    child.sendline("n")
+    child.expect(said("Ask about the result"))
+    child.sendline("quit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    runs = sorted(p for p in out.iterdir() if p.is_dir())
+    assert len(runs) == 3
+    first, second, third = (records(r) for r in runs)
+    steer = next(r["content"] for r in first if r["type"] == "Steer")
+    assert steer["hold_out"] == ["LineA"] and steer["said"] == "hold out LineA"
+    stop = next(r["content"] for r in first if r["type"] == "Approval")
+    assert not stop["approved"] and "new run" in stop["note"]
+    split = json.loads((runs[1] / "unify" / "unify_report.json").read_text())["split_info"]
+    assert split["task"] == "unseen-cell-context" and split["test_context"].endswith("|LineA")
+    again = next(r["content"] for r in second if r["type"] == "Steer")
+    assert again["time_limit_s"] == 1200 and again["exclude"] == ["cvae"]
+    import yaml
+    cfg = yaml.safe_load((runs[2] / "task.yaml").read_text())
+    assert cfg["time_limit_s"] == 1200 and cfg["exclude"] == ["cvae"] and cfg["hold_out"] == ["LineA"]
+    assert [i["sha256"] for i in cfg["inputs"]] == [i["sha256"] for i in yaml.safe_load(
+        (runs[0] / "task.yaml").read_text())["inputs"]]
+    assert any(r["type"] == "RunIntent" for r in third)

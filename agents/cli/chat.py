@@ -214,9 +214,14 @@ def understand(conv: Conversation, files: list[str], task: str | None) -> RunInt
     if files and task:
         return RunIntent(files=[str(f) for f in files], task=TaskKind.parse(task), task_because="--task")
     while True:
-        said = conv.wait(OPENING if not files else "What would you like to predict? (in your own words)")
+        # the request itself is often a question ("how do knockouts we have not screened ...?"):
+        # only words that say nothing about files or a task are answered as a question
+        said = conv.ask(OPENING if not files else "What would you like to predict? (in your own words)").strip()
         try:
             intent, call = read_intent(" ".join([*map(str, files), said]), conv.llm)
+            if not files and not intent.files and intent.task is None and is_question(said):
+                conv.reply(said)
+                continue
             if intent.hold_out:
                 hold_out_in_files(intent.hold_out, intent.files)
             break
