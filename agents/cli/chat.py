@@ -80,10 +80,10 @@ class User(StepAgent):
 
     description_text = "The person at the terminal: approves, sizes and steers the search."
 
-    def __init__(self, ctx, conv: Conversation):
+    def __init__(self, ctx, conv: Conversation | Ask):
         super().__init__(ctx)
-        self.conv = conv
-        conv.run = ctx.run
+        self.conv = conv if isinstance(conv, Conversation) else Conversation(ask=conv, console=ctx.console)
+        self.conv.run = ctx.run
 
     def _say(self, content) -> None:
         self.ctx.say(self.name, content)

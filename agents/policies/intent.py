@@ -192,11 +192,16 @@ def read_task(text: str) -> tuple[TaskKind | None, str, list[str]]:
     return kind, because, others
 
 
+def read_files(tokens: list[str]) -> list[str]:
+    files: list[str] = []
+    for tok in tokens:
+        files += [str(p) for p in expand_files(tok) if str(p) not in files]
+    return files
+
+
 def builtin_intent(said: str) -> RunIntent:
     paths, words = split_words(said)
-    files: list[str] = []
-    for tok in paths:
-        files += [str(p) for p in expand_files(tok) if str(p) not in files]
+    files = read_files(paths)
     kind, because, others = read_task(words)
     for value in (k.value for k in TaskKind):  # the kind's own name is plain enough
         if value in words:
@@ -260,16 +265,16 @@ def parse_reply(reply: str, said: str, files: list[str]) -> RunIntent:
 
 def llm_intent(said: str, llm: LLMConfig) -> tuple[RunIntent, dict]:
     """The LLM's reading of ``said`` (files are always read by the builtin policy), and the call's record."""
-    base = builtin_intent(said)
-    outcome = run_sync(ask_validated(build_client(llm), SYSTEM, prompt(said, base.files),
-                                     lambda r: parse_reply(r, said, base.files), max_asks=llm.max_asks,
+    files = read_files(split_words(said)[0])
+    outcome = run_sync(ask_validated(build_client(llm), SYSTEM, prompt(said, files),
+                                     lambda r: parse_reply(r, said, files), max_asks=llm.max_asks,
                                      retries=llm.transport_retries,
                                      reask="Fix it and reply again with the complete JSON object."))
     call = {"model": llm.model, "attempts": outcome.attempts, "rejected": outcome.reasons, "error": outcome.error,
             "replies": outcome.replies}
     if outcome.value is None:
         call["outcome"] = "fell back to builtin"
-        return base.model_copy(update={"by": "builtin (llm fallback)"}), call
+        return builtin_intent(said).model_copy(update={"by": "builtin (llm fallback)"}), call
     call["outcome"] = "accepted"
     return outcome.value, call
 
