@@ -65,6 +65,13 @@ def test_chat_conversation_with_questions_and_steering(synthetic_dir, tmp_path):
     child.sendline("how does it compare to the baselines?")
     child.expect("train_mean")
     child.expect(said("Ask about the result"))
+    child.sendline("show me n001's code")
+    child.expect(said("n001's model.py:"))
+    child.expect("def build_model")
+    child.expect(said("Ask about the result"))
+    child.sendline("what failed?")
+    child.expect(said("nothing failed: every node ran on its first attempt"))
+    child.expect(said("Ask about the result"))
     child.sendline("quit")
     child.expect(pexpect.EOF)
     child.close()
@@ -76,7 +83,7 @@ def test_chat_conversation_with_questions_and_steering(synthetic_dir, tmp_path):
     assert intent["task"] == "unseen-cell-context" and intent["exclude"] == ["generative"]
     assert intent["budget_nodes"] == 1 and len(intent["files"]) == 2
     questions = [r["content"] for r in user if r["type"] == "Question"]
-    assert [q["topic"] for q in questions] == ["genes", "held_out", "winner", "baselines"]
+    assert [q["topic"] for q in questions] == ["genes", "held_out", "winner", "baselines", "code", "failures"]
     assert all(q["sources"] for q in questions)
     assert "LineA" in questions[1]["answer"] or "LineB" in questions[1]["answer"]
     (steer,) = [r["content"] for r in user if r["type"] == "Steer"]
@@ -95,6 +102,10 @@ def test_chat_conversation_with_questions_and_steering(synthetic_dir, tmp_path):
     for text in ("User RunIntent", r"Q: why only 500 genes\?", "User Steer", "exclude resnet",
                  "Unifier -> User UnifyDone", r"User -> Evaluator SearchReviewed"):
         assert re.search(said(text), replay), text
+    # the person's turns were written into the same hash chain as the agents' messages
+    verify = pexpect.run(f"{sys.executable} -m harmonycell.agents.cli replay {run_dir} --verify",
+                         encoding="utf-8", env=ENV)
+    assert "OK" in verify and "hash chain and artifacts intact" in verify, verify
 
 
 def test_chat_data_change_starts_a_new_run_and_run_again_reuses_the_inputs(synthetic_dir, tmp_path):

@@ -46,10 +46,14 @@ class Conversation:
     run: RunFolder | None = None
     restart: list[Steer] = field(default_factory=list)  # data changes that need a new run
     intent_call: dict | None = None  # the LLM's reading of the request, for the new run's record
+    transcript: Transcript | None = None  # the team's own while it runs: one writer keeps the chain whole
+
+    def _transcript(self) -> Transcript:
+        return self.transcript or Transcript(self.run.root)
 
     def record(self, content) -> None:
         """A human turn on the run's record (outside the team: before or after it runs)."""
-        rec = Transcript(self.run.root).append("message", "User", type(content).__name__,
+        rec = self._transcript().append("message", "User", type(content).__name__,
                                                content.model_dump(mode="json"))
         render_record(self.console, rec.model_dump(mode="json"), chat=True)
 
@@ -61,7 +65,7 @@ class Conversation:
             return
         ans, call = answer(self.run, said, self.llm)
         if call is not None:
-            Transcript(self.run.root).append("llm_call", "User", "answer", {**call, "question": said})
+            self._transcript().append("llm_call", "User", "answer", {**call, "question": said})
         q = Question(said=said, answer=ans.text, topic=ans.topic, sources=ans.sources, by=ans.by)
         (say or self.record)(q)
 
@@ -83,7 +87,7 @@ class User(StepAgent):
     def __init__(self, ctx, conv: Conversation | Ask):
         super().__init__(ctx)
         self.conv = conv if isinstance(conv, Conversation) else Conversation(ask=conv, console=ctx.console)
-        self.conv.run = ctx.run
+        self.conv.run, self.conv.transcript = ctx.run, ctx.transcript
 
     def _say(self, content) -> None:
         self.ctx.say(self.name, content)
@@ -318,7 +322,7 @@ def converse(files: list[Path] | None, task: str | None, ask: Ask, console: Cons
             opening.insert(0, ("llm_call", "User", "intent", call))
         run = start([Path(f) for f in intent.files], intent.task.value, person=lambda ctx: User(ctx, conv),
                     opening=opening, **run_options(intent, budget), **options)
-        conv.run, call = run, None
+        conv.run, conv.transcript, call = run, None, None
         if conv.restart:
             intent = apply_steer(intent, conv.restart)
             console.print(f"[cyan]HarmonyCell:[/] a new run, as asked: {escape(intent.understood())}")
