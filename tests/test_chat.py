@@ -48,6 +48,7 @@ def test_chat_conversation_with_questions_and_steering(synthetic_dir, tmp_path):
     child.expect(said("Start the model search with 1 node"))
     child.sendline("why only 500 genes?")
     child.expect(said("the intersection"))
+    child.expect(said("all of them are kept"))
     child.expect(said("Start the model search"))
     child.sendline("which cell type is held out?")
     child.expect(said(r"test \(\d+ cells\): cell type Line[AB]"))

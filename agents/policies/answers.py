@@ -17,6 +17,7 @@ from pathlib import Path
 
 from harmonycell.agents.policies.llm import LLMConfig, ReplyInvalid, ask_validated, build_client, run_sync
 from harmonycell.tools.record.runfolder import RunFolder
+from harmonycell.tools.schema import N_HVG
 from harmonycell.tools.record.transcript import read_records
 from harmonycell.tools.search import tree as T
 from harmonycell.tools.search.actions import root_actions
@@ -135,8 +136,9 @@ def answer_genes(run: RunFolder, said: str) -> Answer:
     lost = ", ".join(f"{i['dataset_id']} lost {i['genes_lost_in_merge']}" for i in rep["inputs"] if i.get("genes_lost_in_merge"))
     text = (f"{rep['n_genes']} genes: the inputs have {per} genes; aligned on {rep['gene_key']} ids, "
             f"{rep['genes_common']} are measured in every input (the intersection{'; ' + lost if lost else ''}); "
-            f"of those, up to {rep['n_hvg']} highly variable genes chosen on the training cells are kept "
-            f"({rep['n_genes']} here).")
+            + (f"all of them are kept (fewer than the cap of {N_HVG} highly variable genes)."
+               if rep["n_hvg"] >= rep["genes_common"] else
+               f"of those, the {rep['n_hvg']} most variable are kept (the cap is {N_HVG})."))
     return Answer(text, ["unify/unify_report.json"])
 
 
