@@ -158,3 +158,50 @@ def test_chat_data_change_starts_a_new_run_and_run_again_reuses_the_inputs(synth
     assert [i["sha256"] for i in cfg["inputs"]] == [i["sha256"] for i in yaml.safe_load(
         (runs[0] / "task.yaml").read_text())["inputs"]]
     assert any(r["type"] == "RunIntent" for r in third)
+
+
+def test_chat_with_an_llm_reads_the_request_and_answers_citing_records(synthetic_dir, tmp_path):
+    """--llm-config: the LLM (a stub server over real HTTP) reads the request into the typed
+    request and answers questions citing the run's records; the Unifier's LLM replies are unusable
+    here, so it falls back to builtin specs, as it says. The search is declined: no node trains."""
+    from llm_stub import StubServer, chat_completion
+
+    intent = {"task": "unseen-cell-context", "task_because": "the other cell line", "budget_nodes": 1,
+              "exclude": [], "hold_out": [], "time_limit_s": None, "ambiguous": []}
+    cited = {"answer": "LineB (labB_lognorm) is held out for the test.", "sources": ["unify/unify_report.json"]}
+    replies = [chat_completion(json.dumps(intent)), chat_completion("no spec today", 1),
+               chat_completion("no spec today", 2), chat_completion(json.dumps(cited), 3),
+               chat_completion(json.dumps({**cited, "answer": "Nothing was searched: you declined."}), 4)]
+    with StubServer(replies) as stub:
+        cfg = tmp_path / "llm.json"
+        cfg.write_text(json.dumps({"base_url": stub.base_url, "model": "stub", "max_asks": 1, "transport_retries": 1}))
+        out = tmp_path / "runs"
+        child = spawn(out, "--llm-config", str(cfg))
+        child.logfile_read = open(tmp_path / "session.txt", "w")
+        child.expect(said("What would you like to predict"))
+        child.sendline(f"{synthetic_dir} does the response carry over to the other cell line?")
+        child.expect(said("task unseen-cell-context"))
+        child.expect(said(r"\(read by llm\)"))
+        child.expect(said("Start the model search with 1 node"))
+        child.sendline("which cell type is held out?")
+        child.expect(said(r"A \(llm\): LineB \(labB_lognorm\) is held out for the test. \[unify/unify_report.json\]"))
+        child.expect(said("Start the model search"))
+        child.sendline("n")
+        child.expect(said("Ask about the result"))
+        child.sendline("which model won?")
+        child.expect(said(r"A \(llm\): Nothing was searched"))
+        child.expect(said("Ask about the result"))
+        child.sendline("quit")
+        child.expect(pexpect.EOF)
+        child.close()
+    assert child.exitstatus == 0, child.before
+    assert len(stub.requests) == 5
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    recs = records(run_dir)
+    calls = [r for r in recs if r["kind"] == "llm_call" and r["source"] == "User"]
+    assert [c["type"] for c in calls] == ["intent", "answer", "answer"]
+    assert all(c["content"]["outcome"] == "accepted" for c in calls)
+    got = next(r["content"] for r in recs if r["type"] == "RunIntent")
+    assert got["by"] == "llm" and got["task"] == "unseen-cell-context" and got["budget_nodes"] == 1
+    questions = [r["content"] for r in recs if r["type"] == "Question"]
+    assert [q["by"] for q in questions] == ["llm", "llm"] and questions[0]["sources"] == ["unify/unify_report.json"]
