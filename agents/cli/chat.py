@@ -22,8 +22,7 @@ from harmonycell.agents.base import StepAgent
 from harmonycell.agents.cli.render import render_record, summary
 from harmonycell.agents.messages import Approval, Question, SearchDone, SearchReviewed, Steer, UnifyDone
 from harmonycell.agents.policies.answers import answer, is_question
-from harmonycell.agents.policies.intent import (RunIntent, expand_files, read_intent, read_steer, read_task,
-                                                TASK_WORDS)
+from harmonycell.agents.policies.intent import RunIntent, expand_files, read_intent, read_steer, read_task
 from harmonycell.agents.policies.llm import LLMConfig
 from harmonycell.tools.data.splits import match_contexts
 from harmonycell.tools.errors import HarmonyCellError, InputError
@@ -333,5 +332,3 @@ def converse(files: list[Path] | None, task: str | None, ask: Ask, console: Cons
         intent = again[0]
         console.print(f"[cyan]HarmonyCell:[/] running again: {escape(intent.understood())}")
 
-
-__all__ = ["Conversation", "User", "converse", "TASK_WORDS"]

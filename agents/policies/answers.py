@@ -13,7 +13,6 @@ import json
 import re
 from dataclasses import dataclass, field
 from importlib.util import find_spec
-from pathlib import Path
 
 from harmonycell.agents.policies.llm import LLMConfig, ReplyInvalid, ask_validated, build_client, run_sync
 from harmonycell.tools.record.runfolder import RunFolder

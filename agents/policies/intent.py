@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from harmonycell.agents.messages import Steer
 from harmonycell.agents.policies.llm import LLMConfig, ReplyInvalid, ask_validated, build_client, run_sync
-from harmonycell.tools.errors import HarmonyCellError, InputError
+from harmonycell.tools.errors import InputError
 from harmonycell.tools.record.runfolder import check_h5ad
 from harmonycell.tools.schema import TaskKind
 from harmonycell.tools.search.actions import BACKBONES, PARADIGMS
