@@ -154,3 +154,17 @@ def test_llm_answer_must_cite_the_records_it_was_given(unified_run):
     with StubServer([chat_completion(json.dumps({"answer": "x", "sources": ["my memory"]}))] * 2) as stub:
         ans, call = answers.answer(unified_run, "why 500 genes?", _llm(stub))
     assert ans.by == "builtin (llm fallback)" and "intersection" in ans.text
+
+
+def test_a_new_run_request_carries_the_changes_and_keeps_the_rest(synthetic_dir):
+    from harmonycell.agents.cli.chat import apply_steer, run_options
+
+    files = sorted(str(p) for p in synthetic_dir.glob("*.h5ad"))
+    base = I.builtin_intent(f"{synthetic_dir} new drugs, no cvae, 2 nodes")
+    steer = I.read_steer("drop labB, hold out LineA and 30 minutes", files)
+    new = apply_steer(base, [steer])
+    assert [p.split("/")[-1] for p in new.files] == ["labA_counts.h5ad"]
+    assert new.task == TaskKind.unseen_cell_context and new.hold_out == ["LineA"]
+    assert new.exclude == ["cvae"] and new.time_limit_s == 1800 and new.budget_nodes == 2
+    assert run_options(new, 5) == {"budget_nodes": 2, "hold_out": ["LineA"], "exclude": ["cvae"],
+                                   "time_limit_s": 1800.0}
