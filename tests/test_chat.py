@@ -111,7 +111,8 @@ def test_chat_conversation_with_questions_and_steering(synthetic_dir, tmp_path):
 
 def test_chat_data_change_starts_a_new_run_and_run_again_reuses_the_inputs(synthetic_dir, tmp_path):
     """Holding out a named cell type at the approval prompt needs a new split: the run stops and a
-    new one holds that cell type out; 'run again with ...' starts a third from the same inputs.
+    new one holds that cell type out; "what should we measure next?" hands over to experiment
+    planning; 'run again with ...' starts a third run from the same inputs.
     No node trains (each search is declined), so this stays fast."""
     out = tmp_path / "runs"
     child = spawn(out)
@@ -129,7 +130,9 @@ def test_chat_data_change_starts_a_new_run_and_run_again_reuses_the_inputs(synth
     child.sendline("n")
     child.expect(said("Ask about the result"))
     child.sendline("what should we measure next?")
-    child.expect(said("not available in this version yet"))
+    child.expect(said("How many perturbations can the next experiment measure"))
+    child.sendline("3")
+    child.expect(said("experiment planning picked 3 of"))
     child.expect(said("Ask about the result"))
     child.sendline("run again with 20 minutes and no cvae")
     child.expect(said("running again"))
@@ -158,6 +161,9 @@ def test_chat_data_change_starts_a_new_run_and_run_again_reuses_the_inputs(synth
     assert [i["sha256"] for i in cfg["inputs"]] == [i["sha256"] for i in yaml.safe_load(
         (runs[0] / "task.yaml").read_text())["inputs"]]
     assert any(r["type"] == "RunIntent" for r in third)
+    handover = next(r["content"] for r in second if r["type"] == "Question")
+    assert handover["topic"] == "next" and handover["sources"] == ["plan.md", "plan.csv"]
+    assert any(r["type"] == "plan_experiments" for r in second) and (runs[1] / "plan.md").exists()
 
 
 def test_chat_with_an_llm_reads_the_request_and_answers_citing_records(synthetic_dir, tmp_path):

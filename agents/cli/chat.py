@@ -21,7 +21,7 @@ from rich.markup import escape
 from harmonycell.agents.base import StepAgent
 from harmonycell.agents.cli.render import render_record, summary
 from harmonycell.agents.messages import Approval, Question, SearchDone, SearchReviewed, Steer, UnifyDone
-from harmonycell.agents.policies.answers import answer, is_question
+from harmonycell.agents.policies.answers import answer, classify, is_question, planning_available
 from harmonycell.agents.policies.intent import RunIntent, expand_files, read_intent, read_steer, read_task
 from harmonycell.agents.policies.llm import LLMConfig
 from harmonycell.tools.data.splits import match_contexts
@@ -305,7 +305,30 @@ def after_run(conv: Conversation, intent: RunIntent) -> tuple[RunIntent, str] | 
             return new, said
         if low.startswith("node ") and len(low.split()) == 2:
             said = f"show {low.split()[1]}'s code"
+        if classify(said) == "next" and planning_available():
+            plan_next(conv, said)
+            continue
         conv.reply(legacy.get(low, said))
+
+
+def plan_next(conv: Conversation, said: str) -> None:
+    """'What should we measure next?' hands over to experiment planning (``harmonycell plan``)."""
+    from harmonycell.agents.cli.plan import plan_experiments
+
+    raw = conv.wait("How many perturbations can the next experiment measure? [5]")
+    try:
+        n = int(raw or 5)
+        plan = plan_experiments(conv.run.root, n, llm=conv.llm)
+    except ValueError:
+        conv.console.print(f"[red]{escape(raw)!r} is not a number[/]; ask again with a whole number")
+        return
+    except HarmonyCellError as exc:
+        conv.console.print(f"[red]{escape(exc.one_line())}[/]")
+        return
+    picks = "\n".join(f"{p.rank}. {p.gene} (uncertainty {p.uncertainty:.3g}): {p.rationale}" for p in plan.picks)
+    text = (f"experiment planning picked {len(plan.picks)} of {plan.n_candidates} candidate(s):\n{picks}\n"
+            f"(written to plan.md and plan.csv; `harmonycell plan` runs it with more options)")
+    conv.record(Question(said=said, answer=text, topic="next", sources=["plan.md", "plan.csv"], by=plan.policy))
 
 
 def converse(files: list[Path] | None, task: str | None, ask: Ask, console: Console, start,

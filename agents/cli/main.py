@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.prompt import Prompt
 
 from harmonycell.agents.cli import data as cli_data, evaluation as cli_eval, sandbox as cli_sandbox, train as cli_train
+from harmonycell.agents.cli import plan as cli_plan
 from harmonycell.agents.cli.chat import converse
 from harmonycell.agents.context import RunContext
 from harmonycell.agents.policies.llm import LLMConfig, load_llm_config
@@ -181,6 +182,7 @@ app.command("unify")(cli_data.unify)
 app.command("baselines")(cli_eval.baselines)
 app.command("score")(cli_eval.score)
 app.command("train")(cli_train.train)
+app.command("plan")(cli_plan.plan)
 app.add_typer(cli_sandbox.app, name="sandbox")
 
 

@@ -52,19 +52,28 @@ def queries_for(adata: AnnData, split: str) -> list[Query]:
     return [Query(c, k) for c, k in pairs]
 
 
+def pca_gene_loadings(X: np.ndarray, k: int = N_FEATURE_PCS) -> np.ndarray:
+    """Genes x k: each gene's loadings on the top-k principal components of the expression X
+    (cells x genes), scaled by the components' standard deviations. The gene embedding of the
+    linear baseline (Ahlmann-Eltze et al. 2025); k shrinks when X has too few cells or genes."""
+    Xc = X - X.mean(0, keepdims=True)
+    k = int(min(k, min(Xc.shape) - 1)) if min(Xc.shape) > 1 else 0
+    if k <= 0:
+        return np.zeros((X.shape[1], 0), dtype=np.float32)
+    _, s, vt = np.linalg.svd(Xc, full_matrices=False)
+    return (vt[:k].T * (s[:k] / np.sqrt(max(len(Xc) - 1, 1)))).astype(np.float32)
+
+
 def perturbation_features(adata: AnnData, train_rows: np.ndarray, k: int = N_FEATURE_PCS) -> np.ndarray:
     """Per single perturbation: the perturbed gene's loadings in a PCA of the training expression
     (Ahlmann-Eltze et al. 2025), plus a last column flagging whether the gene is measured.
     Non-gene perturbations (drugs, cytokines) get zeros and rely on their learnable embedding."""
-    X = dense(adata.X[train_rows])
-    Xc = X - X.mean(0, keepdims=True)
-    k = int(min(k, min(Xc.shape) - 1)) if min(Xc.shape) > 1 else 0
+    loadings = pca_gene_loadings(dense(adata.X[train_rows]), k)  # genes x k
+    k = loadings.shape[1]
     perts = list(adata.uns[UNS_PERTS])
     feats = np.zeros((len(perts), N_FEATURE_PCS + 1), dtype=np.float32)
     if k <= 0:
         return feats
-    _, s, vt = np.linalg.svd(Xc, full_matrices=False)
-    loadings = (vt[:k].T * (s[:k] / np.sqrt(max(len(Xc) - 1, 1)))).astype(np.float32)  # genes x k
     scale = np.abs(loadings).max() or 1.0
     index = {}
     symbols = adata.var[VAR_SYMBOL].astype(str) if VAR_SYMBOL in adata.var else adata.var_names
