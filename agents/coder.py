@@ -51,14 +51,15 @@ class Coder(StepAgent):
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.policy = make_coder(ctx.llm)
 
     def on_NodePlan(self, plan: NodePlan) -> NodeExecuted | NodeFailed:
         ctx = self.ctx
-        mc = self.policy.write(CodeRequest(action=plan.action, data_dir=ctx.run.sandbox_data,
+        session = ctx.llm_policy("coder")  # None once the LLM budget is spent: builtin templates
+        policy = make_coder(session=session) if session else make_coder()
+        mc = policy.write(CodeRequest(action=plan.action, data_dir=ctx.run.sandbox_data,
                                            seed=ctx.config.seed))
-        if ctx.llm is not None:  # what the model was asked and how its replies were judged
-            ctx.transcript.append("llm_call", self.name, "write_model",
+        if session is not None:  # how the model's replies were judged (each call is its own record)
+            ctx.transcript.append("event", self.name, "write_model_outcome",
                                   {"node": plan.node_id, "model": ctx.llm.model, "policy": mc.policy,
                                    "fell_back": mc.fell_back, "attempts": mc.attempts, "notes": mc.notes})
         config = cap_epochs(mc.config, plan.action, ctx.config.epochs)

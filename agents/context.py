@@ -20,11 +20,21 @@ class RunContext:
     transcript: Transcript
     backend: Any  # a sandbox backend (harmonycell.sandbox)
     llm: LLMConfig | None = None  # the LLM policy's endpoint; None: builtin policies
+    llm_session: Any = None  # LLMSession: client, token ledger and budget shared by the agents
     console: Console = field(default_factory=Console)
     failure: BaseException | None = None
     cancel: threading.Event = field(default_factory=threading.Event)  # set on Ctrl-C: kill the job
     cache: dict[str, Any] = field(default_factory=dict)  # e.g. the loaded unified AnnData
     chat: bool = False  # a person is in the conversation (chat mode's routes)
+
+    def llm_policy(self, name: str):
+        """The run's LLM session when policy ``name`` may use it now (configured, budget left)."""
+        if self.llm_session is None and self.llm is not None:
+            from harmonycell.agents.policies.llm import session_for_run
+
+            self.llm_session = session_for_run(self.llm, self.transcript)
+        s = self.llm_session
+        return s if s is not None and s.available(name) else None
 
     def artifact(self, path) -> ArtifactRef:
         return self.transcript.artifact(path)

@@ -1,4 +1,8 @@
-"""Debugger: a bounded ReAct loop (observe the failure, think of a fix, act by re-running)."""
+"""Debugger: a bounded ReAct loop (observe the failure, think of a fix, act, re-run).
+
+The loop and both policies live in ``agents.policies.debugger``; this agent wires them to the
+node's files, the sandbox (through the Coder's ``execute_node``) and the transcript.
+"""
 
 from __future__ import annotations
 
@@ -7,46 +11,39 @@ import json
 from harmonycell.agents.base import StepAgent
 from harmonycell.agents.coder import execute_node
 from harmonycell.agents.messages import NodeAbandoned, NodeExecuted, NodeFailed
-
-MAX_STEPS = 2
-
-
-def diagnose(status: str, tail: str, config: dict) -> tuple[str, dict] | None:
-    """Builtin policy: a thought and a patched config for failures it knows, else None."""
-    text = tail.lower()
-    if status == "oom" or "out of memory" in text:
-        return ("out of memory: halve the batch size",
-                {**config, "batch_size": max(8, int(config.get("batch_size", 128)) // 2)})
-    if "nan" in text or "inf" in text or "floatingpointerror" in text:
-        return ("diverged: lower the learning rate ten-fold and use the Huber loss",
-                {**config, "lr": float(config.get("lr", 1e-3)) / 10, "loss": "huber"})
-    if status == "timeout":
-        return ("ran out of time: cap epochs and tighten early stopping",
-                {**config, "epochs": max(5, int(config.get("epochs", 100)) // 4), "patience": 3})
-    return None
+from harmonycell.agents.policies.debugger import (MAX_STEPS, LLMDebugPolicy, RunOutcome, observe,
+                                                  repair)
 
 
 class Debugger(StepAgent):
     description_text = "Diagnoses a failed node and retries it with a fix, a bounded number of times."
 
     def on_NodeFailed(self, failed: NodeFailed) -> NodeExecuted | NodeAbandoned:
-        node_dir = self.ctx.run.node_dir(failed.node_id)  # patch what failed, not a fresh draft
+        ctx = self.ctx
+        node_dir = ctx.run.node_dir(failed.node_id)  # patch what failed, not a fresh draft
         code = (node_dir / "model.py").read_text()
         config = json.loads((node_dir / "config.json").read_text())
-        status, tail, attempt = failed.status, failed.error_tail, failed.attempts
-        for _ in range(MAX_STEPS):
-            fix = diagnose(status, tail, config)
-            self.ctx.transcript.append("event", self.name, "thought",
-                                       {"observe": (tail.strip().splitlines() or [""])[-1],
-                                        "think": fix[0] if fix else "no known fix"})
-            if fix is None:
-                break
-            config = fix[1]
+        attempt = failed.attempts
+
+        def run(new_code: str, new_config: dict) -> RunOutcome:
+            nonlocal attempt
             attempt += 1
-            result = execute_node(self, failed.node_id, failed.action, code, config, attempt)
-            if isinstance(result, NodeExecuted):
-                return result
-            status, tail = result.status, result.error_tail
-        last = (tail.strip().splitlines() or ["unknown error"])[-1]
-        return NodeAbandoned(node_id=failed.node_id, action=failed.action, reason=last[:300],
+            res = execute_node(self, failed.node_id, failed.action, new_code, new_config, attempt)
+            if isinstance(res, NodeExecuted):
+                return RunOutcome(ok=True, status="ok", tail="", result=res)
+            return RunOutcome(ok=False, status=res.status, tail=res.error_tail)
+
+        def record(step: str, payload: dict) -> None:
+            ctx.transcript.append("event", self.name, step, {"node": failed.node_id, **payload})
+
+        session = ctx.llm_policy("debugger")
+        out = repair(observe(failed.status, failed.error_tail, code, config, ctx.run.sandbox_data), run,
+                     data_dir=ctx.run.sandbox_data, llm=LLMDebugPolicy(session) if session else None,
+                     max_steps=MAX_STEPS, record=record)
+        if out.repaired:
+            return out.result
+        reason = out.last_error or "unknown error"
+        if not out.actions:
+            reason = f"no known fix: {reason}"
+        return NodeAbandoned(node_id=failed.node_id, action=failed.action, reason=reason[:300],
                              attempts=attempt)

@@ -14,6 +14,7 @@ from harmonycell.agents.base import StepAgent
 from harmonycell.agents.messages import Artifact, Check, TestScored, Verdict
 from harmonycell.tools.record import atomic
 from harmonycell.tools.search.code_checks import check_code
+from harmonycell.agents.policies.judge import report_addendum
 from harmonycell.tools.report.markdown import render_report
 from harmonycell.tools.report.plots import plot_report
 from harmonycell.tools.schema import SPLIT, TaskKind, context_labels
@@ -91,6 +92,7 @@ class Judge(StepAgent):
             plot_report(run.root / "report.png", t.metrics, t.baselines, scores["per_perturbation"],
                         tree, run.nodes_dir)
             text += "\n![model vs baselines, per perturbation, training curves](report.png)\n"
+        text += report_addendum(self.ctx, t.node_id, text)  # advisory only: `valid` is decided above
         atomic.write_text(run.report_md, text)
         verdict = Verdict(valid=valid, checks=checks, report=Artifact(**self.ctx.artifact(run.report_md).model_dump()))
         atomic.write_text(run.root / "verdict.json", verdict.model_dump_json(indent=2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from harmonycell.agents.base import StepAgent
+from harmonycell.agents.policies.planner import propose_expansion
 from harmonycell.agents.messages import Approval, NodeAbandoned, NodePlan, NodeScored, SearchDone, UnifyDone
 from harmonycell.tools.search import tree as T
 from harmonycell.tools.search.actions import child_actions, root_actions
@@ -42,6 +43,12 @@ class Planner(StepAgent):
             tree.save(self.ctx.run.tree_json)
             return SearchDone(best_node=best.id if best else None, n_nodes=n_done,
                               reason="action space exhausted")
+        llm = propose_expansion(self.ctx, tree, lambda n: self._untried(tree, n))
+        if llm is not None:  # validated by the action grammar in agents.policies.planner
+            node = tree.add(llm.parent, llm.action)
+            tree.save(self.ctx.run.tree_json)
+            return NodePlan(node_id=node.id, action=node.action, parent=llm.parent,
+                            reason=f"LLM: {llm.rationale}")
         node = tree.add(parent_id, options[0])
         tree.save(self.ctx.run.tree_json)
         where = "root" if parent_id == T.ROOT else f"refining {tree.nodes[parent_id].action}"

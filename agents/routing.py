@@ -1,46 +1,78 @@
-"""Who speaks next: a pure function of the last message's type.
+"""Who speaks next: a pure function of the last message's type, derived from the agents.
 
-A routing table rather than an LLM selector makes the conversation deterministic, testable and
-resumable. Message types missing from the table end the conversation.
+Each agent declares what it consumes and produces in its handlers' signatures
+(``on_<Type>(self, msg: Type) -> A | B``); the routing table and the team's graph are derived
+from them, so adding an agent touches its own file and the team's list. A routing table rather
+than an LLM selector keeps the conversation deterministic, testable and resumable. Message types
+no agent handles end the conversation.
 """
 
 from __future__ import annotations
 
+import types
+import typing
+from typing import Sequence
+
 from pydantic import BaseModel
 
-from harmonycell.agents import messages as m
+from harmonycell.agents.auditor import DataAuditor
+from harmonycell.agents.coder import Coder
+from harmonycell.agents.debugger import Debugger
+from harmonycell.agents.evaluator import Evaluator
+from harmonycell.agents.judge import Judge
+from harmonycell.agents.planner import Planner
+from harmonycell.agents.unifier import Unifier
 
-ROUTES: dict[type[BaseModel], str] = {
-    m.RunRequest: "DataAuditor",
-    m.AuditDone: "Unifier",
-    m.UnifyDone: "Planner",
-    m.NodePlan: "Coder",
-    m.NodeExecuted: "Evaluator",
-    m.NodeFailed: "Debugger",
-    m.NodeAbandoned: "Planner",
-    m.NodeScored: "Planner",
-    m.SearchDone: "Evaluator",
-    m.TestScored: "Judge",
-}
-
-# What each agent may say; the team's graph is built from this and ROUTES.
-PRODUCES: dict[str, tuple[type[BaseModel], ...]] = {
-    "DataAuditor": (m.AuditDone,),
-    "Unifier": (m.UnifyDone,),
-    "Planner": (m.NodePlan, m.SearchDone),
-    "Coder": (m.NodeExecuted, m.NodeFailed),
-    "Debugger": (m.NodeExecuted, m.NodeAbandoned),
-    "Evaluator": (m.NodeScored, m.TestScored),
-    "Judge": (m.Verdict,),
-}
+# The team, in the order the conversation first reaches them.
+TEAM: tuple[type, ...] = (DataAuditor, Unifier, Planner, Coder, Debugger, Evaluator, Judge)
 
 
-# Chat mode puts the person between the data and the search, and between search rounds: they
-# approve, size and steer it (an Approval carries their changes), or pass the result on to the test.
-# Their Steer and Question messages are recorded, not routed.
-CHAT_ROUTES: dict[type[BaseModel], str] = {**ROUTES, m.UnifyDone: "User", m.Approval: "Planner",
-                                           m.SearchDone: "User", m.SearchReviewed: "Evaluator"}
-CHAT_PRODUCES: dict[str, tuple[type[BaseModel], ...]] = {**PRODUCES, "User": (m.Approval, m.SearchReviewed)}
+def _types(hint) -> tuple[type[BaseModel], ...]:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return tuple(t for t in typing.get_args(hint) if isinstance(t, type) and issubclass(t, BaseModel))
+    return (hint,) if isinstance(hint, type) and issubclass(hint, BaseModel) else ()
+
+
+def handlers(cls: type) -> dict[type[BaseModel], tuple[type[BaseModel], ...]]:
+    """consumed type -> produced types, read from ``on_<Type>`` handlers' annotations."""
+    out = {}
+    for name in dir(cls):
+        if not name.startswith("on_") or name in ("on_messages", "on_reset", "on_messages_stream"):
+            continue
+        hints = typing.get_type_hints(getattr(cls, name))
+        params = [v for k, v in hints.items() if k != "return"]
+        consumed = [t for t in _types(params[0]) if t.__name__ == name[3:]] if params else []
+        if consumed:
+            out[consumed[0]] = _types(hints.get("return"))
+    return out
+
+
+def derive(agents: Sequence[type]) -> tuple[dict[type[BaseModel], str], dict[str, tuple[type[BaseModel], ...]]]:
+    """(routes, produces) for a team; an agent later in ``agents`` takes over a type an earlier
+    one handles too (the chat's User intercepts UnifyDone on its way to the Planner)."""
+    routes: dict[type[BaseModel], str] = {}
+    produces: dict[str, tuple[type[BaseModel], ...]] = {}
+    for cls in agents:
+        hs = handlers(cls)
+        for consumed in hs:
+            routes[consumed] = cls.__name__
+        produces[cls.__name__] = tuple(dict.fromkeys(t for out in hs.values() for t in out))
+    return routes, produces
+
+
+ROUTES, PRODUCES = derive(TEAM)
+
+
+def _chat() -> tuple[dict, dict]:
+    from harmonycell.agents.cli.chat import User
+
+    return derive((*TEAM, User))
+
+
+# Chat mode puts the person (the User agent's handlers) between the data and the search and between
+# search rounds: they approve, size and steer it, or send the result on to the test
+# (SearchReviewed). Their Steer and Question messages are recorded, not routed.
+CHAT_ROUTES, CHAT_PRODUCES = _chat()
 
 
 def next_speaker(content: BaseModel, routes: dict[type[BaseModel], str] = ROUTES) -> str | None:

@@ -1,4 +1,5 @@
-"""The team: seven agents in an autogen GraphFlow whose edges are the routing table."""
+"""The team: seven agents in an autogen GraphFlow whose edges are the routing table (which is
+derived from the agents' own handlers, see ``agents.routing``)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,10 @@ from autogen_agentchat.conditions import SourceMatchTermination
 from autogen_agentchat.messages import StructuredMessage
 from autogen_agentchat.teams import DiGraphBuilder, GraphFlow
 
-from harmonycell.agents.auditor import DataAuditor
 from harmonycell.agents.base import wrap
-from harmonycell.agents.coder import Coder
 from harmonycell.agents.context import RunContext
-from harmonycell.agents.debugger import Debugger
-from harmonycell.agents.evaluator import Evaluator
-from harmonycell.agents.judge import Judge
 from harmonycell.agents.messages import CONTENT_TYPES, RunRequest, Verdict
-from harmonycell.agents.planner import Planner
-from harmonycell.agents.routing import PRODUCES, ROUTES
-from harmonycell.agents.unifier import Unifier
+from harmonycell.agents.routing import PRODUCES, ROUTES, TEAM
 
 
 def _is(t):
@@ -30,7 +24,7 @@ def _is(t):
 def build_team(ctx: RunContext, extra: Sequence[ChatAgent] = (),
                routes: dict = ROUTES, produces: dict = PRODUCES) -> GraphFlow:
     """The graph's edges are exactly ``routes`` restricted to what each agent ``produces``."""
-    agents = [cls(ctx) for cls in (DataAuditor, Unifier, Planner, Coder, Debugger, Evaluator, Judge)]
+    agents = [cls(ctx) for cls in TEAM]
     builder = DiGraphBuilder()
     for a in [*agents, *extra]:
         builder.add_node(a)
@@ -40,7 +34,7 @@ def build_team(ctx: RunContext, extra: Sequence[ChatAgent] = (),
             if target is not None:
                 # "any": a node with several senders runs as soon as one of them routes to it
                 builder.add_edge(source, target, condition=_is(kind), activation_condition="any")
-    builder.set_entry_point("DataAuditor")
+    builder.set_entry_point(TEAM[0].__name__)
     return GraphFlow(
         participants=builder.get_participants(),
         graph=builder.build(),

@@ -50,9 +50,9 @@ class Unifier(StepAgent):
         """Specs written by the LLM policy; inputs it could not map fall back to builtin."""
         audits = [AuditReport.model_validate_json(p.read_text())
                   for p in sorted(self.ctx.run.audit_dir.glob("*.json"))]
-        got = asyncio.run(LLMUnifier(self.ctx.llm).aspecs(audits))
-        for call, note in zip(got.calls, got.notes):
-            self.ctx.transcript.append("llm_call", self.name, "mapping_spec", {**call, "outcome": note})
+        got = asyncio.run(LLMUnifier(self.ctx.llm, session=self.ctx.llm_session).aspecs(audits))
+        for call, note in zip(got.calls, got.notes):  # each call is its own llm_call record
+            self.ctx.transcript.append("event", self.name, "mapping_spec_outcome", {**call, "outcome": note})
         return got.specs
 
     def on_AuditDone(self, done: AuditDone) -> UnifyDone:
@@ -62,7 +62,8 @@ class Unifier(StepAgent):
             meta = load_meta(run.sandbox_data)
         else:
             outcome = unify([Path(p) for p in done.inputs], task=cfg.task, seed=cfg.seed,
-                            specs=self._llm_specs() if self.ctx.llm else None, hold_out=cfg.hold_out or None)
+                            specs=self._llm_specs() if self.ctx.llm_policy("unifier") else None,
+                            hold_out=cfg.hold_out or None)
             write_unify_outputs(outcome, run.unify_dir)
             adata = outcome.adata
             # meta.json is written last, so its presence means the export is complete

@@ -65,7 +65,7 @@ def test_invalid_then_good_spec_is_used(synthetic_dir, tmp_path):
     run_dir, recs = run_records(tmp_path)
     spec = json.loads((run_dir / "unify" / "mapping" / "labA_counts.json").read_text())
     assert spec["policy"] in {"llm", "builtin-repair"} and spec["condition_name"]["source_key"] == "guide_target"
-    call = next(r for r in recs if r["kind"] == "llm_call" and r["type"] == "mapping_spec")
+    call = next(r for r in recs if r["kind"] == "event" and r["type"] == "mapping_spec_outcome")
     assert "LLM spec after 2" in call["content"]["outcome"]
 
 
@@ -76,10 +76,10 @@ def test_hostile_expression_never_runs_and_falls_back(synthetic_dir, tmp_path):
                        *builtin_coder_replies()], synthetic_dir, tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     run_dir, recs = run_records(tmp_path)
-    call = next(r for r in recs if r["kind"] == "llm_call" and r["type"] == "mapping_spec")
+    call = next(r for r in recs if r["kind"] == "event" and r["type"] == "mapping_spec_outcome")
     assert "fell back to the builtin policy" in call["content"]["outcome"]
     assert any("__import__" in r for r in call["content"]["rejected"])
     spec = json.loads((run_dir / "unify" / "mapping" / "labA_counts.json").read_text())
     assert spec["policy"].startswith("builtin")
-    coder = next(r for r in recs if r["kind"] == "llm_call" and r["type"] == "write_model")
+    coder = next(r for r in recs if r["kind"] == "event" and r["type"] == "write_model_outcome")
     assert coder["content"]["fell_back"] is True

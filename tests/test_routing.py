@@ -48,3 +48,18 @@ def test_team_graph_is_the_routing_table(tmp_path, synthetic_dir):
         expected = {(src, routes[k]) for src, kinds in produces.items() for k in kinds if k in routes}
         assert edges == expected
         assert graph.default_start_node == "DataAuditor"
+
+
+def test_routes_are_derived_from_the_agents_handlers():
+    """Adding a handler to an agent class is all it takes to route a new message type."""
+    from harmonycell.agents.base import StepAgent
+    from harmonycell.agents.routing import TEAM, derive
+
+    class Reviewer(StepAgent):
+        def on_Verdict(self, v: m.Verdict) -> m.Approval:
+            raise NotImplementedError
+
+    routes, produces = derive((*TEAM, Reviewer))
+    assert routes[m.Verdict] == "Reviewer" and produces["Reviewer"] == (m.Approval,)
+    assert routes[m.NodeFailed] == "Debugger" and produces["Debugger"] == (m.NodeExecuted, m.NodeAbandoned)
+    assert m.Verdict not in ROUTES  # the real team ends at the Judge's verdict

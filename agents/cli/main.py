@@ -22,7 +22,6 @@ from harmonycell.agents.context import RunContext
 from harmonycell.agents.policies.llm import LLMConfig, load_llm_config
 from harmonycell.agents.messages import RunRequest
 from harmonycell.agents.cli.replay import replay
-from harmonycell.agents.routing import CHAT_PRODUCES, CHAT_ROUTES
 from harmonycell.agents.team import build_team, run_team
 from harmonycell.sandbox.backends import SandboxFallbackWarning, get_backend
 from harmonycell.tools.record import atomic
@@ -38,11 +37,16 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def start(files: list[Path], task: str, out: Path, llm_config: Path | None = None,
-          person: Person | None = None, opening: Sequence[tuple] = (), **options) -> RunFolder:
+          person: Person | None = None, opening: Sequence[tuple] = (), max_llm_tokens: int | None = None,
+          max_llm_cost: float | None = None, **options) -> RunFolder:
     """Validate everything, create the run folder, and drive the team to the end.
 
     ``opening``: (kind, source, type, content) records that come first (chat: the person's request)."""
-    llm = load_llm_config(llm_config).model_dump() if llm_config else None
+    if llm_config is None and (max_llm_tokens or max_llm_cost):
+        raise InputError("--max-llm-tokens/--max-llm-cost limit an LLM, but no --llm-config was given",
+                         fix="add --llm-config FILE, or drop the limits")
+    llm = load_llm_config(llm_config, max_tokens_total=max_llm_tokens,
+                          max_cost_usd=max_llm_cost).model_dump() if llm_config else None
     run = create_run(out, files, task, llm=llm, **options)
     transcript = Transcript(run.root)
     for kind, source, type_, content in opening:
@@ -63,11 +67,17 @@ def drive(run: RunFolder, person: Person | None = None) -> None:
         backend = get_backend(cfg.backend)
     ctx = RunContext(run=run, config=cfg, transcript=Transcript(run.root), backend=backend,
                      console=console, llm=LLMConfig.model_validate(cfg.llm) if cfg.llm else None)
+    if ctx.llm is not None:  # one session for all agents: one ledger, one budget
+        from harmonycell.agents.policies.llm import session_for_run
+
+        ctx.llm_session = session_for_run(ctx.llm, ctx.transcript)
     for w in caught:  # said loudly, and on the record
         err.print(f"[bold yellow]warning:[/] {w.message}")
         ctx.transcript.append("event", "harmonycell", "sandbox_warning", {"warning": str(w.message)})
     team = None
     if person is not None:
+        from harmonycell.agents.routing import CHAT_PRODUCES, CHAT_ROUTES
+
         ctx.chat = True
         team = build_team(ctx, extra=[person(ctx)], routes=CHAT_ROUTES, produces=CHAT_PRODUCES)
     console.print(f"[bold]HarmonyCell[/] run [cyan]{cfg.run_id}[/] -> {run.root}")
@@ -92,15 +102,27 @@ def drive(run: RunFolder, person: Person | None = None) -> None:
         else:
             reason = f"{type(exc).__name__}: {exc}"
         ctx.transcript.append("event", "harmonycell", "run_failed", {"error": reason})
-        run.set_status("failed", reason)
+        run.set_status("failed", reason, llm=llm_totals(ctx))
         if ctx.cancel.is_set():
             err.print(f"run {cfg.run_id} {reason}")
             raise KeyboardInterrupt from None
         raise
     finally:
         signal.signal(signal.SIGINT, previous)
-    run.set_status("complete")
+    run.set_status("complete", llm=llm_totals(ctx))
     console.print(f"\n[bold]{'VALID' if verdict.valid else 'INVALID'}[/] -- report: {run.report_md}")
+
+
+def llm_totals(ctx: RunContext) -> dict | None:
+    """The run's LLM calls, tokens, cost and latency (None: no LLM was configured)."""
+    from harmonycell.agents.policies.llm import usage_summary
+
+    return usage_summary(ctx.llm_session.usage) if ctx.llm_session is not None else None
+
+
+LLM_HELP = "JSON/YAML {provider, base_url, model, api_key_env, ...}: LLM policies for the agents"
+MAX_TOKENS_HELP = "stop using the LLM (builtin policies) once the run has used this many tokens"
+MAX_COST_HELP = "stop using the LLM once the run has cost this many USD (prices: PRICES or the config's prices)"
 
 
 @app.command()
@@ -112,11 +134,13 @@ def run(
     budget: int = typer.Option(2, min=1, help="training nodes the search may run"),
     epochs: int = typer.Option(100, min=1, help="maximum epochs per node (early stopping applies)"),
     backend: str = typer.Option("auto", help="sandbox: docker | local | auto (docker when available)"),
-    llm_config: Optional[Path] = typer.Option(None, "--llm-config",
-                                              help="JSON/YAML {base_url, model, api_key_env}: LLM policies for Unifier and Coder"),
+    llm_config: Optional[Path] = typer.Option(None, "--llm-config", help=LLM_HELP),
+    max_llm_tokens: Optional[int] = typer.Option(None, "--max-llm-tokens", min=1, help=MAX_TOKENS_HELP),
+    max_llm_cost: Optional[float] = typer.Option(None, "--max-llm-cost", min=0.0, help=MAX_COST_HELP),
 ) -> None:
     """Scripted, autonomous run: audit -> unify -> search -> evaluate -> judge -> report."""
-    start(files, task, out, llm_config, seed=seed, budget_nodes=budget, epochs=epochs, backend=backend)
+    start(files, task, out, llm_config, max_llm_tokens=max_llm_tokens, max_llm_cost=max_llm_cost,
+          seed=seed, budget_nodes=budget, epochs=epochs, backend=backend)
 
 
 @app.command()
@@ -128,12 +152,15 @@ def chat(
     epochs: int = typer.Option(100, min=1),
     backend: str = typer.Option("auto", help="sandbox: docker | local | auto"),
     llm_config: Optional[Path] = typer.Option(None, "--llm-config", help="LLM policies (see `run`)"),
+    max_llm_tokens: Optional[int] = typer.Option(None, "--max-llm-tokens", min=1, help=MAX_TOKENS_HELP),
+    max_llm_cost: Optional[float] = typer.Option(None, "--max-llm-cost", min=0.0, help=MAX_COST_HELP),
 ) -> None:
     """A conversation in the terminal: say what you want in your words, ask questions at any
     turn, steer the search, and ask about the result."""
     ask = lambda q: Prompt.ask(f"[bold yellow]you[/] {escape(q)}", console=console, default="", show_default=False)
-    llm = load_llm_config(llm_config) if llm_config else None
-    converse(files, task, ask, console, partial(start, out=out, llm_config=llm_config), llm=llm,
+    llm = load_llm_config(llm_config, max_tokens_total=max_llm_tokens, max_cost_usd=max_llm_cost) if llm_config else None
+    converse(files, task, ask, console, partial(start, out=out, llm_config=llm_config, max_llm_tokens=max_llm_tokens,
+                                                max_llm_cost=max_llm_cost), llm=llm,
              budget=budget, epochs=epochs, backend=backend)
 
 

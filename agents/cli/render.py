@@ -5,8 +5,6 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 
-from harmonycell.agents.routing import CHAT_ROUTES, ROUTES
-from harmonycell.agents.unifier import held_units
 
 COLORS = {
     "user": "bold white", "DataAuditor": "cyan", "Unifier": "blue", "Planner": "magenta",
@@ -27,6 +25,8 @@ def summary(type_: str, c: dict) -> str:
         return "; ".join(c["summaries"])
     if type_ == "UnifyDone":
         if c.get("held_out"):
+            from harmonycell.agents.unifier import held_units  # the unifier imports the agents, which render
+
             held = "; ".join(f"{split} holds out {held_units(units)}" for split, units in c["held_out"].items())
         else:
             held = "perturbations: " + ", ".join(f"{k} {v}" for k, v in c["n_conditions"].items())
@@ -87,6 +87,8 @@ def render_record(console: Console, rec: dict, chat: bool = False) -> None:
     src, type_, kind = rec["source"], rec["type"], rec["kind"]
     color = COLORS.get(src, "white")
     if kind == "message":
+        from harmonycell.agents.routing import CHAT_ROUTES, ROUTES  # routing imports the agents, which render
+
         text = summary(type_, rec.get("content") or {})
         # the person's own messages, and what they route to, only exist in chat mode
         routes = CHAT_ROUTES if src == "User" or type_ in {"UnifyDone", "SearchDone"} and chat else ROUTES

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from harmonycell.agents.policies.llm import (LLMConfig, ReplyInvalid, ask_validated, build_client, extract_code,
-                                    run_sync)
+from harmonycell.agents.policies.llm import LLMConfig, LLMSession, ReplyInvalid, extract_code, run_sync
 from harmonycell.tools.search import codegen
 from harmonycell.tools.search.actions import PARADIGMS, parse_action
 from harmonycell.tools.search.code_checks import ALLOWED_IMPORTS, check_code
@@ -68,9 +67,9 @@ def parse_model_reply(reply: str) -> str:
 class LLMCoder:
     name = "llm"
 
-    def __init__(self, cfg: LLMConfig, client=None):
-        self.cfg = cfg
-        self.client = client or build_client(cfg)
+    def __init__(self, cfg: LLMConfig, client=None, session: LLMSession | None = None):
+        self.session = session or LLMSession(cfg, client=client)
+        self.cfg = self.session.cfg
         self.builtin = BuiltinCoder()
 
     async def awrite(self, req: CodeRequest) -> ModelCode:
@@ -79,13 +78,12 @@ class LLMCoder:
         base = self.builtin.write(req)
         system = "You write correct, minimal PyTorch model modules that follow a given contract exactly."
         user = render_prompt(req.action, base.code, base.config["hparams"])
-        out = await ask_validated(self.client, system, user, parse_model_reply,
-                                  max_asks=self.cfg.max_asks, retries=self.cfg.transport_retries)
+        out = await self.session.aask("Coder", "write_model", system, user, parse_model_reply)
         if out.value is not None:
             notes = base.notes + [f"rejected reply {i + 1}: {r}" for i, r in enumerate(out.reasons)]
             return base.model_copy(update={"code": out.value, "policy": "llm", "attempts": out.attempts,
                                            "notes": notes})
-        why = out.error or f"{out.attempts} replies failed the checks"
+        why = out.skipped or out.error or f"{out.attempts} replies failed the checks"
         notes = base.notes + [f"rejected reply {i + 1}: {r}" for i, r in enumerate(out.reasons)]
         notes.append(f"fell back to the builtin template: {why}")
         return base.model_copy(update={"policy": "builtin", "fell_back": True,
@@ -95,5 +93,7 @@ class LLMCoder:
         return run_sync(self.awrite(req))
 
 
-def make_coder(llm: LLMConfig | None = None) -> BuiltinCoder | LLMCoder:
+def make_coder(llm: LLMConfig | None = None, session: LLMSession | None = None) -> BuiltinCoder | LLMCoder:
+    if session is not None:
+        return LLMCoder(session.cfg, session=session) if session.cfg.uses("coder") else BuiltinCoder()
     return LLMCoder(llm) if llm is not None else BuiltinCoder()

@@ -17,7 +17,7 @@ from importlib import resources
 
 from pydantic import ValidationError
 
-from harmonycell.agents.policies.llm import LLMConfig, ReplyInvalid, ask_validated, build_client
+from harmonycell.agents.policies.llm import LLMConfig, LLMSession, ReplyInvalid
 from harmonycell.tools.data.audit import AuditReport
 from harmonycell.tools.errors import HarmonyCellError
 from harmonycell.tools.data.expr import validate_syntax
@@ -65,23 +65,22 @@ class LLMSpecs:
 class LLMUnifier:
     name = "llm"
 
-    def __init__(self, cfg: LLMConfig, client=None):
-        self.cfg = cfg
-        self.client = client or build_client(cfg)
+    def __init__(self, cfg: LLMConfig, client=None, session: LLMSession | None = None):
+        self.session = session or LLMSession(cfg, client=client)
+        self.cfg = self.session.cfg
 
     async def aspecs(self, audits: list[AuditReport]) -> LLMSpecs:
         out = LLMSpecs()
         for audit in audits:
             prompt = render_prompt(audit)
-            res = await ask_validated(self.client, SYSTEM, prompt, lambda r, a=audit: parse_spec(r, a.name),
-                                      max_asks=self.cfg.max_asks, retries=self.cfg.transport_retries,
-                                      reask=REASK)
+            res = await self.session.aask("Unifier", f"mapping_spec:{audit.name}", SYSTEM, prompt,
+                                          lambda r, a=audit: parse_spec(r, a.name), reask=REASK)
             out.calls.append({"input": audit.name, "model": self.cfg.model, "replies": res.replies,
                               "rejected": res.reasons, "error": res.error})
             if res.value is not None:
                 out.specs[audit.name] = res.value
                 out.notes.append(f"{audit.name}: LLM spec after {res.attempts} reply(ies)")
             else:
-                why = res.error or f"{res.attempts} replies rejected ({'; '.join(res.reasons)[:300]})"
+                why = res.skipped or res.error or f"{res.attempts} replies rejected ({'; '.join(res.reasons)[:300]})"
                 out.notes.append(f"{audit.name}: fell back to the builtin policy: {why}")
         return out

@@ -47,6 +47,7 @@ class RunStatus(BaseModel):
     state: State
     error: str | None = None
     updated: str
+    llm: dict | None = None  # LLM calls, tokens, cost and latency of the run (None: no LLM)
 
 
 class RunFolder:
@@ -77,8 +78,8 @@ class RunFolder:
             return None
         return RunStatus.model_validate_json(self.status_json.read_text())
 
-    def set_status(self, state: State, error: str | None = None) -> None:
-        st = RunStatus(state=state, error=error, updated=_now())
+    def set_status(self, state: State, error: str | None = None, llm: dict | None = None) -> None:
+        st = RunStatus(state=state, error=error, updated=_now(), llm=llm)
         atomic.write_text(self.status_json, st.model_dump_json(indent=2))
 
 

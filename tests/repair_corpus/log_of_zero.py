@@ -1,0 +1,20 @@
+# mistake: log of log-normalised expression, which has exact zeros: -inf, then NaN loss
+import torch
+import torch.nn as nn
+
+
+class ShiftModel(nn.Module):
+    def __init__(self, info):
+        super().__init__()
+        g, h = info["n_genes"], 64
+        self.pert = nn.Linear(info["n_perts"], h)
+        self.net = nn.Sequential(nn.Linear(g + h, h), nn.ReLU(), nn.Linear(h, g))
+
+    def forward(self, x_ctrl, pert):
+        z = self.pert(pert["mask"] * pert["dose"])
+        feats = torch.log(x_ctrl)
+        return x_ctrl + self.net(torch.cat([feats, z], dim=-1))
+
+
+def build_model(info):
+    return ShiftModel(info)

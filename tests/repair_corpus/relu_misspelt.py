@@ -1,0 +1,19 @@
+# mistake: nn.Relu (the class is nn.ReLU)
+import torch
+import torch.nn as nn
+
+
+class ShiftModel(nn.Module):
+    def __init__(self, info):
+        super().__init__()
+        g, h = info["n_genes"], 64
+        self.pert = nn.Linear(info["n_perts"], h)
+        self.net = nn.Sequential(nn.Linear(g + h, h), nn.Relu(), nn.Linear(h, g))
+
+    def forward(self, x_ctrl, pert):
+        z = self.pert(pert["mask"] * pert["dose"])
+        return x_ctrl + self.net(torch.cat([x_ctrl, z], dim=-1))
+
+
+def build_model(info):
+    return ShiftModel(info)
