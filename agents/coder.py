@@ -28,7 +28,7 @@ def execute_node(agent: StepAgent, node_id: str, action: str, code: str, config:
     outputs = [o.path for o in res.outputs]
     ctx.tool_call(agent.name, "sandbox.run_training",
                   {"node": node_id, "action": action, "attempt": attempt, "backend": res.backend},
-                  {"status": res.status, "wall_s": res.wall_s, "exit_code": res.exit_code,
+                  {"status": res.status, "wall_s": res.wall_s, "cpu_s": res.cpu_s, "exit_code": res.exit_code,
                    "outputs": outputs},
                   [ctx.artifact(node_dir / "model.py")])
     missing = [f for f in PRED_FILES.values() if res.output(f) is None]
@@ -41,7 +41,7 @@ def execute_node(agent: StepAgent, node_id: str, action: str, code: str, config:
     # sha256 as computed by the backend right after the run: the Evaluator checks files against it
     preds = {split: Artifact(path=ctx.rel(node_dir / f), sha256=res.output(f).sha256)
              for split, f in PRED_FILES.items()}
-    return NodeExecuted(node_id=node_id, action=action, wall_s=res.wall_s, backend=res.backend,
+    return NodeExecuted(node_id=node_id, action=action, wall_s=res.wall_s, cpu_s=res.cpu_s, backend=res.backend,
                         code=Artifact(**ctx.artifact(node_dir / "model.py").model_dump()),
                         predictions=preds, attempts=attempt)
 

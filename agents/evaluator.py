@@ -9,6 +9,8 @@ from harmonycell.agents.messages import Artifact, NodeExecuted, NodeScored, Sear
 from harmonycell.tools.record import atomic
 from harmonycell.tools.search import tree as T
 from harmonycell.tools.evaluation.baselines import compute_baselines
+from harmonycell.tools.evaluation.compare import compare_all
+from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
 from harmonycell.tools.errors import PredictionError
 from harmonycell.tools.evaluation.scoring import score_prediction_file
 from harmonycell.tools.evaluation.pseudobulk import targets_for
@@ -23,14 +25,17 @@ class Evaluator(StepAgent):
             self.ctx.cache["adata"] = ad.read_h5ad(self.ctx.run.unified)
         return self.ctx.cache["adata"]
 
-    def _score(self, split: str, pred: Artifact):
-        path = self.ctx.run.root / pred.path
-        meta = load_meta(self.ctx.run.sandbox_data)
+    def targets(self, split: str):
         key = f"targets_{split}"
         if key not in self.ctx.cache:
             self.ctx.cache[key] = targets_for(self.adata(), split)
+        return self.ctx.cache[key]
+
+    def _score(self, split: str, pred: Artifact):
+        path = self.ctx.run.root / pred.path
+        meta = load_meta(self.ctx.run.sandbox_data)
         report = score_prediction_file(self.adata(), split, path, queries_from_meta(meta, split),
-                                       genes=meta["genes"], targets=self.ctx.cache[key])
+                                       genes=meta["genes"], targets=self.targets(split))
         if report.predictions_sha256 != pred.sha256:
             raise PredictionError("predictions changed after the sandbox wrote them",
                                   where=pred.path, fix="re-run the node; do not edit node outputs")
@@ -47,13 +52,25 @@ class Evaluator(StepAgent):
         report = self._score("val", ex.predictions["val"])
         m = dict(report.aggregate)
         tree = T.Tree.load(self.ctx.run.tree_json)
-        t_root = tree.t_root or ex.wall_s
-        r = T.reward(T.normalised_metric(m.get("DeltaPCC")), ex.wall_s, t_root)
-        m["wall_s"] = ex.wall_s
+        # cost in CPU seconds (load-independent); wall time only where the backend gave none
+        cost = ex.cpu_s if ex.cpu_s is not None else ex.wall_s
+        t_root = tree.t_root or cost
+        # the reward reads the honest metric (shift-corrected), never the inflated DeltaPCC
+        r = T.reward(T.normalised_metric(m.get(SEARCH_METRIC)), cost, t_root)
+        m["wall_s"], m["cpu_s"] = ex.wall_s, ex.cpu_s
+        m["train_mean_val"] = self._train_mean_val()
         self.ctx.tool_call(self.name, "score_predictions", {"node": ex.node_id, "split": "val"},
-                           {"DeltaPCC": m.get("DeltaPCC"), "RMSE": m.get("RMSE"),
+                           {SEARCH_METRIC: m.get(SEARCH_METRIC), "DeltaPCC": m.get("DeltaPCC"),
+                            "RMSE": m.get("RMSE"), "train_mean_val": m["train_mean_val"],
                             "sha256": report.predictions_sha256})
         return NodeScored(node_id=ex.node_id, metrics=m, reward=r)
+
+    def _train_mean_val(self) -> float | None:
+        """The train-mean baseline's search metric on validation (failure routing's yardstick)."""
+        if "train_mean_val" not in self.ctx.cache:
+            base = compute_baselines(self.adata(), "val").baselines
+            self.ctx.cache["train_mean_val"] = base.get("train_mean", {}).get(SEARCH_METRIC)
+        return self.ctx.cache["train_mean_val"]
 
     def on_SearchReviewed(self, done: SearchReviewed) -> TestScored:
         """Chat mode: the person has seen the search's result and sent it on to the test."""
@@ -61,14 +78,15 @@ class Evaluator(StepAgent):
 
     def on_SearchDone(self, done: SearchDone) -> TestScored:
         run = self.ctx.run
-        baselines = compute_baselines(self.adata(), "test")
+        baselines = compute_baselines(self.adata(), "test", self.targets("test"))
         atomic.write_text(run.root / "baselines.json", baselines.model_dump_json(indent=2))
         base = baselines.baselines
         self.ctx.tool_call(self.name, "compute_baselines", {"split": "test"},
-                           {name: {"DeltaPCC": v.get("DeltaPCC"), "RMSE": v.get("RMSE")} for name, v in base.items()},
+                           {name: {SEARCH_METRIC: v.get(SEARCH_METRIC), "DeltaPCC": v.get("DeltaPCC"),
+                                   "RMSE": v.get("RMSE")} for name, v in base.items()},
                            [self.ctx.artifact(run.root / "baselines.json")])
         if done.best_node is None:
-            return TestScored(node_id=None, baselines=base)
+            return TestScored(node_id=None, baselines=base, n_queries=baselines.n_queries)
         pred = Artifact(path=self.ctx.rel(run.node_dir(done.best_node) / "pred_test.npy"),
                         sha256=atomic.sha256_file(run.node_dir(done.best_node) / "pred_test.npy"))
         report = self._score("test", pred)
@@ -76,7 +94,14 @@ class Evaluator(StepAgent):
         atomic.write_text(scores_path, report.model_dump_json(indent=2))
         scores = self.ctx.artifact(scores_path)
         self.ctx.tool_call(self.name, "score_predictions", {"node": done.best_node, "split": "test"},
-                           {"DeltaPCC": report.aggregate.get("DeltaPCC"), "sha256": report.predictions_sha256},
+                           {SEARCH_METRIC: report.aggregate.get(SEARCH_METRIC),
+                            "DeltaPCC": report.aggregate.get("DeltaPCC"), "sha256": report.predictions_sha256},
                            [scores])
+        # paired per query, model minus each baseline, seeded bootstrap intervals
+        comparisons = compare_all([r.model_dump() for r in report.per_perturbation],
+                                  {n: [r.model_dump() for r in rows] for n, rows in baselines.per_query.items()})
+        self.ctx.tool_call(self.name, "compare_with_baselines", {"split": "test", "n": report.n_queries},
+                           {f"{c.baseline}/{c.metric}": c.conclusion for c in comparisons})
         return TestScored(node_id=done.best_node, metrics=dict(report.aggregate), baselines=base,
-                          predictions=pred, scores=Artifact(**scores.model_dump()))
+                          predictions=pred, scores=Artifact(**scores.model_dump()),
+                          comparisons=comparisons, n_queries=report.n_queries)

@@ -17,7 +17,10 @@ from harmonycell.tools.search.code_checks import check_code
 from harmonycell.agents.policies.judge import report_addendum
 from harmonycell.tools.report.markdown import render_report
 from harmonycell.tools.report.plots import plot_report
-from harmonycell.tools.schema import SPLIT, TaskKind, context_labels
+from harmonycell.tools.evaluation.compare import usefulness
+from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
+from harmonycell.tools.report.markdown import headline_text
+from harmonycell.tools.schema import SPLIT, TaskKind, context_labels, split_condition
 from harmonycell.tools.data.taskdata import load_meta
 from harmonycell.tools.record.transcript import read_records
 from harmonycell.tools.search.tree import Tree
@@ -25,22 +28,77 @@ from harmonycell.tools.search.tree import Tree
 INTEGRITY = ("provenance", "split_integrity", "sandbox_saw_no_test_targets", "code_is_clean")
 
 
+def _units_by_split(obs) -> dict[str, set[str]]:
+    pert = obs[~obs["is_control"].astype(bool)]
+    return {s: {u for c in pert.loc[pert[SPLIT] == s, "condition_name"].astype(str).unique()
+                for u in split_condition(c)} for s in ("train", "val", "test")}
+
+
 def split_integrity(adata, task: TaskKind) -> Check:
+    """The split keeps the task's promise, checked at the level it promises: genes (single
+    perturbations) for unseen-perturbation, pairs with seen singles for unseen-combination,
+    whole contexts for unseen-cell-context."""
     obs = adata.obs
     pert = obs[~obs["is_control"].astype(bool)]
     ctx = context_labels(pert)
-    train, test = pert[SPLIT] == "train", pert[SPLIT] == "test"
+    split = pert[SPLIT].astype(str)
+    train, test = split == "train", split == "test"
+    conds = pert["condition_name"].astype(str)
+    problems: list[str] = []
     if task is TaskKind.unseen_cell_context:
-        overlap = set(ctx[train]) & set(ctx[test])
-        what = "cell contexts"
+        overlap = set(ctx[test]) & set(ctx[~test])
+        what, n_units = "cell contexts", len(set(ctx[test]))
+        if overlap:
+            problems.append(f"held-out contexts also in training or validation: {sorted(overlap)[:5]}")
+    elif task is TaskKind.unseen_combination:
+        pairs = set(conds[test])
+        what, n_units = "pairs", len(pairs)
+        if pairs & set(conds[~test]):
+            problems.append(f"held-out pairs also in training or validation: {sorted(pairs & set(conds[~test]))[:5]}")
+        seen = set(conds[train])
+        unseen_singles = sorted({p for c in pairs for p in split_condition(c) if p not in seen})
+        if unseen_singles:
+            problems.append(f"singles of held-out pairs not in training: {unseen_singles[:5]}")
+        if any(len(split_condition(c)) < 2 for c in pairs):
+            problems.append("a held-out condition is not a combination")
     else:
-        overlap = set(pert.loc[train, "condition_name"]) & set(pert.loc[test, "condition_name"])
-        what = "perturbations"
+        # every test condition holds a perturbation that no training or validation condition
+        # holds, alone or in a combination; the declared test units appear in none of them
+        units = _units_by_split(obs)
+        seen = units["train"] | units["val"]
+        what, n_units = "perturbations (alone or inside a combination)", len(units["test"] - seen)
+        known = sorted(c for c in set(conds[test]) if not set(split_condition(c)) - seen)
+        if known:
+            problems.append(f"test conditions made only of perturbations seen in training or validation: {known[:5]}")
+        declared = set(adata.uns.get("split_info", {}).get("test_units", []))
+        if declared & seen:
+            problems.append(f"held-out perturbations also in a training or validation condition: {sorted(declared & seen)[:5]}")
     n_test = int(test.sum())
-    ok = not overlap and n_test > 0
-    detail = (f"{n_test} test cells; no held-out {what} seen in training" if ok else
-              f"held-out {what} also in training: {sorted(overlap)[:5]}" if overlap else "no test cells")
+    if n_test == 0:
+        problems.append("no test cells")
+    ok = not problems
+    noun = what.split(" (")[0]
+    detail = (f"{n_test} test cells, {n_units} held-out {noun}; none in a training or validation "
+              f"condition" if ok else "; ".join(problems))
+    never = list(adata.uns.get("split_info", {}).get("test_conditions_never_trained", []))
+    if never:  # announced, not hidden: the test context asks about perturbations never trained
+        detail += (f"; {len(never)} test perturbation(s) never trained in any context "
+                   f"(e.g. {', '.join(map(str, never[:3]))})")
     return Check(name="split_integrity", passed=ok, detail=detail)
+
+
+def held_out_unit(adata, task: TaskKind) -> tuple[str, int]:
+    """(plural noun of the task's held-out unit, how many are held out) for the headline."""
+    obs = adata.obs
+    pert = obs[~obs["is_control"].astype(bool)]
+    test = pert[pert[SPLIT].astype(str) == "test"]
+    if task is TaskKind.unseen_cell_context:
+        return "cell contexts", int(context_labels(test).nunique())
+    if task is TaskKind.unseen_combination:
+        return "pairs", int(test["condition_name"].nunique())
+    units = _units_by_split(obs)
+    genes = set(pert["pert_type"].astype(str)) <= {"crispr"}
+    return ("genes" if genes else "perturbations"), len(units["test"] - units["train"] - units["val"])
 
 
 def sandbox_blind(run, adata, task: TaskKind) -> Check:
@@ -51,8 +109,11 @@ def sandbox_blind(run, adata, task: TaskKind) -> Check:
         n_train, train_ctx = len(z["X"]), {meta["contexts"][int(i)] for i in np.unique(z["context"])}
     if task is TaskKind.unseen_cell_context:
         leaked = {q["context"] for q in meta["queries"]["test"]} & train_ctx
-    else:
+    elif task is TaskKind.unseen_combination:
         leaked = {q["condition"] for q in meta["queries"]["test"]} & set(meta["train_conditions"])
+    else:  # no held-out gene inside any training condition, alone or in a combination
+        trained = {u for c in meta["train_conditions"] for u in split_condition(c)}
+        leaked = {q["condition"] for q in meta["queries"]["test"] if not set(split_condition(q["condition"])) - trained}
     expected = int((adata.obs[SPLIT] == "train").sum())
     ok = not leaked and n_train == expected
     return Check(name="sandbox_saw_no_test_targets", passed=ok,
@@ -78,15 +139,28 @@ class Judge(StepAgent):
                                 else "; ".join(problems)))
             checks += self._beats(t)
         valid = all(c.passed for c in checks if c.name in INTEGRITY) and t.node_id is not None
+        useful, deciding = usefulness(t.comparisons)
+        useful = useful and valid  # an invalid result is never presented as useful
+        unit, n_units = held_out_unit(adata, cfg.task)
+        failed = [c.name for c in checks if c.name in INTEGRITY and not c.passed]
+        if t.node_id is None:
+            failed = ["no node trained"] + failed
+        line = headline_text(valid=valid, useful=useful, failed=failed, deciding=deciding,
+                             n_queries=t.n_queries, unit=unit, n_units=n_units, metric=SEARCH_METRIC)
         tree = Tree.load(run.tree_json)
         unify = json.loads((run.unify_dir / "unify_report.json").read_text()) if (run.unify_dir / "unify_report.json").exists() else {}
+        fallbacks = {}
+        if (run.root / "baselines.json").exists():
+            fallbacks = json.loads((run.root / "baselines.json").read_text()).get("fallbacks", {})
         text = render_report(
             run_id=cfg.run_id, task=cfg.task.value, inputs=[i.path for i in cfg.inputs],
             unify_line=f"{adata.n_obs} cells x {adata.n_vars} genes after unification"
             + (f" ({unify.get('summary')})" if unify.get("summary") else ""),
             tree=tree, best=t.node_id, best_action=tree.nodes[t.node_id].action if t.node_id else None,
             test_metrics=t.metrics, baselines=t.baselines,
-            checks=[c.model_dump() for c in checks], valid=valid)
+            checks=[c.model_dump() for c in checks], valid=valid, headline=line, unit=unit,
+            comparisons=[c.model_dump() for c in t.comparisons], fallbacks=fallbacks,
+            split_info=unify.get("split_info") or {}, gene_selection=unify.get("gene_selection") or {})
         if t.node_id is not None and t.scores is not None:
             scores = json.loads((run.root / t.scores.path).read_text())
             plot_report(run.root / "report.png", t.metrics, t.baselines, scores["per_perturbation"],
@@ -94,7 +168,9 @@ class Judge(StepAgent):
             text += "\n![model vs baselines, per perturbation, training curves](report.png)\n"
         text += report_addendum(self.ctx, t.node_id, text)  # advisory only: `valid` is decided above
         atomic.write_text(run.report_md, text)
-        verdict = Verdict(valid=valid, checks=checks, report=Artifact(**self.ctx.artifact(run.report_md).model_dump()))
+        verdict = Verdict(valid=valid, useful=useful, headline=line, checks=checks,
+                          comparisons=t.comparisons,
+                          report=Artifact(**self.ctx.artifact(run.report_md).model_dump()))
         atomic.write_text(run.root / "verdict.json", verdict.model_dump_json(indent=2))
         return verdict
 
@@ -112,18 +188,16 @@ class Judge(StepAgent):
 
     @staticmethod
     def _beats(t: TestScored) -> list[Check]:
+        """One check per baseline and metric, passed only when the paired interval says
+        ``better`` (a difference without an interval is not a win)."""
         out = []
-        cm = t.baselines.get("control_mean", {}).get("RMSE")
-        if cm is not None and t.metrics.get("RMSE") is not None:
-            out.append(Check(name="beats_control_mean", passed=t.metrics["RMSE"] < cm,
-                             detail=f"RMSE {t.metrics['RMSE']:.4f} vs {cm:.4f}"))
-        # DeltaPCC alone is inflated by the shift all perturbations share: also the corrected one
-        for metric in ("DeltaPCC", "PCC_Delta_shift_corrected"):
-            mine = t.metrics.get(metric)
-            for name in ("train_mean", "linear"):
-                ref = t.baselines.get(name, {}).get(metric)
-                if ref is not None and mine is not None:
-                    suffix = "" if metric == "DeltaPCC" else "_shift_corrected"
-                    out.append(Check(name=f"beats_{name}{suffix}", passed=mine > ref,
-                                     detail=f"{metric} {mine:.3f} vs {ref:.3f}"))
+        for c in t.comparisons:
+            if c.metric not in (SEARCH_METRIC, "DeltaPCC", "RMSE"):
+                continue
+            suffix = {SEARCH_METRIC: "_shift_corrected", "DeltaPCC": "", "RMSE": "_rmse"}[c.metric]
+            ci = ("no interval (n < 3)" if c.ci_low is None
+                  else f"95% CI [{c.ci_low:+.3f}, {c.ci_high:+.3f}]")
+            out.append(Check(name=f"beats_{c.baseline}{suffix}", passed=c.conclusion == "better",
+                             detail=f"{c.metric} model - {c.baseline}: {c.mean_diff:+.3f}, {ci}, "
+                                    f"n={c.n}: {c.conclusion}"))
         return out

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from harmonycell.tools.evaluation.compare import Comparison
+
 
 class Artifact(BaseModel):
     path: str  # relative to the run folder
@@ -87,6 +89,7 @@ class NodeExecuted(BaseModel):
     wall_s: float
     backend: str
     code: Artifact
+    cpu_s: float | None = None  # CPU time of the node's process tree (the reward's cost)
     predictions: dict[str, Artifact]  # split -> predictions file written by the sandbox
     attempts: int = 1
 
@@ -138,6 +141,9 @@ class TestScored(BaseModel):
     baselines: dict[str, dict[str, float | None]] = Field(default_factory=dict)
     predictions: Artifact | None = None
     scores: Artifact | None = None
+    # model minus each baseline, paired per test query, with a seeded 95% bootstrap interval
+    comparisons: list[Comparison] = Field(default_factory=list)
+    n_queries: int = 0
 
 
 class Check(BaseModel):
@@ -147,10 +153,15 @@ class Check(BaseModel):
 
 
 class Verdict(BaseModel):
-    """Judge: is the result valid and better than trivial?"""
+    """Judge: two verdicts, never one word. ``valid``: integrity (provenance, split, sandbox
+    blindness, code). ``useful``: better than every baseline on the search metric with the
+    interval excluding 0. ``headline`` says both and names the held-out unit."""
 
     valid: bool
+    useful: bool = False
+    headline: str = ""
     checks: list[Check]
+    comparisons: list[Comparison] = Field(default_factory=list)
     report: Artifact | None = None
 
 

@@ -1,63 +1,228 @@
-"""Planner: Monte Carlo tree search over the hierarchical action space (SPEC sections 4-5)."""
+"""Planner: hierarchical Monte Carlo tree search (SPEC 4-6, 10) over the action space.
+
+Each handler loads the tree (data), applies what happened (a score, an abandonment), routes the
+outcome (``failure_routing``), then asks the policy for the next expansion. The policy is one
+function, ``choose_next(tree, profile, priors, menu) -> Choice | None``: builtin hierarchical MCTS
+(``tree.choose_expansion``); another policy (an LLM's) can take its place. ``menu`` is the action
+space less what the person excluded (``RunConfig.exclude``), so excluded paradigms and backbones
+are never proposed.
+"""
 
 from __future__ import annotations
+
+import time
+from functools import lru_cache
+from typing import Callable
 
 from harmonycell.agents.base import StepAgent
 from harmonycell.agents.policies.planner import propose_expansion
 from harmonycell.agents.messages import Approval, NodeAbandoned, NodePlan, NodeScored, SearchDone, UnifyDone
+from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
 from harmonycell.tools.search import tree as T
-from harmonycell.tools.search.actions import child_actions, root_actions
+from harmonycell.tools.search.actions import child_actions, parse_action
+from harmonycell.tools.search.budget import estimate_node_seconds, fmt_duration, nodes_that_fit
+from harmonycell.tools.search.failure_routing import route_abandoned, route_scored
+
+Policy = Callable[[T.Tree, str, dict, Callable[[str], list[str]]], "T.Choice | None"]
+Menu = Callable[[str], list[str]]
+
+
+@lru_cache(maxsize=4096)
+def _resolved(action: str) -> tuple:
+    p = parse_action(action)
+    return (p.backbone, tuple(sorted(p.resolved().items()))) if p.backbone else (action,)
+
+
+def same_model(a: str, b: str) -> bool:
+    """Two paths that train the same model (refinements in another order, or a move back)."""
+    return a != b and T.level_of(a) == T.level_of(b) == "refinement" and _resolved(a) == _resolved(b)
+
+
+def excluding(menu: Menu, banned: set[str]) -> Menu:
+    """``menu`` without actions under a ``banned`` paradigm or backbone name; a paradigm whose
+    backbones are all banned is dropped too (it would have nothing to offer)."""
+    if not banned:
+        return menu
+
+    def filtered(action: str) -> list[str]:
+        out = [a for a in menu(action) if not banned & set(a.split("/")[:2])]
+        return [a for a in out if T.level_of(a) != "paradigm" or filtered(a)]
+    return filtered
+
+
+def builtin_policy(tree: T.Tree, profile: str, priors: dict, menu: Menu = child_actions) -> T.Choice | None:
+    """Hierarchical MCTS: UCT (Q_mix) at every level, expansion by the prior."""
+    return T.choose_expansion(tree, menu, priors, same_model)
 
 
 class Planner(StepAgent):
-    description_text = "Chooses which architecture / refinement to train next (MCTS)."
+    description_text = "Chooses which architecture / refinement to train next (hierarchical MCTS)."
+
+    def __init__(self, ctx, policy: Policy = builtin_policy):
+        super().__init__(ctx)
+        self.policy = policy
 
     def _tree(self) -> T.Tree:
         return T.Tree.load(self.ctx.run.tree_json)
 
-    def _untried(self, tree: T.Tree, node: T.Node) -> list[str]:
-        tried = {tree.nodes[c].action for c in node.children}
-        options = root_actions() if node.id == T.ROOT else child_actions(node.action)
-        banned = set(self.ctx.config.exclude)  # paradigms or backbones the person ruled out
-        return [a for a in options if a not in tried and not banned & set(a.split("/")[:2])]
+    def _menu(self) -> Menu:
+        """The action space the search may use: paradigms/backbones the person ruled out are gone."""
+        return excluding(child_actions, set(self.ctx.config.exclude))
+
+    def _trace(self, records: list[dict]) -> None:
+        for rec in records:
+            self.ctx.transcript.append("event", self.name, "refinement_trace", rec)
+            if rec["level"] != rec.get("node_level", "") and "no failure" not in rec["rule"]:
+                self.ctx.console.print(f"[bold]routing[/] {rec['level']}: {rec['rule']} -> {rec['action_taken']}",
+                                       highlight=False)
+
+    # ------------------------------------------------------------------ search start
+
+    def _adata(self):
+        if "adata" not in self.ctx.cache:
+            import anndata as ad
+
+            self.ctx.cache["adata"] = ad.read_h5ad(self.ctx.run.unified)
+        return self.ctx.cache["adata"]
+
+    def _profile(self) -> str:
+        if "task_profile" not in self.ctx.cache:
+            from harmonycell.tools.search.knowledge import task_profile_text
+
+            self.ctx.cache["task_profile"] = task_profile_text(self._adata(), self.ctx.config.task.value)
+        return self.ctx.cache["task_profile"]
+
+    def _start(self, tree: T.Tree) -> None:
+        """Once per run: knowledge-base retrieval, then the time estimate, both on the record."""
+        cfg = self.ctx.config
+        tree.seed, tree.started_at = cfg.seed, time.time()
+        if cfg.use_kb:
+            from harmonycell.tools.search.knowledge import KnowledgeBase, action_priors, embed
+
+            kb = KnowledgeBase(cfg.kb_path)
+            profile = self._profile()
+            retrieval = kb.retrieve(embed([profile])[0])
+            tree.kb = {**retrieval.summary(), "path": str(kb.path)}
+            tree.priors = action_priors(retrieval.entries) if retrieval.mode == "warm start" else {}
+            self.ctx.transcript.append("event", self.name, "knowledge_base", {**tree.kb, "profile": profile})
+            self.ctx.console.print(f"[bold]knowledge base[/] {kb.path}: {retrieval.mode} ({retrieval.reason})")
+        else:
+            tree.kb = {"mode": "tabula rasa", "reason": "--no-kb: the knowledge base is not used"}
+            self.ctx.transcript.append("event", self.name, "knowledge_base", tree.kb)
+        meta_cells, n_genes = self._size()
+        per_node = estimate_node_seconds(meta_cells, n_genes, cfg.epochs)
+        fit = nodes_that_fit(cfg.time_limit_s, per_node, cfg.budget_nodes)
+        limit = fmt_duration(cfg.time_limit_s) if cfg.time_limit_s else "none"
+        line = (f"~{fmt_duration(per_node)} per node ({meta_cells} training cells x {n_genes} genes, "
+                f"<= {cfg.epochs} epochs); time limit {limit}, budget {cfg.budget_nodes} node(s): "
+                f"about {fit} node(s) fit")
+        self.ctx.transcript.append("event", self.name, "search_budget",
+                                   {"per_node_s": round(per_node, 1), "nodes_that_fit": fit,
+                                    "time_limit_s": cfg.time_limit_s, "budget_nodes": cfg.budget_nodes,
+                                    "train_cells": meta_cells, "genes": n_genes, "epochs": cfg.epochs})
+        self.ctx.console.print(f"[bold]search budget[/] {line}")
+
+    def _size(self) -> tuple[int, int]:
+        from harmonycell.tools.data.taskdata import load_meta
+
+        meta = load_meta(self.ctx.run.sandbox_data)
+        return int(meta["n_train_cells"]), len(meta["genes"])
+
+    # ------------------------------------------------------------------ stopping
+
+    def _stop(self, tree: T.Tree) -> tuple[str, bool] | None:
+        cfg = self.ctx.config
+        n_done = len(tree.trained())
+        if n_done >= cfg.budget_nodes:
+            return f"budget of {cfg.budget_nodes} node(s) spent", False
+        if cfg.time_limit_s and tree.started_at is not None and n_done > 0:  # always one node
+            elapsed = time.time() - tree.started_at
+            walls = [n.wall_s for n in tree.trained() if n.wall_s]
+            per_node = sum(walls) / len(walls) if walls else 0.0
+            # stop when the limit is reached, or when the next node would overrun it by more
+            # than half a node (measured on this run's nodes)
+            if elapsed >= cfg.time_limit_s or elapsed + 0.5 * per_node > cfg.time_limit_s:
+                return (f"time limit {fmt_duration(cfg.time_limit_s)} reached after {n_done} node(s) "
+                        f"({fmt_duration(elapsed)} elapsed)", True)
+        return None
+
+    def _done(self, tree: T.Tree, reason: str, cut_short: bool) -> SearchDone:
+        best = tree.best()
+        tree.stop_reason, tree.cut_short = reason, cut_short
+        tree.save(self.ctx.run.tree_json)
+        self._remember(tree, best)
+        return SearchDone(best_node=best.id if best else None, n_nodes=len(tree.trained()),
+                          reason=reason + (" (search cut short: best node so far)" if cut_short else ""))
+
+    def _remember(self, tree: T.Tree, best: T.Node | None) -> None:
+        """Store the finished search in the knowledge base (never data or targets)."""
+        cfg = self.ctx.config
+        if not cfg.use_kb or not tree.trained():
+            return
+        from harmonycell.tools.search.knowledge import KnowledgeBase, NodeRecord, RunRecord, embed
+
+        profile = self._profile()
+        rec = RunRecord(run_id=cfg.run_id, task_kind=cfg.task.value, profile=profile,
+                        embedding=embed([profile])[0],
+                        nodes=[NodeRecord(n.action, n.reward, n.val_metric, n.status) for n in tree.trained()],
+                        selected_path=best.action if best else None,
+                        selected_reward=best.reward if best else None,
+                        start=(tree.kb or {}).get("mode", "tabula rasa"))
+        kb_id = KnowledgeBase(cfg.kb_path).add(rec)
+        self.ctx.transcript.append("event", self.name, "knowledge_base_stored",
+                                   {"kb_id": kb_id, "path": str(KnowledgeBase(cfg.kb_path).path),
+                                    "nodes": len(rec.nodes), "selected_path": rec.selected_path})
+
+    # ------------------------------------------------------------------ the next node
+
+    def _llm_choice(self, tree: T.Tree) -> T.Choice | None:
+        """The LLM's expansion (validated by the action grammar in ``agents.policies.planner``) as a
+        ``Choice``: a root proposal ``paradigm/backbone`` adds the paradigm's decision node first
+        when the tree has none yet. None without an LLM for the planner, or after its fallback."""
+        menu = self._menu()
+
+        def untried(n: T.Node) -> list[str]:
+            if n.id == T.ROOT:
+                tried = {k.action for k in tree.nodes.values() if T.level_of(k.action) == "backbone"}
+                return [b for p in menu("") for b in menu(p) if b not in tried]
+            return T.untried(tree, n, menu, same_model)
+
+        exp = propose_expansion(self.ctx, tree, untried)
+        if exp is None:
+            return None
+        why = f"LLM: {exp.rationale}"
+        if exp.parent != T.ROOT:
+            return T.Choice(exp.parent, [exp.action], [why], [why])
+        paradigm = exp.action.split("/")[0]
+        existing = next((k for k in tree.kids(tree.nodes[T.ROOT]) if k.action == paradigm), None)
+        if existing is not None:
+            return T.Choice(existing.id, [exp.action], [why], [why])
+        return T.Choice(T.ROOT, [paradigm, exp.action], [why], [why, why])
 
     def _next(self, tree: T.Tree) -> NodePlan | SearchDone:
-        n_done = len(tree.trained())
-        limit = self.ctx.config.time_limit_s
-        spent = sum(n.wall_s or 0.0 for n in tree.nodes.values())
-        if limit is not None and n_done and spent >= limit:
-            best = tree.best()
-            tree.save(self.ctx.run.tree_json)
-            return SearchDone(best_node=best.id if best else None, n_nodes=n_done,
-                              reason=f"time budget of {limit:g}s spent ({spent:.0f}s of training)")
-        if n_done >= self.ctx.config.budget_nodes:
-            best = tree.best()
-            tree.save(self.ctx.run.tree_json)
-            return SearchDone(best_node=best.id if best else None, n_nodes=n_done,
-                              reason=f"budget of {self.ctx.config.budget_nodes} node(s) spent")
-        parent_id = T.select(tree, lambda n: bool(self._untried(tree, n))
-                             and (n.id == T.ROOT or n.status == "ok"))
-        options = self._untried(tree, tree.nodes[parent_id])
-        if not options:
-            best = tree.best()
-            tree.save(self.ctx.run.tree_json)
-            return SearchDone(best_node=best.id if best else None, n_nodes=n_done,
-                              reason="action space exhausted")
-        llm = propose_expansion(self.ctx, tree, lambda n: self._untried(tree, n))
-        if llm is not None:  # validated by the action grammar in agents.policies.planner
-            node = tree.add(llm.parent, llm.action)
-            tree.save(self.ctx.run.tree_json)
-            return NodePlan(node_id=node.id, action=node.action, parent=llm.parent,
-                            reason=f"LLM: {llm.rationale}")
-        node = tree.add(parent_id, options[0])
+        stop = self._stop(tree)
+        if stop:
+            return self._done(tree, *stop)
+        # a routing decision (SPEC 10) takes precedence; otherwise an LLM, when configured, proposes
+        choice = None if tree.route else self._llm_choice(tree)
+        if choice is None:
+            choice = self.policy(tree, self._profile() if self.ctx.config.use_kb else "", tree.priors,
+                                 self._menu())
+        if choice is None:
+            return self._done(tree, "action space exhausted", False)
+        parent = choice.parent
+        for action, why in zip(choice.actions[:-1], choice.chosen_by):
+            parent = tree.add(parent, action, chosen_by=why, status="decision").id
+        node = tree.add(parent, choice.actions[-1], chosen_by=choice.chosen_by[-1] if choice.chosen_by else "")
         tree.save(self.ctx.run.tree_json)
-        where = "root" if parent_id == T.ROOT else f"refining {tree.nodes[parent_id].action}"
-        return NodePlan(node_id=node.id, action=node.action, parent=parent_id,
-                        reason=f"UCT selected {where}")
+        return NodePlan(node_id=node.id, action=node.action, parent=parent, reason=choice.reason)
 
     def on_UnifyDone(self, done: UnifyDone | None) -> NodePlan | SearchDone:
         tree = self._tree()
-        pending = [n for n in tree.nodes.values() if n.id != T.ROOT and n.status == "planned"]
+        if tree.started_at is None:
+            self._start(tree)
+            tree.save(self.ctx.run.tree_json)
+        pending = [n for n in tree.nodes.values() if n.status == "planned" and n.id != T.ROOT]
         if pending:  # a resumed run: a node was planned but never finished
             n = pending[0]
             return NodePlan(node_id=n.id, action=n.action, parent=n.parent,
@@ -79,15 +244,18 @@ class Planner(StepAgent):
         tree = self._tree()
         node = tree.nodes[s.node_id]
         node.status, node.reward = "ok", s.reward
-        node.val_metric = s.metrics.get("DeltaPCC")
+        node.val_metric = s.metrics.get(SEARCH_METRIC)
         node.wall_s = s.metrics.get("wall_s")
+        node.cpu_s = s.metrics.get("cpu_s")
         if tree.t_root is None:
-            tree.t_root = node.wall_s
+            tree.t_root = node.cpu_s if node.cpu_s is not None else node.wall_s
         T.backpropagate(tree, node.id, s.reward)
+        if "train_mean_val" in s.metrics:  # no validation split: nothing to compare, no routing
+            self._trace(route_scored(tree, node.id, node.val_metric, s.metrics.get("train_mean_val"),
+                                     self._menu(), same_model))
         return self._next(tree)
 
     def on_NodeAbandoned(self, a: NodeAbandoned) -> NodePlan | SearchDone:
         tree = self._tree()
-        tree.nodes[a.node_id].status, tree.nodes[a.node_id].reward = "failed", 0.0
-        T.backpropagate(tree, a.node_id, 0.0)
+        self._trace(route_abandoned(tree, a.node_id, a.reason))
         return self._next(tree)

@@ -63,7 +63,8 @@ class Unifier(StepAgent):
         else:
             outcome = unify([Path(p) for p in done.inputs], task=cfg.task, seed=cfg.seed,
                             specs=self._llm_specs() if self.ctx.llm_policy("unifier") else None,
-                            hold_out=cfg.hold_out or None)
+                            hold_out=cfg.hold_out or None,
+                            fold=tuple(cfg.fold) if cfg.fold else None)
             write_unify_outputs(outcome, run.unify_dir)
             adata = outcome.adata
             # meta.json is written last, so its presence means the export is complete

@@ -1,9 +1,11 @@
 """Regenerate docs/baselines.md: the baseline table on the real data in ../shared/data/real.
 
-    python bench/baselines_doc.py [--data DIR] [--out docs/baselines.md] [--seeds 5]
+    python bench/baselines_doc.py [--data DIR] [--out docs/baselines.md] [--folds 3] [--seeds 2]
 
-Each case is unified exactly as ``harmonycell unify --task`` would (``tools.unify.unify``) and
-scored with ``compute_baselines`` on its test split. Norman K562 is the ``k562`` cells of the
+Each case is unified exactly as ``harmonycell unify --task`` would (``tools.unify.unify``), once
+per outer fold of a K-fold partition of the held-out units and per seed (repeat), and scored with
+``compute_baselines`` on that fold's test split; the folds are pooled by
+``tools.evaluation.crossval`` (mean ± sd over folds, paired comparisons with intervals). Norman K562 is the ``k562`` cells of the
 perturbench devel file, written to a temporary file outside the repository first.
 """
 
@@ -16,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
-import numpy as np
 
 from harmonycell.tools.record import atomic
 from harmonycell.tools.evaluation.baselines import BASELINE_DEFINITIONS, BaselinesReport, compute_baselines
+from harmonycell.tools.evaluation.crossval import FoldResult, summarise
 from harmonycell.tools.evaluation.metrics import DEFINITIONS, METRIC_NAMES
 from harmonycell.tools.data.unify import unify
 
@@ -61,9 +63,10 @@ def case_paths(case: Case, data: Path, tmp: Path) -> list[Path]:
     return paths
 
 
-def run_case(paths: list[Path], case: Case, seed: int) -> tuple[BaselinesReport, dict]:
+def run_case(paths: list[Path], case: Case, seed: int, fold: tuple[int, int] | None = None
+             ) -> tuple[BaselinesReport, dict]:
     t0 = time.perf_counter()
-    outcome = unify(paths, task=case.task, seed=seed)
+    outcome = unify(paths, task=case.task, seed=seed, fold=fold)
     report = compute_baselines(outcome.adata, "test")
     info = {"seed": seed, "cells": outcome.adata.n_obs, "seconds": time.perf_counter() - t0,
             "split": dict(outcome.adata.uns["split_info"]["n_cells"])}
@@ -74,21 +77,33 @@ def fmt(v) -> str:
     return "null" if v is None else f"{v:.3f}"
 
 
-SEED_METRICS = ("RMSE", "DeltaPCC", "PCC_Delta_shift_corrected", "Discrimination_rank")
+SEED_METRICS = ("PCC_Delta_shift_corrected", "DeltaPCC", "RMSE")
 
 
-def seeds_markdown(reps: list[BaselinesReport], seeds: list[int]) -> list[str]:
-    """Mean (min..max) over split seeds: with a handful of test perturbations one split says little."""
-    names = list(reps[0].baselines)
-    lines = [f"Across split seeds {seeds[0]}..{seeds[-1]} (mean, min..max; null if null for any seed):", "",
+def cv_markdown(reps: list[tuple[int, int, BaselinesReport]], n_folds: int, seeds: list[int]) -> list[str]:
+    """Folds x seeds: mean ± sd over folds, and which baseline differences are real."""
+    folds = [FoldResult(repeat=s, fold=k, model_rows=[r.model_dump() for r in rep.per_query["linear"]],
+                        baseline_rows={n: [r.model_dump() for r in rep.per_query[n]]
+                                       for n in rep.per_query if n != "linear"})
+             for s, k, rep in reps]
+    cv = summarise(folds, n_folds, len(seeds), SEED_METRICS)
+    names = ["linear"] + [n for n in cv.spread if n != "model"]
+    lines = [f"Cross-validated: {n_folds} folds x {len(seeds)} seed(s), {cv.n_queries} distinct test "
+             "queries (every held-out unit tested once per seed); mean ± sd over folds:", "",
              "| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for m in SEED_METRICS:
         cells = []
         for n in names:
-            vals = [r.baselines[n][m] for r in reps]
-            cells.append("null" if any(v is None for v in vals) else
-                         f"{np.mean(vals):.3f} ({min(vals):.3f}..{max(vals):.3f})")
+            sp_ = cv.spread["model" if n == "linear" else n][m]
+            cells.append("null" if sp_.mean is None else
+                         f"{sp_.mean:.3f} ± {sp_.sd:.3f}" if sp_.sd is not None else f"{sp_.mean:.3f}")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += ["", "Is `linear` really different? Paired per query, pooled over folds (linear - other, "
+              "seeded 95% bootstrap interval; a correlation that is null counts as 0):", "",
+              "| other | metric | n | linear - other | 95% CI | conclusion |", "|---|---|---|---|---|---|"]
+    for c in cv.comparisons:
+        ci = "n < 3: none" if c.ci_low is None else f"[{c.ci_low:+.3f}, {c.ci_high:+.3f}]"
+        lines.append(f"| {c.baseline} | {c.metric} | {c.n} | {c.mean_diff:+.3f} | {ci} | **{c.conclusion}** |")
     return lines + [""]
 
 
@@ -107,27 +122,31 @@ def case_markdown(case: Case, rep: BaselinesReport, info: dict) -> str:
     for m in METRIC_NAMES:
         lines.append(f"| {m} | " + " | ".join(fmt(rep.baselines[n][m]) for n in names) + " |")
     lines.append("")
-    lines.append(f"(seed {info['seed']})")
+    lines.append(f"(seed {info['seed']}, fold 1 of {info.get('folds', 1)})")
     lines.append("")
     for name, fb in rep.fallbacks.items():
-        lines.append(f"- `{name}`: {fb.n} of {fb.of} queries fell back to `train_mean`"
-                     + (f" ({', '.join(fb.conditions)}): {fb.why}." if fb.n else "."))
+        lines.append(f"- `{name}`: {fb.n} of {fb.of} queries fell back to `{fb.to}`"
+                     + (f" ({', '.join(fb.conditions)}): {fb.why}." if fb.n else ".")
+                     + (f" On every query it IS `{fb.to}`." if fb.every_query else ""))
     lines.append("")
     return "\n".join(lines)
 
 
-def render(results: list[tuple[Case, BaselinesReport, dict, list[BaselinesReport]]], seeds: list[int]) -> str:
+def render(results: list[tuple[Case, BaselinesReport, dict, list]], seeds: list[int], n_folds: int,
+           seconds: float) -> str:
     parts = ["# Baselines on the real data", "",
-             f"Generated by `{COMMAND}` (split seeds {seeds[0]}..{seeds[-1]}) from `../shared/data/real/`; do not edit by hand.",
-             "Every number is computed on the host on the test split by "
+             f"Generated by `{COMMAND} --folds {n_folds} --seeds {len(seeds)}` from `../shared/data/real/` "
+             f"in {seconds:.0f} s; do not edit by hand.",
+             "Protocol (SPEC section 7): split first (held-out units: genes, or cell contexts), genes "
+             "chosen on each fold's training cells, deltas against all control cells of the context. "
+             "Every number is computed on the host by "
              "`harmonycell.tools.evaluation.baselines.compute_baselines`; `null` = undefined (a correlation "
              "with a prediction of no change, or a rank with a single held-out perturbation).",
-             "Aggregates are means over the test perturbations; `Mean_rank_rmse`, `LogFC_rank_*` "
+             "Aggregates are means over the test queries; `Mean_rank_rmse`, `LogFC_rank_*` "
              "and `Discrimination_rank`: 0 = perfect, 0.5 = random.", ""]
     for case, rep, info, reps in results:
         parts.append(case_markdown(case, rep, info))
-        if len(reps) > 1:
-            parts += seeds_markdown(reps, seeds)
+        parts += cv_markdown(reps, n_folds, seeds)
     parts += ["## How to read these numbers", "",
               "- `train_mean` predicts the same effect for every perturbation. Its DeltaPCC is the "
               "shared-shift artefact of SPEC section 7 (published: 0.49-0.56 on full Norman, 0.70-0.74 "
@@ -135,11 +154,11 @@ def render(results: list[tuple[Case, BaselinesReport, dict, list[BaselinesReport
               "`PCC_Delta_shift_corrected` removes that shift: `train_mean` scores about 0 (or null "
               "when its prediction equals the reference exactly).",
               "- A constant prediction ranks its own truth exactly at random: rank metrics 0.5.",
-              "- These files are small: a few test perturbations and few control cells per split, so "
-              "one split's numbers swing widely; the seed table shows by how much.",
-              "- `linear` needs the perturbed gene among the task's genes (its row of the PCs is the "
-              "perturbation's embedding); the fallback lines say how often it had to use `train_mean` "
-              "instead (the perturbench devel file keeps 500 genes that miss most targeted genes).",
+              "- These files are small: a few test queries per fold, so one split's numbers swing "
+              "widely; the cross-validated tables pool every fold and say which differences hold.",
+              "- `linear` embeds a perturbed gene by its row of the PCs of training pseudo-bulk over "
+              "all measured genes (before gene selection); it falls back to `train_mean` only where "
+              "no perturbation of the query is a measured gene (drugs, cytokines), listed per query.",
               ""]
     parts += ["## Baselines", ""]
     parts += [f"- `{k}`: {v}" for k, v in BASELINE_DEFINITIONS.items()]
@@ -152,18 +171,22 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "baselines.md")
-    ap.add_argument("--seeds", type=int, default=5, help="split seeds 0..N-1; the full table is seed 0")
+    ap.add_argument("--folds", type=int, default=3, help="outer folds K over held-out units")
+    ap.add_argument("--seeds", type=int, default=2, help="repeats of the K folds, seeds 0..N-1")
     args = ap.parse_args(argv)
     seeds = list(range(max(1, args.seeds)))
     results = []
+    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for case in CASES:
             paths = case_paths(case, args.data, Path(tmp))
-            runs = [run_case(paths, case, s) for s in seeds]
-            rep, info = runs[0]
-            results.append((case, rep, info, [r for r, _ in runs]))
-            print(f"{case.title}: {rep.n_queries} test queries, {sum(i['seconds'] for _, i in runs):.1f} s")
-    atomic.write_text(args.out, render(results, seeds))
+            runs = [(s, k, *run_case(paths, case, s, (k, args.folds))) for s in seeds for k in range(args.folds)]
+            _, _, rep, info = runs[0]
+            info["folds"] = args.folds
+            results.append((case, rep, info, [(s, k, r) for s, k, r, _ in runs]))
+            print(f"{case.title}: {sum(r.n_queries for _, _, r, _ in runs)} test queries over folds, "
+                  f"{sum(i['seconds'] for *_, i in runs):.1f} s")
+    atomic.write_text(args.out, render(results, seeds, args.folds, time.perf_counter() - t0))
     print(f"wrote {args.out}")
 
 

@@ -114,7 +114,10 @@ class DockerBackend:
             )
             container.start()
             deadline = t0 + job.timeout_s
+            cpu = None
             while True:
+                # the cgroup vanishes with the container, so keep the last reading before the exit
+                cpu = _cgroup_cpu_s(container.id) or cpu
                 try:
                     code = container.wait(timeout=POLL_S)["StatusCode"]
                     break
@@ -148,6 +151,7 @@ class DockerBackend:
             _restore(workdir, host_owner)
         return ExecutionResult(
             status=status, exit_code=code, wall_s=wall, backend=self.name,
+            cpu_s=None if cpu is None else round(cpu, 3),
             stdout_tail=tail(workdir / "stdout.log", own_files=job.trim_frames),
             stderr_tail=tail(workdir / "stderr.log", own_files=job.trim_frames),
             outputs=collect_outputs(workdir), sandbox_id=name,
@@ -160,6 +164,31 @@ def _with_hard_deadline(job: Job) -> list[str]:
     grace = int(os.environ.get("HARMONYCELL_SANDBOX_GRACE_S", HARD_DEADLINE_GRACE_S))
     return ["timeout", "-s", "KILL", str(int(math.ceil(job.timeout_s)) + grace),
             *job.command]
+
+
+_CGROUP_CPU = (  # (file, scale to seconds): cgroup v1 (cgroupfs, systemd) then v2
+    ("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage", 1e-9),
+    ("/sys/fs/cgroup/cpuacct/system.slice/docker-{id}.scope/cpuacct.usage", 1e-9),
+    ("/sys/fs/cgroup/system.slice/docker-{id}.scope/cpu.stat", 1e-6),
+    ("/sys/fs/cgroup/docker/{id}/cpu.stat", 1e-6),
+)
+
+
+def _cgroup_cpu_s(container_id: str) -> float | None:
+    """CPU seconds used so far by every process of the container (its cgroup's accounting), or
+    None where the engine's cgroups are not visible from here."""
+    for pattern, scale in _CGROUP_CPU:
+        try:
+            text = Path(pattern.format(id=container_id)).read_text()
+        except OSError:
+            continue
+        if text.startswith("usage_usec"):
+            return int(text.split()[1]) * scale
+        try:
+            return int(text.split()[0]) * scale
+        except (ValueError, IndexError):
+            continue
+    return None
 
 
 def _kill(container) -> None:

@@ -108,7 +108,7 @@ class LocalBackend:
             env["HARMONYCELL_THREADS"] = str(max(1, math.ceil(job.cpus)))
         limits, notes = self._limits(job)
         t0 = time.monotonic()
-        status, code = "ok", None
+        status, code, cpu = "ok", None, None
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             try:
                 proc = subprocess.Popen(
@@ -122,7 +122,7 @@ class LocalBackend:
                 deadline = t0 + job.timeout_s
                 while True:
                     try:
-                        code = proc.wait(timeout=min(POLL_S, max(0.0, deadline - time.monotonic())))
+                        code, cpu = _wait_with_usage(proc, min(POLL_S, max(0.0, deadline - time.monotonic())))
                         break
                     except subprocess.TimeoutExpired:
                         pass
@@ -138,11 +138,14 @@ class LocalBackend:
                 _kill_group(proc)
                 raise
             _kill_group(proc)  # the leader may be gone while its children still run
+            if cpu is None:
+                cpu = _reap_usage(proc)
         if status == "ok":
             status = self._classify(code, err_path)
         return ExecutionResult(
             status=status, exit_code=code if status not in ("timeout", "killed") else proc.returncode,
             wall_s=round(time.monotonic() - t0, 3), backend=self.name,
+            cpu_s=None if cpu is None else round(cpu, 3),
             stdout_tail=tail(out_path, own_files=job.trim_frames),
             stderr_tail=tail(err_path, own_files=job.trim_frames),
             outputs=collect_outputs(job.workdir), warnings=[self.warning, *notes],
@@ -160,6 +163,32 @@ class LocalBackend:
 def _tail_says_oom(err_path: Path) -> bool:
     lines = [ln for ln in tail(err_path, 2000).splitlines() if ln.strip()]
     return bool(lines) and any(m in lines[-1] for m in _OOM_MARKERS)
+
+
+def _wait_with_usage(proc: subprocess.Popen, timeout: float) -> tuple[int, float]:
+    """``proc.wait(timeout)`` that also returns the CPU seconds (user + system) of the child and
+    of every descendant it waited for, from ``os.wait4``: the cost of the job's process tree."""
+    end = time.monotonic() + timeout
+    while True:
+        cpu = _reap_usage(proc, block=False)
+        if cpu is not None:
+            return proc.returncode, cpu
+        if time.monotonic() >= end:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        time.sleep(0.02)
+
+
+def _reap_usage(proc: subprocess.Popen, block: bool = True) -> float | None:
+    if proc.returncode is not None:
+        return None  # already reaped by Popen itself: its usage is no longer available
+    try:
+        pid, status, usage = os.wait4(proc.pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if pid != proc.pid:
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -38,6 +38,9 @@ class ExecutionResult(BaseModel):
     exit_code: int | None
     wall_s: float
     backend: str
+    # CPU seconds (user + system) of the job's process tree: unlike wall time it does not grow
+    # when other work shares the machine. None when the backend could not measure it.
+    cpu_s: float | None = None
     stdout_tail: str = ""
     stderr_tail: str = ""
     outputs: list[OutputFile] = Field(default_factory=list)

@@ -22,3 +22,9 @@ def synthetic_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic")
     write_synthetic(out)
     return out
+
+
+@pytest.fixture(autouse=True)
+def _private_knowledge_base(tmp_path_factory, monkeypatch):
+    """Runs under test read and write a knowledge base of their own, never the user's."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))

@@ -37,6 +37,16 @@ def test_run_produces_report_and_full_conversation(finished_run):
     assert "baseline: train_mean" in report and "baseline: linear" in report
     verdict = json.loads((run_dir / "verdict.json").read_text())
     assert {c["name"] for c in verdict["checks"]} >= {"provenance", "split_integrity"}
+    # two verdicts, and the last line says both and names the held-out unit
+    assert isinstance(verdict["useful"], bool) and verdict["comparisons"]
+    assert set(verdict["comparisons"][0]) >= {"baseline", "metric", "n", "mean_diff", "ci_low", "ci_high", "conclusion"}
+    last = res.stdout.strip().splitlines()[-1]
+    assert last == verdict["headline"] and last.startswith(("VALID, ", "INVALID ("))
+    assert "held-out genes" in last and verdict["headline"] in report
+    # the split's units, the genes and the rules that made them are in the run folder
+    split = json.loads((run_dir / "unify" / "split.json").read_text())
+    genes = json.loads((run_dir / "unify" / "genes.json").read_text())
+    assert split["test_units"] and split["rule"] and genes["genes"] and genes["rule"]
 
 
 def test_transcript_message_order_follows_routing(finished_run):

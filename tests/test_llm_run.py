@@ -9,7 +9,7 @@ import sys
 import yaml
 
 from harmonycell.agents.policies.llm import ReplayClient
-from harmonycell.tools.search.actions import root_actions
+from harmonycell.tools.search.actions import child_actions
 
 from llm_stub import StubServer, chat_completion
 from test_llm_unifier import LAB_A_SPEC, fenced
@@ -18,7 +18,8 @@ CLI = [sys.executable, "-m", "harmonycell.agents.cli"]
 
 
 def test_llm_run_counts_every_token_and_switches_to_builtin_at_the_budget(synthetic_dir, tmp_path):
-    choice = root_actions()[1]  # not the builtin's first choice, so its use is visible
+    # a backbone (paradigm/backbone) the seeded builtin would not pick first, so its use is visible
+    choice = [b for p in child_actions("") for b in child_actions(p)][1]
     planner_bad = '```json\n{"parent": "root", "action": "discriminative/transformer9", "rationale": "x"}\n```'
     planner_good = ('```json\n{"parent": "root", "action": "%s", "rationale": "cheap and strong on '
                     'small data"}\n```' % choice)

@@ -20,11 +20,12 @@ from metrics_data import make_canonical
 
 
 def plain_train_effects(ad, context):
-    """{condition: y_q(train) - y_ctrl(train)} of one context, by boolean masks."""
+    """{condition: y_q(train) - y_ctrl} of one context, by boolean masks; y_ctrl is the mean of
+    all control cells of the context (controls are a reference, not a split's sliver)."""
     obs = ad.obs
     ctx = (obs["dataset_id"].astype(str) + "|" + obs["cell_type"].astype(str)).to_numpy()
     tr = (obs["split"] == "train").to_numpy() & (ctx == context)
-    ctrl = ad.X[tr & obs["is_control"].to_numpy()].mean(0)
+    ctrl = ad.X[(ctx == context) & obs["is_control"].to_numpy()].mean(0)
     out = {}
     for c in sorted(set(obs["condition_name"][tr & ~obs["is_control"].to_numpy()])):
         out[c] = ad.X[tr & (obs["condition_name"] == c).to_numpy()].mean(0) - ctrl
@@ -47,7 +48,10 @@ def test_train_mean_shows_the_shared_shift_trap():
     rep = compute_baselines(make_canonical(n_perts=40, seed=8, shared_shift=1.0))
     tm = rep.baselines["train_mean"]
     assert tm["DeltaPCC"] > 0.5  # inflated by the shift all perturbations share ...
-    assert abs(tm["PCC_Delta_shift_corrected"]) < 0.2  # ... which the corrected metric removes
+    # ... which the corrected metric removes: with equal cells per perturbation the average
+    # perturbation IS the reference, so its shift-corrected correlation does not exist (null)
+    sc = tm["PCC_Delta_shift_corrected"]
+    assert sc is None or abs(sc) < 0.2
     assert rep.baselines["control_mean"]["DeltaPCC"] is None
 
 
@@ -67,18 +71,36 @@ def test_additive_for_combinations():
 def test_linear_solves_the_ridge_normal_equations():
     rng = np.random.default_rng(0)
     D = rng.normal(size=(25, 40))  # 25 training perturbations x 40 genes
-    genes = [[i] for i in range(25)]
-    G, W, b = fit_linear(D, genes)
-    assert G.shape == (40, 10)
-    P = G[np.arange(25)]
+    P = rng.normal(size=(25, 7))  # their embeddings (from a PCA over all measured genes)
+    G, W, b = fit_linear(D, list(P))
+    assert G.shape == (40, 10) and W.shape == (10, 7)
     Y = (D - b).T
     # W minimises ||Y - G W P'||^2 + lambda ||W||-type ridge: gradient of the two-sided ridge
     # (G'G + lam I) W (P'P + lam I) = G' Y P must hold
-    lhs = (G.T @ G + LINEAR_LAMBDA * np.eye(10)) @ W @ (P.T @ P + LINEAR_LAMBDA * np.eye(10))
+    lhs = (G.T @ G + LINEAR_LAMBDA * np.eye(10)) @ W @ (P.T @ P + LINEAR_LAMBDA * np.eye(7))
     np.testing.assert_allclose(lhs, G.T @ Y @ P, atol=1e-8)
     np.testing.assert_allclose(G.T @ G, np.eye(10), atol=1e-10)  # principal directions
-    # the embedding of a perturbation is its gene's own row of the PCs
-    assert fit_linear(D, [[]] * 24 + [[3]]) is None  # fewer than two embeddable perturbations
+    assert fit_linear(D, [None] * 24 + [P[3]]) is None  # fewer than two embeddable perturbations
+
+
+def test_linear_embedding_comes_from_all_measured_genes(tmp_path):
+    """A perturbed gene outside the task's genes still has its embedding (from the PCA over all
+    measured genes, stored by unify), so the linear baseline does not fall back for it."""
+    from harmonycell.tools.data.genes import UNS_PERT_EMBEDDING, perturbation_embedding
+
+    full = make_canonical(n_genes=60, n_perts=30, seed=12)
+    emb = perturbation_embedding(full)
+    assert set(emb["perts"]) == {f"G{i:03d}" for i in range(30)}
+    task = full[:, 30:].copy()  # the perturbed genes G000..G029 are not among the task genes
+    task.uns[UNS_PERT_EMBEDDING] = emb
+    rep = compute_baselines(task)
+    assert rep.fallbacks["linear"].n == 0
+    # without the stored embedding the genes are unmeasured: every query falls back, per query
+    del task.uns[UNS_PERT_EMBEDDING]
+    rep = compute_baselines(task)
+    fb = rep.fallbacks["linear"]
+    assert fb.every_query and len(fb.queries) == rep.n_queries
+    assert all("measured gene" in q.why for q in fb.queries)
 
 
 def test_linear_uses_the_genes_row_and_counts_fallbacks():
@@ -124,7 +146,7 @@ def test_unseen_context_with_one_perturbation_has_no_shift_corrected_signal():
     ad = make_canonical(n_perts=1, contexts=("T", "B", "NK"), hold_context="NK", seed=13)
     ad = ad[ad.obs["condition_name"].isin(["control", "G000"]).to_numpy()].copy()
     t = targets_for(ad, "test")
-    assert t.pert_mean_source == ["pooled"] and t.ctrl_source == ["split"]
+    assert t.pert_mean_source == ["pooled"] and t.ctrl_source == ["all"]
     rep = compute_baselines(ad)
     assert rep.baselines["train_mean"]["PCC_Delta_shift_corrected"] is None
     assert rep.baselines["train_mean"]["DeltaPCC"] > 0.5

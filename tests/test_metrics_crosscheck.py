@@ -29,9 +29,10 @@ def case():
 
 
 def _cell_level_pair(ad, t, pred):
-    """Real: the split's cells; pred: the same control cells plus each query's prediction
-    as cells (so both pseudo-bulks are exactly what score() compares)."""
-    test = ad[(ad.obs["split"] == "test").to_numpy()]
+    """Real: the split's perturbed cells and every control cell (the reference); pred: the same
+    control cells plus each query's prediction as cells (so both pseudo-bulks are exactly what
+    score() compares)."""
+    test = ad[((ad.obs["split"] == "test") | ad.obs["is_control"]).to_numpy()]
     symbols = list(ad.var["gene_symbol"].astype(str))
     lab = test.obs["condition_name"].astype(str).to_numpy()
     real = AnnData(np.asarray(test.X, dtype=np.float64),
@@ -71,7 +72,7 @@ def test_matches_plain_recomputation(case):
     ad, t, pred, rep = case
     X, obs = np.asarray(ad.X, dtype=np.float64), ad.obs
     test = (obs["split"] == "test").to_numpy()
-    ctrl = X[test & obs["is_control"].to_numpy()].mean(0)
+    ctrl = X[obs["is_control"].to_numpy()].mean(0)  # all controls of the (single) context
     train_pert = X[(obs["split"] == "train").to_numpy() & ~obs["is_control"].to_numpy()].mean(0)
     rows = []
     for i, q in enumerate(t.queries):
@@ -80,7 +81,7 @@ def test_matches_plain_recomputation(case):
         rows.append({
             "RMSE": np.sqrt(np.mean((y - pred[i]) ** 2)),
             "DeltaPCC": stats.pearsonr(d, dh)[0],
-            "CosLogFC": d @ dh / np.linalg.norm(d) / np.linalg.norm(dh),
+            "Cosine_delta": d @ dh / np.linalg.norm(d) / np.linalg.norm(dh),
             "PCC_Delta_shift_corrected": stats.pearsonr(y - train_pert, pred[i] - train_pert)[0],
         })
         for k, v in rows[-1].items():

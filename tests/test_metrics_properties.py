@@ -43,11 +43,11 @@ def test_invariances_and_bounds(case, scale, offset):
     # cosine ignores rescaling only
     scaled = score(t, t.y_ctrl + scale * (pred - t.y_ctrl))
     for a, b in zip(base.per_perturbation, scaled.per_perturbation):
-        assert np.isclose(a.metrics["CosLogFC"], b.metrics["CosLogFC"], atol=1e-9)
+        assert np.isclose(a.metrics["Cosine_delta"], b.metrics["Cosine_delta"], atol=1e-9)
     for r in base.per_perturbation:
         m = r.metrics
         assert m["RMSE"] >= 0
-        for k in ("DeltaPCC", "CosLogFC", "PCC_Delta_shift_corrected"):
+        for k in ("DeltaPCC", "Cosine_delta", "PCC_Delta_shift_corrected"):
             assert -1 <= m[k] <= 1
         for k in ("rank_rmse", "rank_cosine", "rank_pcc", "Discrimination_rank"):
             assert m[k] is None or 0 <= m[k] <= 1
@@ -64,7 +64,7 @@ def test_null_exactly_where_the_predicted_shift_is_flat(case):
     rep = score(t, pred)
     for i, r in enumerate(rep.per_perturbation):
         assert (r.metrics["DeltaPCC"] is None) == bool(flat[i])
-        assert r.metrics["CosLogFC"] is not None  # a uniform non-zero shift has a direction
+        assert r.metrics["Cosine_delta"] is not None  # a uniform non-zero shift has a direction
     assert rep.aggregate["DeltaPCC"] is None  # never averaged over the defined ones only
     assert rep.null_counts["DeltaPCC"] == int(flat.sum())
 
@@ -84,5 +84,5 @@ def test_row_order_follows_queries(case):
                   n_ctrl=t.n_ctrl[i:i + 1], contexts=t.contexts, query_context=t.query_context[i:i + 1],
                   target_genes=[t.target_genes[i]])
     alone = score(one, pred[i:i + 1]).per_perturbation[0].metrics
-    for k in ("RMSE", "DeltaPCC", "CosLogFC", "PCC_Delta_shift_corrected"):
+    for k in ("RMSE", "DeltaPCC", "Cosine_delta", "PCC_Delta_shift_corrected"):
         assert np.isclose(alone[k], rep.per_perturbation[i].metrics[k])

@@ -27,9 +27,12 @@ def test_papalexi_unseen_perturbation_baselines():
 
 def test_docs_generator_runs_on_the_real_data(tmp_path):
     out = tmp_path / "baselines.md"
-    baselines_doc.main(["--data", str(REAL), "--out", str(out), "--seeds", "1"])
+    baselines_doc.main(["--data", str(REAL), "--out", str(out), "--seeds", "1", "--folds", "2"])
     text = out.read_text()
     for case in baselines_doc.CASES:
         assert f"## {case.title}" in text
-    assert text.count("| PCC_Delta_shift_corrected |") == 3
+    # every case: the fold-0 table, then the folds pooled, with paired comparisons and conclusions
+    assert text.count("Cross-validated: 2 folds x 1 seed(s)") == 3
+    assert text.count("Is `linear` really different?") == 3
+    assert "**better**" in text or "**worse**" in text or "**indistinguishable**" in text
     assert "`linear`: " in text and "## Metrics" in text

@@ -83,6 +83,47 @@ def test_expansions_walk_the_hierarchy_and_all_parse():
     assert "discriminative/gated-mlp/loss:huber" in kids
 
 
+@pytest.mark.parametrize("backbone,own", [
+    ("generative/cvae", ("latent_dim", "beta", "n_samples", "width", "emb_dim")),
+    ("generative/flow-matching", ("ode_steps", "sigma", "n_samples", "width")),
+    ("discriminative/pathway-masked", ("n_modules", "units_per_module", "emb_dim", "depth")),
+    ("discriminative/resnet", ("lr", "weight_decay", "dropout", "width", "depth", "emb_dim", "batch_size")),
+])
+def test_refinements_cover_each_backbones_own_parameters_and_the_other_loss(backbone, own):
+    kids = expansions(parse_action(backbone))
+    params = {k.rsplit("hparams:", 1)[1].split("=")[0] for k in kids if "hparams:" in k}
+    assert set(own) <= params
+    assert f"{backbone}/loss:huber" in kids
+
+
+def test_a_parameter_the_template_ignores_is_neither_offered_nor_accepted():
+    # pathway-masked's hidden size is n_modules x units_per_module: its template never reads width
+    from harmonycell.tools.search.codegen import template_text
+    assert '"width"' not in template_text("pathway_masked")
+    kids = expansions(parse_action("discriminative/pathway-masked"))
+    assert not any("width=" in k for k in kids)
+    with pytest.raises(InputError) as e:
+        parse_action("discriminative/pathway-masked/hparams:width=64")
+    assert "unknown hyperparameter 'width'" in str(e.value)
+
+
+def test_every_offered_parameter_is_read_by_its_template_or_the_harness():
+    from harmonycell.sandbox import harness
+    from harmonycell.tools.search.codegen import template_text
+    common = template_text("_common")
+    for b in BACKBONES.values():
+        text = template_text(b.template) + common
+        for k in expansions(parse_action(f"{b.paradigm}/{b.name}")):
+            seg = k.rsplit("/", 1)[1]
+            if seg.startswith("loss:"):
+                assert seg[5:] in text and seg[5:] in open(harness.__file__).read()
+                continue
+            name = seg.split(":")[1].split("=")[0]
+            p = b.params[name]
+            where = open(harness.__file__).read() if p.target == "config" else text
+            assert f'"{name}"' in where, (b.name, name)
+
+
 def test_describe_is_json_ready():
     import json
     d = json.loads(json.dumps(describe()))

@@ -1,33 +1,46 @@
-"""docs/models.md rendering: the verdict line says plainly whether any backbone beats the
-train-mean shift on both DeltaPCC and the shift-corrected PCC."""
+"""docs/models.md rendering under folds x repeats: mean ± sd over folds, paired comparisons
+with intervals, and a verdict line that names only backbones better than every baseline."""
 
 from bench.models_doc import TASKS, render
 
-
-def result(model_scores):
-    runs = [{"action": a, "status": "ok", "wall_s": 12.3, "epochs_run": 20, "best_epoch": 11,
-             "metrics": {"DeltaPCC": d, "PCC_Delta_shift_corrected": s, "RMSE": 0.2}}
-            for a, (d, s) in model_scores.items()]
-    return {"task": "t", "title": "Toy task", "kind": "unseen-perturbation", "cells": 10, "genes": 5,
-            "train_cells": 8, "test_queries": 2, "machine": "x86_64, 2 CPU cores, no GPU", "threads": "1",
-            "finished": "now", "linear_fallbacks": {"n": 1, "of": 2, "why": "gene not measured"},
-            "baselines": {"control_mean": {"RMSE": 0.3, "DeltaPCC": None},
-                          "train_mean": {"DeltaPCC": 0.5, "PCC_Delta_shift_corrected": 0.1, "RMSE": 0.25},
-                          "linear": {"DeltaPCC": 0.55, "PCC_Delta_shift_corrected": 0.2}},
-            "runs": runs}
+METRIC = "PCC_Delta_shift_corrected"
 
 
-def test_render_names_the_winners_and_nulls():
-    text = render([result({"discriminative/resnet": (0.6, 0.3), "generative/cvae": (0.6, 0.05)})])
-    assert "Beats the train-mean shift on both DeltaPCC and the shift-corrected PCC: discriminative/resnet." in text
-    assert "| baseline: control_mean | - | - | - | n/a |" in text
-    assert "1 of 2 queries fell back" in text
-    assert "| discriminative/resnet | ok | 12.3 | 20 (11) | 0.600 | 0.300 |" in text
+def rows(vals):
+    return [{"condition": f"G{i}", "context": "d|K562", "n_cells": 10,
+             "metrics": {METRIC: v, "DeltaPCC": v + 0.3, "RMSE": 0.3 - 0.1 * v}} for i, v in enumerate(vals)]
+
+
+def result(model_offsets):
+    """Two folds of four queries; each backbone = train_mean's values + an offset (+ jitter)."""
+    folds = []
+    for k in range(2):
+        base = [0.05 * (i + 4 * k) for i in range(4)]
+        runs = [{"key": f"s0f{k}:{a}", "action": a, "status": "ok", "wall_s": 12.3, "epochs_run": 10,
+                 "best_epoch": 7, "rows": rows([b + off + 0.01 * i for i, b in enumerate(base)])}
+                for a, off in model_offsets.items()]
+        folds.append({"seed": 0, "fold": k, "cells": 100, "genes": 50, "train_cells": 80, "test_queries": 4,
+                      "baseline_rows": {"train_mean": rows(base), "linear": rows([b + 0.1 for b in base]),
+                                        "control_mean": rows([b - 0.2 for b in base])},
+                      "linear_fallbacks": {"n": 1, "of": 4, "why": "not a measured gene"},
+                      "runs": runs, "seconds": 30.0})
+    return {"task": "t", "title": "Toy task", "kind": "unseen-perturbation", "seed": 0, "folds": 2,
+            "repeats": 1, "epochs": 10, "fold_results": folds, "seconds": 60.0,
+            "machine": "x86_64, 2 CPU cores, no GPU", "threads": "1", "finished": "now", "partial": False}
+
+
+def test_render_names_only_backbones_better_than_every_baseline():
+    text = render([result({"discriminative/resnet": 0.3, "generative/cvae": 0.05})])
+    assert f"Better than every baseline on {METRIC} (interval excludes 0): discriminative/resnet." in text
+    assert "| discriminative/resnet | 2/2 |" in text and " ± " in text
+    assert "**better**" in text and "**worse**" in text  # cvae: 0.05 above train_mean, below linear
+    assert "1 of 2 backbones are better than every baseline" in text
+    assert "fell back to the train-mean shift on 2 of 8 queries" in text
 
 
 def test_render_says_plainly_when_none_wins():
-    text = render([result({"discriminative/resnet": (0.4, 0.3)})])
-    assert "**No backbone beats the train-mean shift" in text
+    text = render([result({"discriminative/resnet": 0.0})])
+    assert "**No backbone is better than every baseline" in text
 
 
 def test_the_three_real_tasks_are_configured():

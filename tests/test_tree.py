@@ -56,6 +56,21 @@ def test_select_descends_by_uct_to_an_expandable_node():
     assert chosen == b.id
 
 
+def test_abandoned_node_counts_against_itself_only():
+    from harmonycell.tools.search.failure_routing import route_abandoned
+    tree = T.Tree()
+    p = tree.add(T.ROOT, "generative", status="decision")
+    a = tree.add(p.id, "generative/cvae")
+    tree.nodes[a.id].status = "ok"
+    T.backpropagate(tree, a.id, 0.6)
+    b = tree.add(p.id, "generative/flow-matching")
+    before = {k: (n.visits, n.q_sum, n.q_max) for k, n in tree.nodes.items() if k != b.id}
+    recs = route_abandoned(tree, b.id, "CUDA out of memory")
+    assert tree.nodes[b.id].status == "failed" and tree.nodes[b.id].visits == 1
+    assert {k: (n.visits, n.q_sum, n.q_max) for k, n in tree.nodes.items() if k != b.id} == before
+    assert recs[0]["level"] == "implementation" and "this node only" in recs[0]["rule"]
+
+
 def test_tree_round_trips_through_json(tmp_path):
     tree = T.Tree()
     n = tree.add(T.ROOT, "generative/cvae")

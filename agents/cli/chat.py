@@ -29,7 +29,7 @@ from harmonycell.tools.errors import HarmonyCellError, InputError
 from harmonycell.tools.record.runfolder import RunFolder
 from harmonycell.tools.record.transcript import Transcript
 from harmonycell.tools.schema import TaskKind, context_labels
-from harmonycell.tools.search.actions import root_actions
+from harmonycell.tools.search.actions import all_backbone_paths
 
 Ask = Callable[[str], str]
 STEER_HELP = ("e.g. 'no generative models', '20 minutes', 'add 2 nodes', 'hold out LineA', 'drop labB'")
@@ -107,7 +107,7 @@ class User(StepAgent):
             if steer.drop_inputs and len(steer.drop_inputs) >= len(inputs):
                 raise InputError("dropping every input leaves nothing to model", where="drop", fix="keep one input")
             banned = set(self.ctx.config.exclude) | set(steer.exclude)
-            if not [a for a in root_actions() if not banned & set(a.split("/"))]:
+            if not [a for a in all_backbone_paths() if not banned & set(a.split("/"))]:
                 raise InputError("that excludes every backbone the search has", where="exclude",
                                  fix="exclude fewer paradigms or backbones")
         except HarmonyCellError as exc:
@@ -144,7 +144,7 @@ class User(StepAgent):
 
     def _plan(self, changes: list[Steer]) -> str:
         banned = set(self.ctx.config.exclude).union(*(c.exclude for c in changes))
-        left = [a for a in root_actions() if not banned & set(a.split("/"))]
+        left = [a for a in all_backbone_paths() if not banned & set(a.split("/"))]
         limit = next((c.time_limit_s for c in reversed(changes) if c.time_limit_s), self.ctx.config.time_limit_s)
         return (f"The search will try {', '.join(left[:3])}{' ...' if len(left) > 3 else ''}"
                 + (f" within {limit / 60:g} min of training" if limit else "") + ".")
@@ -250,10 +250,11 @@ def understand(conv: Conversation, files: list[str], task: str | None) -> RunInt
     return intent
 
 
-def run_options(intent: RunIntent, budget: int) -> dict:
-    """The RunConfig options an intent sets."""
+def run_options(intent: RunIntent, budget: int, time_limit_s: float | None = None) -> dict:
+    """The RunConfig options an intent sets (``budget``/``time_limit_s``: the command line's, used
+    when the person said none)."""
     return {"budget_nodes": intent.budget_nodes or budget, "hold_out": intent.hold_out,
-            "exclude": intent.exclude, "time_limit_s": intent.time_limit_s}
+            "exclude": intent.exclude, "time_limit_s": intent.time_limit_s or time_limit_s}
 
 
 def apply_steer(intent: RunIntent, changes: list[Steer], said: str = "") -> RunIntent:
@@ -332,7 +333,8 @@ def plan_next(conv: Conversation, said: str) -> None:
 
 
 def converse(files: list[Path] | None, task: str | None, ask: Ask, console: Console, start,
-             llm: LLMConfig | None = None, budget: int = 2, **options) -> RunFolder:
+             llm: LLMConfig | None = None, budget: int = 2, time_limit_s: float | None = None,
+             **options) -> RunFolder:
     """The whole conversation: request -> run (steered, questioned) -> questions -> maybe again."""
     conv = Conversation(ask=ask, console=console, llm=llm)
     intent = understand(conv, [str(f) for f in files or []], task)
@@ -343,7 +345,7 @@ def converse(files: list[Path] | None, task: str | None, ask: Ask, console: Cons
         if call:
             opening.insert(0, ("llm_call", "User", "intent", call))
         run = start([Path(f) for f in intent.files], intent.task.value, person=lambda ctx: User(ctx, conv),
-                    opening=opening, **run_options(intent, budget), **options)
+                    opening=opening, **run_options(intent, budget, time_limit_s), **options)
         conv.run, conv.transcript, call = run, None, None
         if conv.restart:
             intent = apply_steer(intent, conv.restart)

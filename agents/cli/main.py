@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.prompt import Prompt
 
-from harmonycell.agents.cli import data as cli_data, evaluation as cli_eval, sandbox as cli_sandbox, train as cli_train
+from harmonycell.agents.cli import data as cli_data, evaluation as cli_eval, kb as cli_kb, sandbox as cli_sandbox, train as cli_train
 from harmonycell.agents.cli import plan as cli_plan
 from harmonycell.agents.cli.chat import converse
 from harmonycell.agents.context import RunContext
@@ -28,12 +29,29 @@ from harmonycell.tools.record import atomic
 from harmonycell.tools.errors import HarmonyCellError, InputError
 from harmonycell.tools.record.runfolder import RunFolder, create_run
 from harmonycell.tools.record.transcript import Transcript
+from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
+from harmonycell.tools.search.budget import DEFAULT_TIME_LIMIT
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Predict single-cell perturbation responses from heterogeneous .h5ad files.")
 console = Console()
 Person = Callable[[RunContext], object]  # chat mode: makes the User agent for a run's context
 err = Console(stderr=True, soft_wrap=True)
+
+
+TIME_LIMIT_HELP = "wall-clock limit of the search, e.g. 45m, 1h30m, 90s (a bare number is minutes); 'none': no limit"
+KB_HELP = "knowledge base file (SQLite); default: the user's data directory"
+
+
+def search_options(budget: int, time_limit: str | None, kb: Path | None, no_kb: bool) -> dict:
+    """The search's budget and knowledge-base options of run, demo and chat, checked."""
+    from harmonycell.tools.search.budget import parse_duration
+
+    if kb is not None and no_kb:
+        raise InputError("--kb and --no-kb contradict each other", where="--kb/--no-kb",
+                         fix="pass one of them")
+    return {"budget_nodes": budget, "time_limit_s": parse_duration(time_limit), "use_kb": not no_kb,
+            "kb_path": str(kb.expanduser().resolve()) if kb else None}
 
 
 def start(files: list[Path], task: str, out: Path, llm_config: Path | None = None,
@@ -110,7 +128,10 @@ def drive(run: RunFolder, person: Person | None = None) -> None:
     finally:
         signal.signal(signal.SIGINT, previous)
     run.set_status("complete", llm=llm_totals(ctx))
-    console.print(f"\n[bold]{'VALID' if verdict.valid else 'INVALID'}[/] -- report: {run.report_md}")
+    console.print(f"report: {run.report_md}")
+    # the last line says both verdicts and what was held out (never one word)
+    console.print(f"\n[bold]{verdict.headline or ('VALID' if verdict.valid else 'INVALID')}[/]",
+                  highlight=False, soft_wrap=True)
 
 
 def llm_totals(ctx: RunContext) -> dict | None:
@@ -131,16 +152,54 @@ def run(
     task: str = typer.Option("unseen-perturbation", help="unseen-perturbation | unseen-cell-context | unseen-combination"),
     out: Path = typer.Option(Path("runs"), help="runs root; the run gets its own folder inside"),
     seed: int = typer.Option(0),
-    budget: int = typer.Option(2, min=1, help="training nodes the search may run"),
+    budget: int = typer.Option(32, min=1, help="training nodes the search may run (with --time-limit: whichever ends first)"),
+    time_limit: str = typer.Option(DEFAULT_TIME_LIMIT, "--time-limit", help=TIME_LIMIT_HELP),
     epochs: int = typer.Option(100, min=1, help="maximum epochs per node (early stopping applies)"),
     backend: str = typer.Option("auto", help="sandbox: docker | local | auto (docker when available)"),
     llm_config: Optional[Path] = typer.Option(None, "--llm-config", help=LLM_HELP),
     max_llm_tokens: Optional[int] = typer.Option(None, "--max-llm-tokens", min=1, help=MAX_TOKENS_HELP),
     max_llm_cost: Optional[float] = typer.Option(None, "--max-llm-cost", min=0.0, help=MAX_COST_HELP),
+    kb: Optional[Path] = typer.Option(None, "--kb", help=KB_HELP),
+    no_kb: bool = typer.Option(False, "--no-kb", help="neither read nor write the knowledge base"),
+    folds: int = typer.Option(1, min=1, help="K >= 2: nested K-fold cross-validation over held-out units "
+                                             "(the whole search runs inside each fold); 1 = one split"),
+    repeats: int = typer.Option(1, min=1, help="with --folds: repeat the K folds with seeds seed..seed+R-1"),
+    compare_sources: bool = typer.Option(False, "--compare-sources",
+                                         help="with 2+ inputs: also train the selected architecture on each "
+                                              "source alone and compare with the union, per source's test queries"),
 ) -> None:
     """Scripted, autonomous run: audit -> unify -> search -> evaluate -> judge -> report."""
-    start(files, task, out, llm_config, max_llm_tokens=max_llm_tokens, max_llm_cost=max_llm_cost,
-          seed=seed, budget_nodes=budget, epochs=epochs, backend=backend)
+    if folds == 1 and repeats > 1:
+        raise InputError("--repeats needs --folds K (K >= 2)", where="--repeats",
+                         fix="add --folds 5, or drop --repeats")
+    if compare_sources and len(files) < 2:
+        raise InputError("--compare-sources needs two or more inputs", where="--compare-sources",
+                         fix="pass several .h5ad files, or drop --compare-sources")
+    if compare_sources and folds > 1:
+        raise InputError("--compare-sources runs on a single split", where="--compare-sources",
+                         fix="drop --folds, or run --compare-sources separately")
+    options = dict(epochs=epochs, backend=backend, **search_options(budget, time_limit, kb, no_kb))
+    if folds > 1:
+        from harmonycell.agents.cli.crossval import run_folds
+
+        llm = load_llm_config(llm_config, max_tokens_total=max_llm_tokens,
+                              max_cost_usd=max_llm_cost).model_dump() if llm_config else None
+        parent, line = run_folds(files, task, out, folds, repeats, seed, drive, llm=llm, **options)
+        console.print(f"cross-validation report: {parent / 'report.md'}")
+        console.print(f"\n[bold]{line}[/]", highlight=False, soft_wrap=True)
+        return
+    run_folder = start(files, task, out, llm_config, max_llm_tokens=max_llm_tokens, max_llm_cost=max_llm_cost,
+                       seed=seed, **options)
+    if compare_sources:
+        from harmonycell.agents.cli.sources import compare_sources as by_source
+
+        for s in by_source(run_folder):
+            deciding = next((c for c in s.comparisons if c.metric == SEARCH_METRIC), None)
+            console.print(f"union vs {s.source} alone: " + (
+                f"{deciding.conclusion} (union - single {deciding.mean_diff:+.3f}, n={deciding.n})"
+                if deciding else s.status), highlight=False)
+        headline = json.loads((run_folder.root / "verdict.json").read_text()).get("headline", "")
+        console.print(f"\n[bold]{headline}[/]", highlight=False, soft_wrap=True)  # still the last line
 
 
 @app.command()
@@ -148,20 +207,25 @@ def chat(
     files: Optional[List[Path]] = typer.Argument(None, help="input .h5ad files (asked for when omitted)"),
     task: Optional[str] = typer.Option(None, help="task kind (asked for when omitted)"),
     out: Path = typer.Option(Path("runs"), help="runs root"),
-    budget: int = typer.Option(2, min=1),
+    budget: int = typer.Option(2, min=1, help="training nodes (you may change it when approving the search)"),
+    time_limit: Optional[str] = typer.Option(None, "--time-limit", help=TIME_LIMIT_HELP),
     epochs: int = typer.Option(100, min=1),
     backend: str = typer.Option("auto", help="sandbox: docker | local | auto"),
     llm_config: Optional[Path] = typer.Option(None, "--llm-config", help="LLM policies (see `run`)"),
     max_llm_tokens: Optional[int] = typer.Option(None, "--max-llm-tokens", min=1, help=MAX_TOKENS_HELP),
     max_llm_cost: Optional[float] = typer.Option(None, "--max-llm-cost", min=0.0, help=MAX_COST_HELP),
+    kb: Optional[Path] = typer.Option(None, "--kb", help=KB_HELP),
+    no_kb: bool = typer.Option(False, "--no-kb", help="neither read nor write the knowledge base"),
 ) -> None:
     """A conversation in the terminal: say what you want in your words, ask questions at any
     turn, steer the search, and ask about the result."""
     ask = lambda q: Prompt.ask(f"[bold yellow]you[/] {escape(q)}", console=console, default="", show_default=False)
+    opts = search_options(budget, time_limit, kb, no_kb)  # checked before anything is asked
+    opts.pop("budget_nodes")  # the person may size the search in words; --budget is the default
     llm = load_llm_config(llm_config, max_tokens_total=max_llm_tokens, max_cost_usd=max_llm_cost) if llm_config else None
     converse(files, task, ask, console, partial(start, out=out, llm_config=llm_config, max_llm_tokens=max_llm_tokens,
                                                 max_llm_cost=max_llm_cost), llm=llm,
-             budget=budget, epochs=epochs, backend=backend)
+             budget=budget, epochs=epochs, backend=backend, **opts)
 
 
 @app.command()
@@ -186,15 +250,20 @@ def resume(run_dir: Path = typer.Argument(..., help="a run folder left by a kill
 @app.command()
 def demo(out: Path = typer.Option(Path("runs"), help="runs root"),
          seed: int = typer.Option(0),
-         backend: str = typer.Option("auto", help="sandbox: docker | local | auto")) -> None:
+         backend: str = typer.Option("auto", help="sandbox: docker | local | auto"),
+         budget: int = typer.Option(3, min=1, help="training nodes (small: the demo should take about a minute)"),
+         time_limit: Optional[str] = typer.Option(None, "--time-limit", help=TIME_LIMIT_HELP),
+         kb: Optional[Path] = typer.Option(None, "--kb", help=KB_HELP),
+         no_kb: bool = typer.Option(False, "--no-kb", help="neither read nor write the knowledge base")) -> None:
     """Generate synthetic data in two lab schemas and run the whole pipeline on it."""
     from harmonycell.tools.data.synthetic import SimConfig, write_synthetic
 
+    options = search_options(budget, time_limit, kb, no_kb)  # checked before anything is written
     data_dir = out / "demo-data"
     paths = write_synthetic(data_dir, SimConfig(seed=seed))
     console.print(f"synthetic inputs: {', '.join(str(p) for p in paths)}")
     # sized so that the whole demo (three nodes searched) takes about a minute on 2 idle cores
-    start(paths, "unseen-perturbation", out, seed=seed, budget_nodes=3, epochs=60, backend=backend)
+    start(paths, "unseen-perturbation", out, seed=seed, epochs=60, backend=backend, **options)
 
 
 @app.command("replay")
@@ -211,6 +280,7 @@ app.command("score")(cli_eval.score)
 app.command("train")(cli_train.train)
 app.command("plan")(cli_plan.plan)
 app.add_typer(cli_sandbox.app, name="sandbox")
+app.add_typer(cli_kb.app, name="kb")
 
 
 def main() -> None:

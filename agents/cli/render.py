@@ -53,16 +53,21 @@ def summary(type_: str, c: dict) -> str:
         return f"{c['node_id']} abandoned after {c['attempts']} attempt(s): {c['reason']}"
     if type_ == "NodeScored":
         m = c["metrics"]
-        return (f"{c['node_id']} val DeltaPCC {_fmt(m.get('DeltaPCC'))}, RMSE {_fmt(m.get('RMSE'))}, "
-                f"reward {c['reward']:.3f}")
+        from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
+
+        return (f"{c['node_id']} val {SEARCH_METRIC} {_fmt(m.get(SEARCH_METRIC))}, DeltaPCC "
+                f"{_fmt(m.get('DeltaPCC'))}, RMSE {_fmt(m.get('RMSE'))}, reward {c['reward']:.3f}")
     if type_ in ("SearchDone", "SearchReviewed"):
         return f"best {c['best_node']} of {c['n_nodes']} node(s): {c['reason']}"
     if type_ == "TestScored":
         m = c["metrics"]
         tm = c["baselines"].get("train_mean", {})
-        return (f"{c['node_id']} test DeltaPCC {_fmt(m.get('DeltaPCC'))} "
-                f"(train-mean baseline {_fmt(tm.get('DeltaPCC'))}), RMSE {_fmt(m.get('RMSE'))}")
+        return (f"{c['node_id']} test shift-corrected PearsonΔ {_fmt(m.get('PCC_Delta_shift_corrected'))} "
+                f"(train-mean {_fmt(tm.get('PCC_Delta_shift_corrected'))}), DeltaPCC {_fmt(m.get('DeltaPCC'))} "
+                f"(train-mean {_fmt(tm.get('DeltaPCC'))}), RMSE {_fmt(m.get('RMSE'))}")
     if type_ == "Verdict":
+        if c.get("headline"):
+            return c["headline"]
         failed = [ch["name"] for ch in c["checks"] if not ch["passed"]]
         return "VALID" if c["valid"] else f"INVALID ({', '.join(failed)})"
     return ", ".join(f"{k}={_fmt(v)}" for k, v in list(c.items())[:4]) if isinstance(c, dict) else str(c)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from harmonycell.tools.errors import HarmonyCellError, InputError, SandboxError
 
 UNIFIED = "unified.h5ad"
-SHOWN = ("DeltaPCC", "PCC_Delta_shift_corrected", "CosLogFC", "RMSE", "Discrimination_rank")
+SHOWN = ("DeltaPCC", "PCC_Delta_shift_corrected", "Cosine_delta", "RMSE", "Discrimination_rank")
 
 
 class TrainReport(BaseModel):

@@ -19,7 +19,7 @@ from harmonycell.tools.record.runfolder import RunFolder
 from harmonycell.tools.schema import N_HVG
 from harmonycell.tools.record.transcript import read_records
 from harmonycell.tools.search import tree as T
-from harmonycell.tools.search.actions import root_actions
+from harmonycell.tools.search.actions import all_backbone_paths
 
 QUESTION_START = re.compile(r"^\s*(?:why|what|which|how|who|when|where|is|are|was|were|did|does|do|can|could|"
                             r"show|tell|explain|list|give|describe)\b", re.I)
@@ -173,7 +173,7 @@ def answer_dropped(run: RunFolder, said: str) -> Answer:
 def answer_search(run: RunFolder, said: str) -> Answer:
     cfg = run.config()
     banned = set(cfg.exclude)
-    plan = [a for a in root_actions() if not banned & set(a.split("/"))]
+    plan = [a for a in all_backbone_paths() if not banned & set(a.split("/"))]
     tried = []
     if run.tree_json.exists():
         tree = T.Tree.load(run.tree_json)

@@ -75,7 +75,9 @@ def parse_expansion(reply: str, tree: T.Tree, menu: dict[str, list[str]]) -> Exp
         if not action.startswith(parent.action + SEP) or path.depth != parse_action(parent.action).depth + 1:
             raise ReplyInvalid(f"a child of {exp.parent} must be {parent.action!r} followed by exactly "
                                f"one refinement segment")
-    tried = {tree.nodes[c].action for c in parent.children}
+    # under the root the children are paradigm decisions: a backbone is tried wherever it sits
+    tried = ({n.action for n in tree.nodes.values() if T.level_of(n.action) == "backbone"}
+             if exp.parent == T.ROOT else {tree.nodes[c].action for c in parent.children})
     if action in tried:
         raise ReplyInvalid(f"{action!r} was already tried under {exp.parent}")
     return Expansion(parent=exp.parent, action=action, rationale=exp.rationale.strip().splitlines()[0][:200]

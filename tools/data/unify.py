@@ -37,6 +37,12 @@ from harmonycell.tools.schema import (
     split_condition,
 )
 from harmonycell.tools.data.spec_check import Repair, validate_and_repair
+from harmonycell.tools.data.genes import (
+    UNS_GENE_SELECTION,
+    UNS_PERT_EMBEDDING,
+    perturbation_embedding,
+    select_task_genes,
+)
 from harmonycell.tools.data.splits import assign_splits
 
 
@@ -79,7 +85,9 @@ class UnifyReport(BaseModel):
     conditions: int
     task: str | None = None
     seed: int | None = None
-    split_info: dict | None = None
+    split_info: dict | None = None  # units of each split and the rule that made them
+    gene_selection: dict | None = None  # the rule that chose the task's genes, and its counts
+    genes: list[str] = Field(default_factory=list, exclude=True)  # written to genes.json
 
 
 @dataclass
@@ -368,9 +376,11 @@ def dataset_ids(paths: list[Path]) -> list[str]:
 
 
 def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, n_hvg: int = N_HVG,
-          specs: dict[str, MappingSpec] | None = None, hold_out: list[str] | None = None) -> UnifyOutcome:
+          specs: dict[str, MappingSpec] | None = None, fold: tuple[int, int] | None = None,
+          hold_out: list[str] | None = None) -> UnifyOutcome:
     """Unify ``paths`` into one canonical AnnData. ``specs`` (stem -> spec) come from a caller's
-    policy (e.g. an LLM); they are validated and repaired exactly like builtin ones."""
+    policy (e.g. an LLM); they are validated and repaired exactly like builtin ones. ``fold``
+    (k, K): the test units are fold k of a seeded K-fold partition (see ``splits``)."""
     paths = [Path(p) for p in paths]
     if not paths:
         raise InputError("no input files", where="unify", fix="pass one or more .h5ad files")
@@ -390,7 +400,6 @@ def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, 
     for p in preps:
         p.adata = None  # type: ignore[assignment]  # merged: let the per-input copies go
     genes_common = adata.n_vars
-    adata = select_hvg(adata, n_hvg)
     vocab, mask, dose, scale = perturbation_arrays(adata.obs)
     adata.obsm[OBSM_MASK] = mask
     adata.obsm[OBSM_DOSE] = dose
@@ -403,15 +412,22 @@ def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, 
         adata.obs[c] = adata.obs[c].astype(str).astype("category")
     adata.obs["is_control"] = adata.obs["is_control"].astype(bool)
     split_info = None
+    # split first, then every data-dependent step on training cells only (SPEC section 7)
     if task is not None:
-        assign_splits(adata, task, seed, hold_out=hold_out)
+        assign_splits(adata, task, seed, fold=fold, hold_out=hold_out)
         split_info = dict(adata.uns["split_info"])
+        embedding = perturbation_embedding(adata)
+    adata, gene_record = select_task_genes(adata, n_hvg)
+    adata.uns[UNS_GENE_SELECTION] = {k: v for k, v in gene_record.items() if k != "perturbed_genes_kept"}
+    if task is not None:
+        adata.uns[UNS_PERT_EMBEDDING] = embedding
     reports = [input_report(p, l) for p, l in zip(preps, lost)]
     report = UnifyReport(
         inputs=reports, n_cells=adata.n_obs, n_genes=adata.n_vars, gene_key=key, genes_common=genes_common,
         n_hvg=adata.n_vars, perturbations=len(vocab),
         conditions=int(adata.obs.loc[~adata.obs["is_control"], "condition_name"].nunique()),
         task=task.value if task else None, seed=seed if task else None, split_info=split_info,
+        gene_selection=gene_record, genes=[str(g) for g in adata.var_names],
     )
     return UnifyOutcome(adata=adata, specs={p.spec.dataset_id: p.spec for p in preps}, report=report,
                         audits={p.spec.dataset_id: p.audit for p in preps})
@@ -434,6 +450,11 @@ def write_unify_outputs(outcome: UnifyOutcome, out_dir: Path) -> dict[str, Path]
             atomic.write_text(stage / "audit" / f"{did}.md", a.to_markdown())
             atomic.write_text(stage / "audit" / f"{did}.json", a.model_dump_json(indent=2) + "\n")
         atomic.write_text(stage / "unify_report.json", outcome.report.model_dump_json(indent=2) + "\n")
+        # what was held out and which genes the task kept, each with the rule that chose it
+        if outcome.report.split_info is not None:
+            atomic.write_json(stage / "split.json", outcome.report.split_info)
+        atomic.write_json(stage / "genes.json", {**(outcome.report.gene_selection or {}),
+                                                 "genes": outcome.report.genes})
         out_dir.mkdir(parents=True, exist_ok=True)
         written = {}
         # move file by file (renames in one filesystem): each target is whole or absent

@@ -1,24 +1,26 @@
 """Baselines every result stands beside (SPEC section 7), on the same split, queries and genes.
 
 All baselines predict ``y^_q = y_ctrl[q] + delta^_q`` where ``y_ctrl[q]`` is the control mean of
-the query's context in the scored split (as in ``pseudobulk.Targets``), and are fitted on
+the query's context over all its control cells (as in ``pseudobulk.Targets``), and are fitted on
 training cells only:
 
 - ``control_mean``: ``delta^ = 0``. Correlations are undefined (null); its RMSE is the RMS of
   the true effect, the floor any model must beat.
 - ``train_mean``: ``delta^`` = mean over training perturbations q of the context of
-  ``y_q(train) - y_ctrl(train)`` (perturbation-weighted). A context with no training perturbation
+  ``y_q(train) - y_ctrl`` (perturbation-weighted). A context with no training perturbation
   (unseen cell context) uses the mean over all training (perturbation, context) pairs. Its
   DeltaPCC is the shared-shift artefact (SPEC: 0.49-0.56 on Norman, 0.70-0.74 on Adamson).
 - ``linear``: Ahlmann-Eltze et al. (Nature Methods 2025). With D the genes x perturbations
   matrix of training deltas of the context, b its row means, G the top K = 10 principal
-  components of D (left singular vectors of D - b), and P the perturbations' embeddings = the
-  rows of G of the perturbed genes (summed over the genes of a combination):
+  components of D (left singular vectors of D - b), and P the perturbations' embeddings: the
+  perturbed gene's row of the top principal components of the training pseudo-bulk over *all*
+  genes the input measures (``tools.data.genes.perturbation_embedding``, computed before gene
+  selection and stored in ``uns``; summed over the genes of a combination):
   ``W = (G'G + lambda I)^-1 G' (D - b) P (P'P + lambda I)^-1``, lambda = 0.1, and
   ``delta^_q = G W p_q + b``. A context with fewer than two training perturbations on measured
-  genes is fitted on all contexts' deltas pooled. A query none of whose genes is measured (a
-  drug, a cytokine, a gene outside the task's genes) falls back to ``train_mean``; how often is
-  reported in ``fallbacks``.
+  genes is fitted on all contexts' deltas pooled. A query none of whose perturbations is a
+  measured gene (a drug, a cytokine, an unmeasured gene) falls back to ``train_mean``; each such
+  query is listed in ``fallbacks`` with the reason.
 - ``additive`` (only when combinations are held out): ``delta^_{A+B} = delta_A(train) +
   delta_B(train)`` from the singles of the same context; a query that is not a combination or
   whose singles were not all seen in training falls back to ``train_mean`` (counted).
@@ -31,13 +33,12 @@ import pandas as pd
 from anndata import AnnData
 from pydantic import BaseModel, Field
 
-from harmonycell.tools.evaluation.metrics import DEFINITIONS, score
+from harmonycell.tools.data.genes import UNS_PERT_EMBEDDING, perturbation_embedding
+from harmonycell.tools.evaluation.metrics import DEFINITIONS, PerturbationScore, score
 from harmonycell.tools.evaluation.pseudobulk import (
     Targets,
     control_code_sets,
     first_available,
-    gene_lookup,
-    measured_genes,
     stacked_group_means,
     targets_for,
 )
@@ -48,11 +49,25 @@ LINEAR_K = 10
 LINEAR_LAMBDA = 0.1
 
 
+class FallbackQuery(BaseModel):
+    condition: str
+    context: str
+    why: str
+
+
 class Fallback(BaseModel):
+    """Queries on which a baseline could not be computed and predicted ``to`` instead."""
+
     n: int
     of: int
     conditions: list[str]
     why: str
+    to: str = "train_mean"
+    queries: list[FallbackQuery] = Field(default_factory=list)
+
+    @property
+    def every_query(self) -> bool:
+        return self.of > 0 and self.n == self.of
 
 
 class BaselinesReport(BaseModel):
@@ -66,17 +81,19 @@ class BaselinesReport(BaseModel):
     null_counts: dict[str, dict[str, int]]
     per_context: dict[str, dict[str, dict[str, float | None]]]
     fallbacks: dict[str, Fallback]
+    per_query: dict[str, list[PerturbationScore]] = Field(default_factory=dict)  # per baseline
     definitions: dict[str, str] = Field(default_factory=lambda: dict(DEFINITIONS))
     baseline_definitions: dict[str, str] = Field(default_factory=dict)
 
 
 BASELINE_DEFINITIONS = {
-    "control_mean": "y^ = control mean of the context in the scored split (no effect).",
+    "control_mean": "y^ = mean of all control cells of the context (no effect).",
     "train_mean": "y^ = control mean + mean over training perturbations of their effect "
-                  "(y_q(train) - y_ctrl(train)) in the same context.",
+                  "(y_q(train) - y_ctrl) in the same context.",
     "linear": f"Ahlmann-Eltze linear model: K={LINEAR_K} PCs of training pseudo-bulk deltas, "
-              f"ridge lambda={LINEAR_LAMBDA}, the perturbed gene's own row of the PCs as its "
-              "embedding; train_mean where the gene is not measured.",
+              f"ridge lambda={LINEAR_LAMBDA}, the perturbed gene's row of the PCs of training "
+              "pseudo-bulk over all measured genes as its embedding; train_mean where the "
+              "perturbation is not a measured gene (listed per query).",
     "additive": "y^_{A+B} = control mean + effect of A + effect of B, singles seen in training.",
 }
 
@@ -97,10 +114,10 @@ class TrainEffects:
         ctrl_sets = control_code_sets(adata, ctx_code, "train")
         (means, _), *ctrl_res = stacked_group_means(  # one pass over X
             adata.X, [(codes, len(groups))] + [(c, len(contexts)) for c in ctrl_sets])
-        ctrl_train = first_available(ctrl_res[1:], ["train", "all"])[0]
+        ctrl_all = first_available(ctrl_res[2:], ["all"])[0]  # the same reference as Targets.y_ctrl
         self.conditions = [str(cond_names[g // len(contexts)]) for g in groups]
         self.context = (groups % len(contexts)).astype(np.int64)
-        self.delta = means - ctrl_train[self.context]  # (T, G)
+        self.delta = means - ctrl_all[self.context]  # (T, G)
         self.n_contexts = len(contexts)
 
     def rows(self, c: int) -> np.ndarray:
@@ -133,12 +150,13 @@ def top_left_singular(A: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return ((A @ V[:, order]) / s if small else V[:, order]), s
 
 
-def fit_linear(D: np.ndarray, P_genes: list[list[int]], k: int = LINEAR_K, lam: float = LINEAR_LAMBDA):
-    """Fit the Ahlmann-Eltze model on training deltas D (T perturbations x G genes).
+def fit_linear(D: np.ndarray, P_rows: list[np.ndarray | None], k: int = LINEAR_K, lam: float = LINEAR_LAMBDA):
+    """Fit the Ahlmann-Eltze model on training deltas D (T perturbations x G genes) with
+    ``P_rows[i]`` the embedding of training perturbation i (None: not a measured gene).
 
-    Returns (G_pcs (G, K), W (K, K), b (G,)) or None when fewer than two training perturbations
-    have a measured gene."""
-    usable = [i for i, g in enumerate(P_genes) if g]
+    Returns (G_pcs (G, K), W (K, K_P), b (G,)) or None when fewer than two training perturbations
+    have an embedding."""
+    usable = [i for i, p in enumerate(P_rows) if p is not None]
     if len(usable) < 2:
         return None
     b = D.mean(0)
@@ -148,57 +166,73 @@ def fit_linear(D: np.ndarray, P_genes: list[list[int]], k: int = LINEAR_K, lam: 
     if k < 1:
         return None
     G = u[:, :k]
-    P = np.stack([G[P_genes[i]].sum(0) for i in usable])  # (T_used, K)
+    P = np.stack([np.asarray(P_rows[i], dtype=np.float64) for i in usable])  # (T_used, K_P)
     Y = Dc[:, usable]
-    W = np.linalg.solve(G.T @ G + lam * np.eye(k), G.T @ Y @ P) @ np.linalg.inv(P.T @ P + lam * np.eye(k))
+    kp = P.shape[1]
+    W = np.linalg.solve(G.T @ G + lam * np.eye(k), G.T @ Y @ P) @ np.linalg.inv(P.T @ P + lam * np.eye(kp))
     return G, W, b
 
 
-NO_GENE = "the perturbed gene is not among the task's genes (or it is a drug or cytokine)"
+NO_GENE = "no perturbation of the condition is a measured gene (a drug, a cytokine, or a gene the input does not measure)"
 NO_FIT = "fewer than two training perturbations on measured genes to fit"
+
+
+def embedding_of(adata: AnnData) -> dict[str, np.ndarray]:
+    """Perturbation name -> embedding vector: the one unify stored (all measured genes, training
+    cells), else computed here on the task's genes (an AnnData made without ``unify``)."""
+    e = adata.uns.get(UNS_PERT_EMBEDDING)
+    if e is None:
+        e = perturbation_embedding(adata)
+    vectors = np.asarray(e["vectors"], dtype=np.float64)
+    return {str(p): vectors[i] for i, p in enumerate(list(e["perts"]))}
+
+
+def condition_vector(condition: str, emb: dict[str, np.ndarray]) -> np.ndarray | None:
+    parts = [emb[p] for p in split_condition(condition) if p in emb]
+    return np.sum(parts, axis=0) if parts else None
 
 
 def _linear(t: Targets, eff: TrainEffects, adata: AnnData, fallback: np.ndarray
             ) -> tuple[np.ndarray, Fallback]:
-    lookup = gene_lookup(adata)
-    train_genes = [measured_genes(c, lookup) for c in eff.conditions]
+    emb = embedding_of(adata)
+    train_P = [condition_vector(c, emb) for c in eff.conditions]
     pooled: tuple | None = None
     pooled_tried = False
     pred = fallback.copy()
-    fell: dict[str, str] = {}
-    n = 0
+    fell: list[FallbackQuery] = []
     for c in np.unique(t.query_context):  # contexts
         rows = eff.rows(c)
-        model = fit_linear(eff.delta[rows], [train_genes[i] for i in rows]) if len(rows) >= 2 else None
+        model = fit_linear(eff.delta[rows], [train_P[i] for i in rows]) if len(rows) >= 2 else None
         if model is None:  # too little in this context: fit on all contexts' deltas
             if not pooled_tried:
-                pooled, pooled_tried = fit_linear(eff.delta, train_genes), True
+                pooled, pooled_tried = fit_linear(eff.delta, train_P), True
             model = pooled
         for q in np.flatnonzero(t.query_context == c):  # queries
-            genes = t.target_genes[q]
-            if model is None or not genes:
-                fell[t.queries[q].condition] = NO_GENE if not genes else NO_FIT
-                n += 1
+            v = condition_vector(t.queries[q].condition, emb)
+            if model is None or v is None:
+                fell.append(FallbackQuery(condition=t.queries[q].condition, context=t.queries[q].context,
+                                          why=NO_GENE if v is None else NO_FIT))
                 continue
             G, W, b = model
-            pred[q] = t.y_ctrl[q] + G @ (W @ G[genes].sum(0)) + b
-    return pred, Fallback(n=n, of=len(t.queries), conditions=sorted(fell),
-                          why="; ".join(sorted(set(fell.values()))) or "none")
+            pred[q] = t.y_ctrl[q] + G @ (W @ v) + b
+    return pred, Fallback(n=len(fell), of=len(t.queries), conditions=sorted({f.condition for f in fell}),
+                          why="; ".join(sorted({f.why for f in fell})) or "none", queries=fell)
 
 
 def _additive(t: Targets, eff: TrainEffects, fallback: np.ndarray) -> tuple[np.ndarray, Fallback]:
     index = {(cond, int(c)): i for i, (cond, c) in enumerate(zip(eff.conditions, eff.context))}
     pred = fallback.copy()
     fell = []
+    why = "not a combination, or a single of it not seen in training in this context"
     for q, query in enumerate(t.queries):  # queries
         parts = split_condition(query.condition)
         rows = [index.get((p, int(t.query_context[q]))) for p in parts]
         if len(parts) < 2 or any(r is None for r in rows):
-            fell.append(query.condition)
+            fell.append(FallbackQuery(condition=query.condition, context=query.context, why=why))
             continue
         pred[q] = t.y_ctrl[q] + eff.delta[rows].sum(0)
-    return pred, Fallback(n=len(fell), of=len(t.queries), conditions=sorted(set(fell)),
-                          why="not a combination, or a single of it not seen in training in this context")
+    return pred, Fallback(n=len(fell), of=len(t.queries), conditions=sorted({f.condition for f in fell}),
+                          why=why if fell else "none", queries=fell)
 
 
 def has_combinations(t: Targets) -> bool:
@@ -223,8 +257,8 @@ def baseline_predictions(adata: AnnData, split: str) -> dict[str, np.ndarray]:
     return _all(adata, split)[1]
 
 
-def compute_baselines(adata: AnnData, split: str = "test") -> BaselinesReport:
-    t, preds, fallbacks = _all(adata, split)
+def compute_baselines(adata: AnnData, split: str = "test", targets: Targets | None = None) -> BaselinesReport:
+    t, preds, fallbacks = _all(adata, split, targets)
     reports = {name: score(t, p) for name, p in preds.items()}
     return BaselinesReport(
         split=split,
@@ -232,10 +266,11 @@ def compute_baselines(adata: AnnData, split: str = "test") -> BaselinesReport:
         n_queries=len(t.queries),
         n_genes=len(t.genes),
         contexts=sorted({q.context for q in t.queries}),
-        control_cells={q.context: int(n) for q, n in zip(t.queries, t.n_ctrl)},
+        control_cells={q.context: int(n) for q, n in zip(t.queries, t.n_ctrl)},  # all controls of the context
         baselines={n: r.aggregate for n, r in reports.items()},
         null_counts={n: r.null_counts for n, r in reports.items()},
         per_context={n: r.per_context for n, r in reports.items()},
         fallbacks=fallbacks,
+        per_query={n: r.per_perturbation for n, r in reports.items()},
         baseline_definitions={n: BASELINE_DEFINITIONS[n] for n in preds},
     )

@@ -2,7 +2,7 @@
 
 A prediction is a (Q, G) matrix: row q is the predicted mean expression ``y^_q`` of query q of
 ``Targets`` (same query order, same gene order). With ``y_q`` the true mean, ``y_ctrl`` the
-control mean of the query's context in the same split, ``delta = y_q - y_ctrl`` and
+mean of all control cells of the query's context, ``delta = y_q - y_ctrl`` and
 ``delta^ = y^_q - y_ctrl``, every number reported here is defined in ``DEFINITIONS`` below.
 
 Conventions that make the numbers hard to fake:
@@ -35,19 +35,17 @@ DEFINITIONS: dict[str, str] = {
     "RMSE": "per perturbation sqrt(mean_g (y_p - y^_p)^2) over the task's genes; aggregate = mean "
             "over perturbations (0 = perfect).",
     "DeltaPCC": "per perturbation Pearson(delta, delta^) with delta = y_p - y_ctrl, delta^ = y^_p - "
-                "y_ctrl, y_ctrl = mean of the split's control cells of the context; null when "
+                "y_ctrl, y_ctrl = mean of all control cells of the context; null when "
                 "delta^ is flat (no predicted shift); aggregate = mean over perturbations.",
-    "CosLogFC": "per perturbation cosine(delta, delta^) (data are log-normalised, so delta is a "
-                "log fold change); null when delta^ is zero; aggregate = mean.",
-    "RMSE_Mean": "the paper's name for the mean over perturbations of RMSE (same number).",
+    "Cosine_delta": "per perturbation cosine(delta, delta^). delta is a difference of mean log1p "
+                    "values (the paper's 'LogFC' and 'Cosine_LogFC'; not the log of a ratio of "
+                    "means); null when delta^ is zero; aggregate = mean.",
     "Mean_rank_rmse": "per perturbation p: among the held-out perturbations q of p's context, the "
                       "fraction of q != p whose true y_q is closer (RMSE) to the prediction y^_p "
                       "than p's own y_p (ties count half); 0 = the prediction is closest to its own "
                       "truth, 0.5 = random; aggregate = mean.",
-    "Cosine_LogFC": "the paper's name for the mean over perturbations of CosLogFC (same number).",
     "LogFC_rank_cosine": "as Mean_rank_rmse, with similarity cosine(delta_q, delta^_p) instead of "
                          "RMSE (higher = closer); null where delta^_p is zero.",
-    "PCC_Delta": "the paper's name for the mean over perturbations of DeltaPCC (same number).",
     "LogFC_rank_pcc": "as Mean_rank_rmse, with similarity Pearson(delta_q, delta^_p); null where "
                       "delta^_p is flat.",
     "Matrix_Distance": "||Delta^ - Delta||_F / ||Delta||_F over the whole query x gene delta "
@@ -66,18 +64,45 @@ DEFINITIONS: dict[str, str] = {
                            "predicting the knocked-down gene alone does not identify p (ties "
                            "count half); 0 = perfect, 0.5 = random; aggregate = mean.",
 }
-# Per-perturbation columns (the paper's aggregate names are means of these).
-PER_PERT = ("RMSE", "DeltaPCC", "CosLogFC", "PCC_Delta_shift_corrected", "rank_rmse",
+# Per-perturbation columns (each aggregate is the mean of one of these).
+PER_PERT = ("RMSE", "DeltaPCC", "Cosine_delta", "PCC_Delta_shift_corrected", "rank_rmse",
             "rank_cosine", "rank_pcc", "Discrimination_rank")
 AGGREGATE_OF = {
-    "RMSE": "RMSE", "DeltaPCC": "DeltaPCC", "CosLogFC": "CosLogFC",
-    "RMSE_Mean": "RMSE", "Mean_rank_rmse": "rank_rmse", "Cosine_LogFC": "CosLogFC",
-    "LogFC_rank_cosine": "rank_cosine", "PCC_Delta": "DeltaPCC", "LogFC_rank_pcc": "rank_pcc",
+    "RMSE": "RMSE", "DeltaPCC": "DeltaPCC", "Cosine_delta": "Cosine_delta",
+    "Mean_rank_rmse": "rank_rmse", "LogFC_rank_cosine": "rank_cosine", "LogFC_rank_pcc": "rank_pcc",
     "PCC_Delta_shift_corrected": "PCC_Delta_shift_corrected",
     "Discrimination_rank": "Discrimination_rank",
 }
+# The paper's evaluator names for numbers reported here under one name each (never printed twice).
+PAPER_NAMES = {"RMSE_Mean": "RMSE", "PCC_Delta": "DeltaPCC", "Cosine_LogFC": "Cosine_delta",
+               "Mean_rank_rmse": "Mean_rank_rmse", "LogFC_rank_cosine": "LogFC_rank_cosine",
+               "LogFC_rank_pcc": "LogFC_rank_pcc", "Matrix_Distance": "Matrix_Distance"}
 METRIC_NAMES = tuple(list(AGGREGATE_OF) + ["Matrix_Distance"])
-HIGHER_IS_BETTER = {"DeltaPCC", "CosLogFC", "Cosine_LogFC", "PCC_Delta", "PCC_Delta_shift_corrected"}
+
+# Which way is better, declared once for every metric (aggregate and per-perturbation column):
+# every comparison, the search's reward and its node ranking read it from here, so swapping a
+# metric cannot silently invert them.
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "RMSE": False, "DeltaPCC": True, "Cosine_delta": True, "PCC_Delta_shift_corrected": True,
+    "rank_rmse": False, "rank_cosine": False, "rank_pcc": False, "Discrimination_rank": False,
+    "Mean_rank_rmse": False, "LogFC_rank_cosine": False, "LogFC_rank_pcc": False,
+    "Matrix_Distance": False,
+}
+# The validation metric the search's reward and node ranking use, and the Judge decides on
+# (SPEC section 7); DeltaPCC is reported beside it.
+SEARCH_METRIC = "PCC_Delta_shift_corrected"
+# Correlations and cosines live in [-1, 1]; the rest are distances/ranks in [0, inf).
+CORRELATIONS = frozenset({"DeltaPCC", "Cosine_delta", "PCC_Delta_shift_corrected"})
+
+
+def is_better(metric: str, a: float, b: float) -> bool:
+    """Whether value ``a`` of ``metric`` is strictly better than ``b``."""
+    return a > b if HIGHER_IS_BETTER[metric] else a < b
+
+
+def oriented(metric: str, value: float) -> float:
+    """``value`` signed so that larger is better, whatever the metric's direction."""
+    return value if HIGHER_IS_BETTER[metric] else -value
 
 
 class PerturbationScore(BaseModel):
@@ -281,7 +306,7 @@ def per_perturbation_metrics(targets: Targets, pred: np.ndarray) -> dict[str, np
     m = {
         "RMSE": np.sqrt(np.mean((targets.y - pred) ** 2, axis=1)),
         "DeltaPCC": pcc,
-        "CosLogFC": cos,
+        "Cosine_delta": cos,
         "PCC_Delta_shift_corrected": rowwise_pearson(targets.y - targets.pert_mean_train,
                                                      pred - targets.pert_mean_train, flat),
     }

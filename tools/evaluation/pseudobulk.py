@@ -5,9 +5,10 @@ Definitions (SPEC section 7):
 - a *query* is a held-out (condition, context) pair of the split, in ``taskdata.queries_for``
   order (the order the sandbox writes its prediction rows in);
 - ``y[q]`` = mean expression of the split's cells of that condition in that context;
-- ``y_ctrl[q]`` = mean of the *same split's* control cells of the query's context. When the split
-  has no control cell in that context, the training controls of the context are used, then all
-  controls of the context (``ctrl_source`` says which, per query);
+- ``y_ctrl[q]`` = mean of *all* control cells of the query's context, whatever split they were
+  assigned to. Controls are inputs, never targets: the sandbox sees every one of them, so the
+  reference an effect is measured against uses all of them (hundreds of cells, not the test
+  split's sliver of a few dozen). ``ctrl_source`` is "all" per query;
 - ``y_ctrl_train[q]`` = mean of the training control cells of the context (same fallbacks);
 - ``pert_mean_train[q]`` = mean of all *perturbed training cells* of the context (cell-weighted).
   It is the reference of the shift-corrected PearsonDelta: deltas against it no longer contain
@@ -30,7 +31,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from harmonycell.tools.errors import InputError
-from harmonycell.tools.schema import SPLIT, SPLITS, VAR_SYMBOL, split_condition
+from harmonycell.tools.schema import SPLIT, SPLITS, split_condition
+from harmonycell.tools.data.genes import gene_lookup as _gene_lookup
 from harmonycell.tools.data.taskdata import Query, context_labels, queries_for
 
 
@@ -40,7 +42,7 @@ class Targets:
     queries: list[Query]
     genes: list[str]
     y: np.ndarray  # (Q, G) true pseudo-bulk of each query
-    y_ctrl: np.ndarray  # (Q, G) control mean of the query's context in this split
+    y_ctrl: np.ndarray  # (Q, G) mean of all control cells of the query's context
     y_ctrl_train: np.ndarray  # (Q, G) training control mean of the query's context
     pert_mean_train: np.ndarray  # (Q, G) mean of perturbed training cells (shift reference)
     n_cells: np.ndarray  # (Q,) cells behind each y
@@ -48,7 +50,7 @@ class Targets:
     contexts: list[str]  # distinct contexts, sorted
     query_context: np.ndarray  # (Q,) index into contexts
     target_genes: list[list[int]] = field(default_factory=list)  # measured perturbed genes per query
-    ctrl_source: list[str] = field(default_factory=list)  # "split" | "train" | "all" per query
+    ctrl_source: list[str] = field(default_factory=list)  # "all" per query (all controls of the context)
     pert_mean_source: list[str] = field(default_factory=list)  # "context" | "pooled" per query
 
     @property
@@ -93,13 +95,7 @@ def group_means(X, codes: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.nda
 
 def gene_lookup(adata: AnnData) -> dict[str, int]:
     """Upper-cased gene id and gene symbol -> column, for finding a perturbed gene's own row."""
-    ids = adata.var_names.astype(str)
-    symbols = adata.var[VAR_SYMBOL].astype(str) if VAR_SYMBOL in adata.var else ids
-    index: dict[str, int] = {}
-    for i, (gid, sym) in enumerate(zip(ids, symbols)):  # genes, not cells; runs once per task
-        index.setdefault(str(sym).upper(), i)
-        index.setdefault(str(gid).upper(), i)
-    return index
+    return _gene_lookup(adata.var, adata.var_names)
 
 
 def measured_genes(condition: str, lookup: dict[str, int]) -> list[int]:
@@ -178,7 +174,7 @@ def targets_for(adata: AnnData, split: str) -> Targets:
         + [(np.where(train_pert, ctx_code, -1), n_ctx)])
 
     qctx = np.array([ctx_index[q.context] for q in queries], dtype=np.int64)
-    ctrl, n_ctrl, ctrl_src = first_available(ctrl_res, ["split", "train", "all"])
+    ctrl, n_ctrl, ctrl_src = first_available(ctrl_res[2:], ["all"])  # controls are references
     ctrl_tr, _, _ = first_available(ctrl_res[1:], ["train", "all"])
     lacking = [contexts[i] for i in set(qctx.tolist()) if n_ctrl[i] == 0]
     if lacking:
@@ -191,8 +187,8 @@ def targets_for(adata: AnnData, split: str) -> Targets:
         # Unseen context: the context's own control mean plus the average training shift,
         # contexts weighted equally (so a single perturbation seen in several contexts maps
         # onto exactly the train-mean baseline's prediction, which then scores null).
-        seen = np.flatnonzero((n_pm > 0) & ~np.isnan(ctrl_tr).any(1))
-        shift = (pm[seen] - ctrl_tr[seen]).mean(0) if len(seen) else np.zeros(adata.n_vars)
+        seen = np.flatnonzero((n_pm > 0) & ~np.isnan(ctrl).any(1))
+        shift = (pm[seen] - ctrl[seen]).mean(0) if len(seen) else np.zeros(adata.n_vars)
         for i in np.flatnonzero(n_pm == 0):
             pm[i] = ctrl[i] + shift
             pm_src[i] = "pooled"

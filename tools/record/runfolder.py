@@ -32,14 +32,17 @@ class RunConfig(BaseModel):
     inputs: list[InputFile]
     seed: int = 0
     budget_nodes: int = Field(2, ge=1, description="training nodes the search may run")
+    time_limit_s: float | None = Field(None, gt=0, description="wall-clock limit of the search")
+    use_kb: bool = True  # read and write the knowledge base (SPEC 6)
+    kb_path: str | None = None  # None: the user's data directory
     node_timeout_s: float = 900.0
     backend: str = "auto"  # sandbox backend: docker | local | auto
     llm: dict | None = None  # LLM endpoint settings (base_url, model, api_key_env, ...); None: builtin
     epochs: int = 100
+    fold: list[int] | None = None  # [k, K]: test units are fold k of K (cross-validation)
     # said by the person (chat) or on the command line; honoured by the Unifier's split and the Planner
     hold_out: list[str] = Field(default_factory=list, description="cell types / contexts the test holds out")
     exclude: list[str] = Field(default_factory=list, description="paradigms or backbones not to try")
-    time_limit_s: float | None = Field(None, gt=0, description="search wall-clock budget")
     created: str = ""
 
 

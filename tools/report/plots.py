@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 from harmonycell.tools.record import atomic  # noqa: E402
 from harmonycell.tools.search.tree import ROOT, Tree  # noqa: E402
 
-METRICS = ("DeltaPCC", "PCC_Delta_shift_corrected", "CosLogFC")
+METRICS = ("DeltaPCC", "PCC_Delta_shift_corrected", "Cosine_delta")
 
 
 def plot_report(out: Path, model: dict, baselines: dict[str, dict], per_perturbation: list[dict],
@@ -32,7 +32,7 @@ def plot_report(out: Path, model: dict, baselines: dict[str, dict], per_perturba
     for i, (name, vals) in enumerate(zip(names, series)):
         heights = [np.nan if vals.get(m) is None else vals[m] for m in METRICS]
         ax.bar(x + i * width, heights, width, label=name)
-    ax.set_xticks(x + width * (len(names) - 1) / 2, ["DeltaPCC", "shift-corrected", "CosLogFC"])
+    ax.set_xticks(x + width * (len(names) - 1) / 2, ["DeltaPCC", "shift-corrected", "Cosine_delta"])
     ax.axhline(0, color="black", lw=0.5)
     ax.set_title("test split: model vs baselines")
     ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.08), frameon=False)

@@ -38,6 +38,9 @@ class Param:
     target: Target
     log: bool = False  # searched on a log scale (learning rates, weight decay)
     help: str = ""
+    # how the Planner's menu moves this value one step: "scale" (x0.3, x3), "halve-double",
+    # "step" (-1, +1), "dropout" (off / +0.2), "switch-on" (x10, or 1e-4 from 0); "" = not searched
+    move: str = ""
 
     def parse(self, raw: str, where: str) -> float | int:
         try:
@@ -67,17 +70,21 @@ def fmt(v: float) -> str:
 # Shared by every backbone. Defaults are sized so one node trains on the real tasks in about a
 # minute on 2 CPU cores; early stopping (patience) usually ends training well before `epochs`.
 COMMON_PARAMS: tuple[Param, ...] = (
-    Param("lr", "float", 1e-5, 1e-1, 1e-3, "config", log=True, help="AdamW learning rate"),
-    Param("weight_decay", "float", 0.0, 1e-1, 1e-5, "config", help="AdamW weight decay"),
+    Param("lr", "float", 1e-5, 1e-1, 1e-3, "config", log=True, help="AdamW learning rate", move="scale"),
+    Param("weight_decay", "float", 0.0, 1e-1, 1e-5, "config", help="AdamW weight decay", move="switch-on"),
+    # epochs and patience bound a node's cost: set run-wide (--epochs), not searched
     Param("epochs", "int", 1, 500, 60, "config", help="maximum epochs (early stopping may end sooner)"),
-    Param("batch_size", "int", 8, 4096, 128, "config", help="training batch size (drop_last)"),
+    Param("batch_size", "int", 8, 4096, 128, "config", help="training batch size (drop_last)",
+          move="halve-double"),
     Param("patience", "int", 1, 100, 8, "config", help="early-stopping patience in epochs"),
-    Param("dropout", "float", 0.0, 0.9, 0.1, "hparams", help="dropout in hidden layers"),
-    Param("width", "int", 16, 4096, 256, "hparams", help="hidden width"),
-    Param("depth", "int", 1, 12, 2, "hparams", help="number of hidden blocks"),
-    Param("emb_dim", "int", 4, 1024, 64, "hparams", help="perturbation embedding size"),
+    Param("dropout", "float", 0.0, 0.9, 0.1, "hparams", help="dropout in hidden layers", move="dropout"),
+    Param("width", "int", 16, 4096, 256, "hparams", help="hidden width", move="halve-double"),
+    Param("depth", "int", 1, 12, 2, "hparams", help="number of hidden blocks", move="step"),
+    Param("emb_dim", "int", 4, 1024, 64, "hparams", help="perturbation embedding size", move="halve-double"),
 )
 
+# Every loss the harness and the templates honour (harness.make_loss and _common.recon_loss
+# know exactly these two; anything else would silently train on MSE, so it is not offered).
 LOSSES: tuple[str, ...] = ("mse", "huber")
 
 
@@ -88,10 +95,12 @@ class Backbone:
     template: str  # module name in harmonycell.tools.search.model_templates
     description: str
     extra: tuple[Param, ...] = ()
+    # shared parameters its template never reads: neither accepted in a path nor offered
+    ignores: tuple[str, ...] = ()
 
     @property
     def params(self) -> dict[str, Param]:
-        return {p.name: p for p in (*COMMON_PARAMS, *self.extra)}
+        return {p.name: p for p in (*COMMON_PARAMS, *self.extra) if p.name not in self.ignores}
 
 
 @dataclass(frozen=True)
@@ -113,22 +122,24 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     Backbone("pathway-masked", "discriminative", "pathway_masked",
              "gene -> module -> gene layers masked by gene modules (co-expression or a gene-set file)",
              extra=(Param("n_modules", "int", 2, 500, 40, "hparams",
-                          help="co-expression modules when no gene-set file is given"),
+                          help="co-expression modules when no gene-set file is given", move="halve-double"),
                     Param("units_per_module", "int", 1, 64, 4, "hparams",
-                          help="hidden units per module"))),
+                          help="hidden units per module", move="halve-double")),
+             ignores=("width",)),  # its hidden size is n_modules x units_per_module
     Backbone("cvae", "generative", "cvae",
              "conditional VAE: latent cell state, decoder conditioned on control + perturbation",
-             extra=(Param("latent_dim", "int", 2, 256, 32, "hparams", help="latent size"),
-                    Param("beta", "float", 0.0, 10.0, 0.05, "hparams", help="KL weight"),
+             extra=(Param("latent_dim", "int", 2, 256, 32, "hparams", help="latent size", move="halve-double"),
+                    Param("beta", "float", 0.0, 10.0, 0.05, "hparams", help="KL weight", move="scale"),
                     Param("n_samples", "int", 1, 64, 8, "hparams",
-                          help="latent draws averaged for the mean prediction"))),
+                          help="latent draws averaged for the mean prediction", move="halve-double"))),
     Backbone("flow-matching", "generative", "flow_matching",
              "conditional flow matching from the control cell to the perturbed cell; Euler ODE at inference",
-             extra=(Param("ode_steps", "int", 1, 200, 16, "hparams", help="Euler steps at inference"),
+             extra=(Param("ode_steps", "int", 1, 200, 16, "hparams", help="Euler steps at inference",
+                          move="halve-double"),
                     Param("sigma", "float", 0.0, 2.0, 0.1, "hparams",
-                          help="noise added along the probability path"),
+                          help="noise added along the probability path", move="scale"),
                     Param("n_samples", "int", 1, 64, 4, "hparams",
-                          help="trajectories averaged for the mean prediction"))),
+                          help="trajectories averaged for the mean prediction", move="halve-double"))),
 )}
 
 
@@ -273,34 +284,49 @@ def parse_refinement(seg: str, backbone: Backbone, where: str, level: int) -> Re
     return Refinement("hparams", tuple(sorted(values.items())))
 
 
+def moves(p: Param, v: float) -> list[float | int]:
+    """The one-step neighbours of value ``v`` under ``p.move`` that lie in ``p``'s range."""
+    if p.move == "scale":
+        cands = [v * 0.3, v * 3.0] if v else [p.default]
+    elif p.move == "halve-double":
+        cands = [v // 2, v * 2] if p.kind == "int" else [v / 2, v * 2]
+    elif p.move == "step":
+        cands = [v - 1, v + 1]
+    elif p.move == "dropout":
+        cands = [0.0 if v > 0 else 0.1, min(v + 0.2, 0.5)]
+    elif p.move == "switch-on":
+        cands = [v * 10 if v else 1e-4]
+    else:
+        return []
+    out = []
+    for c in cands:
+        c = int(c) if p.kind == "int" else float(f"{c:.3g}")
+        if p.low <= c <= p.high and c != v and c not in out:
+            out.append(c)
+    return out
+
+
 def expansions(path: ActionPath | None) -> list[str]:
-    """A finite menu of children for the Planner: paradigms at the root, backbones under a
-    paradigm, then one-parameter refinements (x0.3 / x3 on log-scale values, neighbours on
-    integer ones, the other loss). Every entry parses."""
+    """The finite menu of children, level by level: paradigms at the root, the paradigm's
+    backbones under it, then one-step refinements of every parameter the backbone's template
+    reads (``moves``) and the other loss. Every entry parses; the order carries no preference
+    (the Planner chooses among untried children by a prior)."""
     if path is None:
         return list(PARADIGMS)
     if path.backbone is None:
         return [f"{path.paradigm}{SEP}{b}" for b in backbones_of(path.paradigm)]
     values = path.resolved()
     out: list[str] = []
-    for name in ("lr", "dropout", "width", "depth", "weight_decay"):
-        p = path.spec.params[name]
-        v = values[name]
-        if p.log:
-            cands = [v * 0.3, v * 3.0]
-        elif p.kind == "int":
-            cands = [v // 2, v * 2] if name == "width" else [v - 1, v + 1]
-        elif name == "dropout":
-            cands = [0.0 if v > 0 else 0.1, min(v + 0.2, 0.5)]
-        else:
-            cands = [v * 10 if v else 1e-4]
-        for c in cands:
-            c = int(c) if p.kind == "int" else float(f"{c:.3g}")
-            if p.low <= c <= p.high and c != v:
-                out.append(f"{path.text()}{SEP}hparams:{name}={fmt(c)}")
-    other = [loss for loss in LOSSES if loss != values["loss"]]
-    out += [f"{path.text()}{SEP}loss:{loss}" for loss in other]
+    for name, p in path.spec.params.items():
+        for c in moves(p, values[name]):
+            out.append(f"{path.text()}{SEP}hparams:{name}={fmt(c)}")
+    out += [f"{path.text()}{SEP}loss:{loss}" for loss in LOSSES if loss != values["loss"]]
     return list(dict.fromkeys(out))
+
+
+def is_trainable(action: str) -> bool:
+    """A paradigm alone is a decision, not a model: only paths with a backbone are trained."""
+    return parse_action(action).backbone is not None
 
 
 def describe() -> dict[str, Any]:
@@ -320,12 +346,6 @@ def describe() -> dict[str, Any]:
     }
 
 
-def root_actions() -> list[str]:
-    """First trainable level for the Planner: a paradigm alone cannot be trained, so the root's
-    children are paradigm/backbone pairs (discriminative first, the cheaper paradigm)."""
-    return all_backbone_paths()
-
-
-def child_actions(action: str) -> list[str]:
-    """Refinements below a trained node (never a different paradigm or backbone)."""
-    return expansions(parse_action(action))
+def child_actions(action: str | None) -> list[str]:
+    """The menu below a node of the search tree (``None`` or "" is the root)."""
+    return expansions(parse_action(action) if action else None)

@@ -1,17 +1,33 @@
-"""The Monte Carlo search tree as plain data (SPEC section 5), with pure scoring functions.
+"""The Monte Carlo search tree as plain data (SPEC sections 4, 5, 10), with pure functions on it.
 
-The tree is a dict of ``Node``s keyed by id and saved to ``tree.json`` after every change, so a
-killed run resumes from it. Selection, reward and backpropagation are functions of that data.
+Levels: root -> paradigm -> backbone -> refinements. A paradigm node is a decision, never trained
+(status ``decision``); its statistics are those backpropagated from the backbones below it. The
+tree is saved to ``tree.json`` after every change, so a killed run resumes from it.
+
+Selection descends by UCT (``Q_mix``) at every level. A node may take a new child while it has
+fewer than ``ceil(sqrt(N))`` live children (progressive widening: with a menu of ~15 refinements
+per backbone, expanding every child before descending would spend a 16-node budget on one
+backbone). Among untried children the expansion follows a prior: the knowledge base's when the
+run was warm-started, else uniform with the run's seed. ``choose_expansion`` is the whole policy:
+the tree as data, the priors and the seed in, a ``Choice`` (parent, new action(s), reason) out, so
+another policy (an LLM's) can replace it.
+
+The reward's cost term uses CPU seconds of the node's process tree (measured by the sandbox:
+``ExecutionResult.cpu_s``), not wall time, so that the same node earns the same reward on an idle
+and on a busy machine; wall time is kept for people.
 """
 
 from __future__ import annotations
 
 import math
+import random
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field
 
+from harmonycell.tools.evaluation.metrics import HIGHER_IS_BETTER, SEARCH_METRIC, oriented
 from harmonycell.tools.record import atomic
 
 ALPHA_QMIX = 0.7
@@ -19,22 +35,37 @@ C_UCT = 1.0
 EPS = 1e-6
 W_PERF, W_TIME = 0.8, 0.2
 ROOT = "root"
+HYPOTHESIS_PRIOR_FACTOR = 0.5  # a paradigm failing in 2+ backbones keeps half its exploration bonus
 
-NodeStatus = Literal["planned", "ok", "failed"]
+NodeStatus = Literal["planned", "ok", "failed", "decision"]
+Level = Literal["root", "paradigm", "backbone", "refinement"]
+
+
+def level_of(action: str) -> Level:
+    n = len([s for s in action.split("/") if s])
+    return "root" if n == 0 else "paradigm" if n == 1 else "backbone" if n == 2 else "refinement"
 
 
 class Node(BaseModel):
     id: str
     parent: str | None
-    action: str  # the full action path, e.g. "discriminative/resnet/hparams:lr=3e-4"
+    action: str  # the full action path, e.g. "discriminative/resnet/hparams:lr=0.003"
     status: NodeStatus = "planned"
     children: list[str] = Field(default_factory=list)
     visits: int = 0
     q_sum: float = 0.0
     q_max: float = 0.0
     reward: float | None = None
-    val_metric: float | None = None
+    val_metric: float | None = None  # validation SEARCH_METRIC (tools.evaluation.metrics)
     wall_s: float | None = None
+    cpu_s: float | None = None
+    prior: float = 1.0  # weight of the exploration term; lowered by a hypothesis failure
+    blocked: str | None = None  # why nothing more is expanded below this node
+    chosen_by: str = ""  # what picked this node when it was added (prior or routing rule)
+
+    @property
+    def level(self) -> Level:
+        return level_of(self.action)
 
     @property
     def q_mean(self) -> float:
@@ -46,22 +77,47 @@ class Node(BaseModel):
 
 
 class Tree(BaseModel):
-    nodes: dict[str, Node] = Field(default_factory=lambda: {ROOT: Node(id=ROOT, parent=None, action="")})
-    t_root: float | None = None  # run time of the first working node
+    nodes: dict[str, Node] = Field(default_factory=lambda: {ROOT: Node(id=ROOT, parent=None, action="", status="decision")})
+    t_root: float | None = None  # cost (CPU s) of the first working node
+    seed: int = 0
+    started_at: float | None = None  # epoch seconds when the search began (time limit)
+    kb: dict[str, Any] | None = None  # what the knowledge base said (warm start or tabula rasa)
+    priors: dict[str, float] = Field(default_factory=dict)  # action prefix -> KB prior
+    route: dict[str, str] | None = None  # a pending routing decision: {"parent", "reason"}
+    stop_reason: str | None = None
+    cut_short: bool = False
 
-    def add(self, parent: str, action: str) -> Node:
-        node = Node(id=f"n{len(self.nodes):03d}", parent=parent, action=action)
+    def add(self, parent: str, action: str, chosen_by: str = "", status: NodeStatus = "planned") -> Node:
+        node = Node(id=f"n{len(self.nodes):03d}", parent=parent, action=action, chosen_by=chosen_by,
+                    status=status)
         self.nodes[node.id] = node
         self.nodes[parent].children.append(node.id)
         return node
 
     def trained(self) -> list[Node]:
-        return [n for n in self.nodes.values() if n.id != ROOT and n.status != "planned"]
+        return [n for n in self.nodes.values() if n.status in ("ok", "failed")]
 
     def best(self) -> Node | None:
+        """The working node with the best validation ``SEARCH_METRIC`` (its declared direction),
+        ties broken by reward."""
         ok = [n for n in self.nodes.values() if n.status == "ok" and n.reward is not None]
-        return max(ok, key=lambda n: (n.val_metric if n.val_metric is not None else -math.inf, n.reward),
-                   default=None)
+        return max(ok, key=lambda n: (oriented(SEARCH_METRIC, n.val_metric) if n.val_metric is not None
+                                      else -math.inf, n.reward), default=None)
+
+    def kids(self, node: Node) -> list[Node]:
+        return [self.nodes[c] for c in node.children]
+
+    def summary(self) -> str:
+        """One line for the report: how the search went and why it stopped."""
+        n = len(self.trained())
+        paradigms = sorted({x.action for x in self.nodes.values() if x.level == "paradigm"})
+        refined = sum(1 for x in self.trained() if x.level == "refinement")
+        kb = (self.kb or {}).get("mode", "no knowledge base")
+        parts = [f"{n} node(s) trained over {len(paradigms)} paradigm(s) ({', '.join(paradigms)}), "
+                 f"{refined} refinement(s); start: {kb}"]
+        if self.stop_reason:
+            parts.append(f"stopped: {self.stop_reason}" + (" -- the search was CUT SHORT" if self.cut_short else ""))
+        return "; ".join(parts)
 
     def save(self, path: Path) -> None:
         atomic.write_text(path, self.model_dump_json(indent=2))
@@ -71,8 +127,11 @@ class Tree(BaseModel):
         return cls.model_validate_json(Path(path).read_text()) if Path(path).exists() else cls()
 
 
+# ----------------------------------------------------------------------------- scoring
+
 def uct(child: Node, parent_visits: int) -> float:
-    return child.q_mix + C_UCT * math.sqrt(math.log(max(parent_visits, 1)) / (child.visits + EPS))
+    """``Q_mix + C * prior * sqrt(ln N(s) / (N(s') + eps))``; prior is 1 unless routing lowered it."""
+    return child.q_mix + C_UCT * child.prior * math.sqrt(math.log(max(parent_visits, 1)) / (child.visits + EPS))
 
 
 def f_time(t: float) -> float:
@@ -87,16 +146,21 @@ def f_time(t: float) -> float:
 
 
 def reward(m_val: float | None, t_exec: float | None, t_root: float | None) -> float:
-    """``R = w_p M_val + w_e f_time``; a failed node (no metric) scores 0."""
+    """``R = w_p M_val + w_e f_time(T_exec / T_root)`` with T in CPU seconds; a failed node scores 0."""
     if m_val is None or t_exec is None:
         return 0.0
     t = t_exec / t_root if t_root else 1.0
     return W_PERF * m_val + W_TIME * f_time(t)
 
 
-def normalised_metric(delta_pcc: float | None) -> float | None:
-    """Validation DeltaPCC mapped to [0, 1]; an undefined correlation counts as 0."""
-    return None if delta_pcc is None else min(1.0, max(0.0, delta_pcc))
+def normalised_metric(value: float | None, metric: str = SEARCH_METRIC) -> float | None:
+    """A validation metric mapped to [0, 1], better = larger whatever its direction: a
+    correlation clipped to [0, 1]; a lower-is-better distance d >= 0 as 1 / (1 + d)."""
+    if value is None:
+        return None
+    if not HIGHER_IS_BETTER[metric]:
+        return 1.0 / (1.0 + max(0.0, value))
+    return min(1.0, max(0.0, value))
 
 
 def backpropagate(tree: Tree, node_id: str, r: float) -> None:
@@ -109,14 +173,124 @@ def backpropagate(tree: Tree, node_id: str, r: float) -> None:
         cur = n.parent
 
 
+def count_failure(tree: Tree, node_id: str) -> None:
+    """An abandoned node counts against itself only (SPEC 10): one visit with reward 0 on that
+    node; its paradigm and backbone keep the statistics of the nodes that ran."""
+    n = tree.nodes[node_id]
+    n.visits += 1
+
+
 def select(tree: Tree, expandable) -> str:
-    """Descend from the root by UCT to the first node that ``expandable(node)`` still allows to
-    grow; returns its id (the parent of the next expansion)."""
+    """Descend from the root by UCT to the first node that ``expandable(node)`` allows to grow."""
     cur = tree.nodes[ROOT]
     while True:
         if expandable(cur):
             return cur.id
-        kids = [tree.nodes[c] for c in cur.children if tree.nodes[c].status == "ok"]
+        kids = [k for k in tree.kids(cur) if k.status in ("ok", "decision")]
         if not kids:
             return cur.id
         cur = max(kids, key=lambda k: uct(k, cur.visits))
+
+
+# ----------------------------------------------------------------------------- the policy
+
+def widening_limit(node: Node) -> int:
+    return max(1, math.ceil(math.sqrt(node.visits)))
+
+
+@dataclass
+class Choice:
+    """The policy's answer: add ``actions`` (a chain: a new paradigm then its backbone, or one
+    node) under ``parent``; the last one is trained. ``steps`` say what decided each level."""
+
+    parent: str
+    actions: list[str]
+    steps: list[str] = field(default_factory=list)
+    chosen_by: list[str] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.steps)
+
+
+def _rng(tree: Tree, node: Node) -> random.Random:
+    # a function of the tree's state, not of a stream, so a resumed run draws the same
+    return random.Random(f"{tree.seed}:{node.id}:{len(node.children)}")
+
+
+def pick_by_prior(tree: Tree, node: Node, options: list[str], priors: dict[str, float]) -> tuple[str, str]:
+    scored = [(priors.get(o, 0.0), o) for o in options]
+    best = max(s for s, _ in scored)
+    if best > 0:
+        top = [o for s, o in scored if s == best]
+        pick = _rng(tree, node).choice(sorted(top))
+        return pick, f"knowledge-base prior {best:.3f} (warm start) chose {pick} among {len(options)} untried"
+    pick = _rng(tree, node).choice(sorted(options))
+    return pick, f"uniform prior (seed {tree.seed}) chose {pick} among {len(options)} untried"
+
+
+def choose_expansion(tree: Tree, menu: Callable[[str], list[str]], priors: dict[str, float] | None = None,
+                     same: Callable[[str, str], bool] | None = None) -> Choice | None:
+    """One expansion of hierarchical MCTS; None when nothing is left to try.
+
+    ``menu(action)`` lists a node's children (``""`` is the root); ``same(a, b)`` says two paths
+    train the same model (so a reordered refinement is not trained twice)."""
+    priors = tree.priors if priors is None else priors
+    if tree.route:  # a routing decision (SPEC 10) takes precedence over selection
+        parent = tree.nodes[tree.route["parent"]]
+        options = untried(tree, parent, menu, same)
+        reason = tree.route["reason"]
+        tree.route = None
+        if options:
+            action, why = pick_by_prior(tree, parent, options, priors)
+            return Choice(parent.id, [action], [f"routing: {reason}", why], [f"routing; {why}"])
+    steps: list[str] = []
+    cur = tree.nodes[ROOT]
+    while True:
+        options = [] if cur.blocked else untried(tree, cur, menu, same)
+        live_kids = [k for k in tree.kids(cur) if k.status in ("ok", "decision") and live(tree, k, menu, same)]
+        open_kids = [k for k in tree.kids(cur) if k.status != "failed"]
+        if options and (len(open_kids) < widening_limit(cur) or not live_kids):
+            action, why = pick_by_prior(tree, cur, options, priors)
+            steps.append(why)
+            chain, chosen = [action], [why]
+            if level_of(action) == "paradigm":  # a paradigm is a decision: pick its backbone too
+                backbone, why2 = pick_by_prior(tree, Node(id=f"{cur.id}>{action}", parent=None, action=action),
+                                               menu(action), priors)
+                steps.append(why2)
+                chain.append(backbone)
+                chosen.append(why2)
+            return Choice(cur.id, chain, steps, chosen)
+        if not live_kids:
+            return None
+        if len(live_kids) == 1:
+            nxt = live_kids[0]
+            steps.append(f"{nxt.action} is the only live child of {cur.action or 'the root'}")
+        else:
+            scores = {k.id: uct(k, cur.visits) for k in live_kids}
+            nxt = max(live_kids, key=lambda k: scores[k.id])
+            runner = max((k for k in live_kids if k.id != nxt.id), key=lambda k: scores[k.id])
+            steps.append(f"UCT chose {nxt.action} ({scores[nxt.id]:.3f} vs {runner.action} "
+                         f"{scores[runner.id]:.3f}) at the {cur.level} level")
+        cur = nxt
+
+
+def untried(tree: Tree, node: Node, menu, same=None) -> list[str]:
+    existing = [k.action for k in tree.kids(node)]
+    out = []
+    for a in menu(node.action):
+        if a in existing:
+            continue
+        if same is not None and any(same(a, n.action) for n in tree.nodes.values() if n.id != ROOT):
+            continue
+        out.append(a)
+    return out
+
+
+def live(tree: Tree, node: Node, menu, same=None) -> bool:
+    """Whether anything can still be expanded at or below ``node``."""
+    if node.status not in ("ok", "decision"):
+        return False
+    if not node.blocked and untried(tree, node, menu, same):
+        return True
+    return any(live(tree, k, menu, same) for k in tree.kids(node))

