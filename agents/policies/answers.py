@@ -18,6 +18,7 @@ from harmonycell.agents.policies.llm import LLMConfig, ReplyInvalid, ask_validat
 from harmonycell.tools.record.runfolder import RunFolder
 from harmonycell.tools.schema import N_HVG
 from harmonycell.tools.record.transcript import read_records
+from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
 from harmonycell.tools.search import tree as T
 from harmonycell.tools.search.actions import all_backbone_paths
 
@@ -202,10 +203,10 @@ def answer_winner(run: RunFolder, said: str) -> Answer:
     best = tree.best() if tree else None
     if best is None:
         return Answer("no node finished training, so no model won.", ["tree.json"] if tree else [])
-    others = [n for n in tree.nodes.values() if n.id not in (T.ROOT, best.id)]
+    others = [n for n in tree.trained() if n.id != best.id]  # decision nodes (a paradigm) train nothing
     rest = "; ".join(f"{n.id} {n.action} {n.status}" + (f" reward {n.reward:.3f}" if n.reward is not None else "")
                      for n in others)
-    text = (f"{best.id} ({best.action}) won: the highest search reward, {best.reward:.3f} (validation DeltaPCC "
+    text = (f"{best.id} ({best.action}) won: the highest search reward, {best.reward:.3f} (validation {SEARCH_METRIC} "
             f"{_f(best.val_metric)}, {best.wall_s or 0:.0f}s of training; reward = {T.W_PERF:g} x validation "
             f"metric + {T.W_TIME:g} x a time term relative to the first node's training time). Others: {rest or 'none'}. It was chosen on validation only; the test split "
             f"scored it once, afterwards.")
@@ -261,7 +262,7 @@ def tree_text(tree: T.Tree) -> str:
         for cid in tree.nodes[nid].children:
             n = tree.nodes[cid]
             r = f" reward {n.reward:.3f}" if n.reward is not None else ""
-            m = f" val DeltaPCC {n.val_metric:.3f}" if n.val_metric is not None else ""
+            m = f" val {SEARCH_METRIC} {n.val_metric:.3f}" if n.val_metric is not None else ""
             out.append(f"{'  ' * depth}{n.id} {n.action} [{n.status}]{m}{r} visits {n.visits}")
             walk(cid, depth + 1)
 
