@@ -380,7 +380,8 @@ def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, 
           hold_out: list[str] | None = None) -> UnifyOutcome:
     """Unify ``paths`` into one canonical AnnData. ``specs`` (stem -> spec) come from a caller's
     policy (e.g. an LLM); they are validated and repaired exactly like builtin ones. ``fold``
-    (k, K): the test units are fold k of a seeded K-fold partition (see ``splits``)."""
+    (k, K): the test units are fold k of a seeded K-fold partition (see ``splits``); ``hold_out``
+    names the cell types the test must hold out (unseen-cell-context)."""
     paths = [Path(p) for p in paths]
     if not paths:
         raise InputError("no input files", where="unify", fix="pass one or more .h5ad files")
