@@ -1,5 +1,6 @@
 # Two commands for a newcomer: `make demo` (runs the whole pipeline on synthetic data) and
-# `make test` (everything CI runs: installs, starts a Docker engine, builds the sandbox image,
+# `make test` (everything CI runs: installs, starts a Docker engine and installs Chromium for the
+# report's browser test, builds the sandbox image,
 # runs the test suite, stops the engine). Both install what they need first.
 
 PYTHON ?= python3
@@ -9,9 +10,11 @@ OUT ?= runs
 .PHONY: setup demo test test-fast sandbox-image clean
 
 setup:
+	# bubblewrap: the sandbox's wall without a Docker engine (apt, when root; else a note)
+	bash .ci/install-bwrap.sh
 	# the pinned CPU build first, so the project's torch range never pulls CUDA packages
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[test,mlflow]"
 
 demo: setup
 	$(PYTHON) -m harmonycell.agents.cli demo --out $(OUT)
@@ -20,7 +23,7 @@ sandbox-image: setup
 	$(PYTHON) -m harmonycell.agents.cli sandbox build
 
 test: setup
-	bash .ci/with-docker.sh sh -c '$(PYTHON) -m harmonycell.agents.cli sandbox build && $(PYTHON) -m pytest'
+	bash .ci/with-chromium.sh bash .ci/with-docker.sh sh -c '$(PYTHON) -m harmonycell.agents.cli sandbox build && $(PYTHON) -m pytest'
 
 test-fast: setup
 	$(PYTHON) -m pytest -m "not docker and not slow"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run a command with a Docker engine available: install docker.io + debootstrap when missing,
+# Run a command with a Docker engine available: install docker.io + debootstrap (and bubblewrap,
+# the other wall the tests exercise) when missing,
 # start dockerd in the background when none answers, run the command, then stop the daemon we
 # started (by PID). An engine that was already running is left alone.
 set -euo pipefail
@@ -10,6 +11,7 @@ pidfile=${DOCKERD_PIDFILE:-/tmp/harmonycell-dockerd.pid}
 need=""
 command -v dockerd >/dev/null 2>&1 || need="docker.io"
 command -v debootstrap >/dev/null 2>&1 || need="$need debootstrap"
+command -v bwrap >/dev/null 2>&1 || need="$need bubblewrap"
 if [ -n "$need" ]; then
   echo "[with-docker] installing:$need"
   export DEBIAN_FRONTEND=noninteractive

@@ -7,7 +7,7 @@ from pathlib import Path
 from harmonycell.agents.base import StepAgent
 from harmonycell.agents.messages import Artifact, AuditDone, RunRequest
 from harmonycell.tools.record import atomic
-from harmonycell.tools.data.audit import AuditReport, audit_h5ad
+from harmonycell.tools.data.audit import SCALE_WORDS, AuditReport, audit_h5ad
 
 
 class DataAuditor(StepAgent):
@@ -24,8 +24,7 @@ class DataAuditor(StepAgent):
                 atomic.write_text(json_path.with_suffix(".md"), rep.to_markdown())
                 atomic.write_text(json_path, rep.model_dump_json(indent=2))
             ref = self.ctx.artifact(json_path)
-            kind = "raw counts" if rep.x.looks_raw_counts else (
-                "log-normalised" if rep.x.looks_log_normalised else "unclear scale")
+            kind = SCALE_WORDS.get(rep.x.scale, "unclear scale")
             summaries.append(f"{rep.name}: {rep.n_cells} cells x {rep.n_genes} genes, {kind}, "
                              f"{len(rep.obs)} obs columns, var ids {rep.var.index_type}")
             self.ctx.tool_call(self.name, "audit_h5ad", {"path": str(path)},

@@ -22,7 +22,8 @@ def execute_node(agent: StepAgent, node_id: str, action: str, code: str, config:
         raise KeyboardInterrupt
     with node_progress(ctx.console, node_dir, f"{node_id} {action}", int(config.get("epochs", 100))):
         res: ExecutionResult = run_training(ctx.backend, ctx.run.sandbox_data, code, config, node_dir,
-                                            timeout_s=ctx.config.node_timeout_s, cancel=ctx.cancel)
+                                            timeout_s=ctx.config.node_timeout_s, cancel=ctx.cancel,
+                                            run_id=ctx.config.run_id)
     if ctx.cancel.is_set():  # the job was killed because the user interrupted the run
         raise KeyboardInterrupt
     outputs = [o.path for o in res.outputs]
@@ -30,7 +31,7 @@ def execute_node(agent: StepAgent, node_id: str, action: str, code: str, config:
                   {"node": node_id, "action": action, "attempt": attempt, "backend": res.backend},
                   {"status": res.status, "wall_s": res.wall_s, "cpu_s": res.cpu_s, "exit_code": res.exit_code,
                    "outputs": outputs},
-                  [ctx.artifact(node_dir / "model.py")])
+                  [ctx.artifact(node_dir / f) for f in ("model.py", "config.json")])
     missing = [f for f in PRED_FILES.values() if res.output(f) is None]
     if not res.ok or missing:
         tail = res.stderr_tail or res.stdout_tail

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from harmonycell.agents.policies.llm import LLMConfig
 from harmonycell.tools.record.runfolder import RunConfig, RunFolder
-from harmonycell.tools.record.transcript import ArtifactRef, Transcript
+from harmonycell.tools.record.transcript import ArtifactRef, Transcript, content_artifacts
 
 
 @dataclass
@@ -43,9 +43,11 @@ class RunContext:
         return str(path.relative_to(self.run.root))
 
     def say(self, source: str, content) -> None:
-        """Record an agent message (typed content) and show it."""
-        rec = self.transcript.append("message", source, type(content).__name__,
-                                     content.model_dump(mode="json"))
+        """Record an agent message (typed content) and show it; every file the content refers to
+        is recorded with its sha256, so `replay --verify` catches a swapped one."""
+        data = content.model_dump(mode="json")
+        rec = self.transcript.append("message", source, type(content).__name__, data,
+                                     content_artifacts(data))
         from harmonycell.agents.cli.render import render_record
 
         render_record(self.console, rec.model_dump(mode="json"), chat=self.chat)

@@ -11,7 +11,8 @@ import anndata as ad
 import numpy as np
 
 from harmonycell.agents.base import StepAgent
-from harmonycell.agents.messages import Artifact, Check, TestScored, Verdict
+from harmonycell.agents.messages import Artifact, Check, TestScored, TranscriptHead, Verdict
+from harmonycell.sandbox.backends import is_isolated
 from harmonycell.tools.record import atomic
 from harmonycell.tools.search.code_checks import check_code
 from harmonycell.agents.policies.judge import report_addendum
@@ -20,6 +21,7 @@ from harmonycell.tools.report.plots import plot_report
 from harmonycell.tools.evaluation.compare import usefulness
 from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
 from harmonycell.tools.report.markdown import headline_text
+from harmonycell.tools.report.publish import write_report_html
 from harmonycell.tools.schema import SPLIT, TaskKind, context_labels, split_condition
 from harmonycell.tools.data.taskdata import load_meta
 from harmonycell.tools.record.transcript import read_records
@@ -121,6 +123,34 @@ def sandbox_blind(run, adata, task: TaskKind) -> Check:
                  else f"test targets in sandbox data: {sorted(leaked)[:5]}; {n_train} vs {expected} train cells")
 
 
+def node_backend(transcript_path, node_id: str | None) -> str | None:
+    """The sandbox backend that ran ``node_id``'s scored attempt, as the transcript says."""
+    backend = None
+    for rec in read_records(transcript_path):
+        if rec.get("type") == "NodeExecuted" and rec["content"]["node_id"] == node_id:
+            backend = rec["content"].get("backend")
+    return backend
+
+
+def isolation_check(backend: str | None) -> Check:
+    """Whether the selected node ran behind a wall. Not an integrity check (the builtin
+    templates' code may run unwalled where no wall exists) but said in the verdict and report."""
+    ok = is_isolated(backend)
+    return Check(name="sandbox_isolation", passed=ok,
+                 detail=f"the selected node ran in the {backend} sandbox" if ok else
+                 f"UNISOLATED: the selected node ran on the {backend} backend, a plain child process "
+                 "that could read and write anything the user can")
+
+
+def trust_lines(backend: str | None, head: TranscriptHead) -> str:
+    """The report's lines on isolation and the transcript anchor."""
+    iso = ("isolated" if is_isolated(backend) else "**UNISOLATED** (no wall: the code could read the "
+           "run folder, held-out targets included)")
+    return (f"\n## Trust\n\n- Sandbox of the selected node: {backend or 'none'}, {iso}\n"
+            f"- Transcript head: `{head.hash}` ({head.records} records); check a copy with "
+            f"`harmonycell replay RUN --verify --anchor {head.hash}`\n")
+
+
 class Judge(StepAgent):
     description_text = "Checks provenance, split integrity and that the result is not fabricated."
 
@@ -138,6 +168,9 @@ class Judge(StepAgent):
                                 detail="model code reads no files, network or processes" if not problems
                                 else "; ".join(problems)))
             checks += self._beats(t)
+        backend = node_backend(run.transcript, t.node_id) if t.node_id is not None else None
+        if t.node_id is not None:
+            checks.append(isolation_check(backend))
         valid = all(c.passed for c in checks if c.name in INTEGRITY) and t.node_id is not None
         useful, deciding = usefulness(t.comparisons)
         useful = useful and valid  # an invalid result is never presented as useful
@@ -147,6 +180,8 @@ class Judge(StepAgent):
             failed = ["no node trained"] + failed
         line = headline_text(valid=valid, useful=useful, failed=failed, deciding=deciding,
                              n_queries=t.n_queries, unit=unit, n_units=n_units, metric=SEARCH_METRIC)
+        if backend is not None and not is_isolated(backend):
+            line += f" -- UNISOLATED: the selected node ran on {backend}, without a sandbox wall"
         tree = Tree.load(run.tree_json)
         unify = json.loads((run.unify_dir / "unify_report.json").read_text()) if (run.unify_dir / "unify_report.json").exists() else {}
         fallbacks = {}
@@ -167,11 +202,17 @@ class Judge(StepAgent):
                         tree, run.nodes_dir)
             text += "\n![model vs baselines, per perturbation, training curves](report.png)\n"
         text += report_addendum(self.ctx, t.node_id, text)  # advisory only: `valid` is decided above
+        # the head after the addendum's LLM calls (if any): the anchor pins them too
+        head = TranscriptHead(**dict(zip(("hash", "records"), self.ctx.transcript.head())))
+        text += trust_lines(backend, head)
         atomic.write_text(run.report_md, text)
         verdict = Verdict(valid=valid, useful=useful, headline=line, checks=checks,
                           comparisons=t.comparisons,
-                          report=Artifact(**self.ctx.artifact(run.report_md).model_dump()))
+                          report=Artifact(**self.ctx.artifact(run.report_md).model_dump()),
+                          backend=backend, isolated=is_isolated(backend) if backend else None,
+                          transcript_head=head)
         atomic.write_text(run.root / "verdict.json", verdict.model_dump_json(indent=2))
+        write_report_html(run.root)
         return verdict
 
     def _provenance(self, t: TestScored) -> Check:

@@ -152,6 +152,13 @@ class Check(BaseModel):
     detail: str
 
 
+class TranscriptHead(BaseModel):
+    """The transcript's chain head when the Judge wrote the report: pins records 0..records-1."""
+
+    hash: str
+    records: int
+
+
 class Verdict(BaseModel):
     """Judge: two verdicts, never one word. ``valid``: integrity (provenance, split, sandbox
     blindness, code). ``useful``: better than every baseline on the search metric with the
@@ -163,6 +170,9 @@ class Verdict(BaseModel):
     checks: list[Check]
     comparisons: list[Comparison] = Field(default_factory=list)
     report: Artifact | None = None
+    backend: str | None = None  # the sandbox backend that ran the selected node
+    isolated: bool | None = None  # False: the selected node ran with no wall (unsafe-local)
+    transcript_head: TranscriptHead | None = None
 
 
 CONTENT_TYPES: tuple[type[BaseModel], ...] = (

@@ -15,6 +15,7 @@ from harmonycell.agents.messages import Artifact, AuditDone, UnifyDone
 from harmonycell.tools.schema import SPLIT
 from harmonycell.tools.data.taskdata import export_sandbox_data, load_meta
 from harmonycell.tools.data.unify import unify, write_unify_outputs
+from harmonycell.tools.data.validate import load_specs
 
 
 def dropped_cells(report: dict) -> int:
@@ -61,8 +62,10 @@ class Unifier(StepAgent):
             adata = ad.read_h5ad(run.unified)  # a resumed run: unification is already done
             meta = load_meta(run.sandbox_data)
         else:
-            outcome = unify([Path(p) for p in done.inputs], task=cfg.task, seed=cfg.seed,
-                            specs=self._llm_specs() if self.ctx.llm_policy("unifier") else None,
+            specs = self._llm_specs() if self.ctx.llm_policy("unifier") else {}
+            # the user's own specs (--specs) win over the model's; both are validated alike
+            specs.update(load_specs(Path(cfg.specs_dir)) if cfg.specs_dir else {})
+            outcome = unify([Path(p) for p in done.inputs], task=cfg.task, seed=cfg.seed, specs=specs or None,
                             hold_out=cfg.hold_out or None,
                             fold=tuple(cfg.fold) if cfg.fold else None)
             write_unify_outputs(outcome, run.unify_dir)

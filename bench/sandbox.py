@@ -128,8 +128,8 @@ def main() -> None:
             for name, t in measure_training(backends, data, tmp, args.train).items():
                 training[name] = summary(t)
                 print(f"{name:6s} harness training, 3 epochs resnet: median {training[name]['median_s']:.3f} s")
-    ratio = results["docker"]["median_s"] / results["local"]["median_s"]
-    extra = results["docker"]["median_s"] - results["local"]["median_s"]
+    ratio = results["docker"]["median_s"] / results["unsafe-local"]["median_s"]
+    extra = results["docker"]["median_s"] - results["unsafe-local"]["median_s"]
     print(f"docker/local = {ratio:.2f}x (+{extra:.3f} s per node); data: {info}")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({

@@ -9,7 +9,7 @@ from harmonycell.tools.errors import SandboxError
 
 
 class CheckReport(BaseModel):
-    backend: str  # what ``auto`` would use
+    backend: str  # what ``auto`` would use: docker, bwrap, or none (a run would stop)
     engine_ok: bool
     engine_version: str | None = None
     engine_problem: str | None = None
@@ -19,7 +19,9 @@ class CheckReport(BaseModel):
     image_inputs: str | None = None  # the inputs hash the image was built from
     image_problem: str | None = None
     docker_gpu: bool = False  # the engine has the NVIDIA runtime
-    host_gpu: bool = False  # torch on the host sees a CUDA device (local backend)
+    host_gpu: bool = False  # torch on the host sees a CUDA device (bwrap / unsafe-local)
+    bwrap_ok: bool = False
+    bwrap_problem: str | None = None
     fix: str | None = None
 
     @property
@@ -29,7 +31,25 @@ class CheckReport(BaseModel):
 
 def check(image: str | None = None) -> CheckReport:
     name = image or engine.image_name()
-    rep = CheckReport(backend="local", engine_ok=False, image=name, host_gpu=_host_gpu())
+    rep = CheckReport(backend="none", engine_ok=False, image=name, host_gpu=_host_gpu())
+    _check_bwrap(rep)
+    _check_docker(rep, name)
+    if rep.backend != "docker" and rep.bwrap_ok:
+        rep.backend = "bwrap"
+    return rep
+
+
+def _check_bwrap(rep: CheckReport) -> None:
+    from harmonycell.sandbox.bwrap import BwrapBackend
+
+    try:
+        BwrapBackend()
+        rep.bwrap_ok = True
+    except SandboxError as why:
+        rep.bwrap_problem = why.one_line()
+
+
+def _check_docker(rep: CheckReport, name: str) -> CheckReport:
     try:
         client = engine.connect(timeout=10)
     except SandboxError as why:

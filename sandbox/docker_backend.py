@@ -35,6 +35,7 @@ HARD_DEADLINE_GRACE_S = 30  # per stream kept by the engine; the tails only need
 
 class DockerBackend:
     name = "docker"
+    isolated = True
 
     def __init__(self, client=None, image: str | None = None) -> None:
         self.client = client or engine.connect()
@@ -109,7 +110,8 @@ class DockerBackend:
                 nano_cpus=int(job.cpus * 1e9) if job.cpus else None,
                 cap_drop=["ALL"], security_opt=["no-new-privileges"], init=True,
                 device_requests=device_requests, shm_size="256m",
-                labels={engine.LABEL: "1", engine.LABEL_OWNER: engine.owner_label()},
+                labels={engine.LABEL: "1", engine.LABEL_OWNER: engine.owner_label(),
+                        **({engine.LABEL_RUN: job.run_id} if job.run_id else {})},
                 log_config=docker.types.LogConfig(type="json-file", config={"max-size": LOG_MAX, "max-file": "1"}),
             )
             container.start()
@@ -150,7 +152,7 @@ class DockerBackend:
                 _remove(container)
             _restore(workdir, host_owner)
         return ExecutionResult(
-            status=status, exit_code=code, wall_s=wall, backend=self.name,
+            status=status, exit_code=code, wall_s=wall, backend=self.name, isolated=True,
             cpu_s=None if cpu is None else round(cpu, 3),
             stdout_tail=tail(workdir / "stdout.log", own_files=job.trim_frames),
             stderr_tail=tail(workdir / "stderr.log", own_files=job.trim_frames),

@@ -15,6 +15,7 @@ from harmonycell.tools.errors import SandboxError
 
 LABEL = "org.harmonycell.sandbox"
 LABEL_OWNER = "org.harmonycell.owner"
+LABEL_RUN = "org.harmonycell.run"  # the run id, so `resume` can remove what the killed run left
 LABEL_INPUTS = "org.harmonycell.inputs"  # on the image: hash of what it was built from
 
 DEFAULT_IMAGE = "harmonycell-sandbox:latest"
@@ -42,7 +43,7 @@ def connect(timeout: int = 30):
         raise SandboxError(
             f"no Docker engine answers ({type(exc).__name__})",
             where=_where(),
-            fix="start one (`sudo dockerd &`, or run under `.ci/with-docker.sh`), or use --backend local",
+            fix="start one (`sudo dockerd &`, or run under `.ci/with-docker.sh`), or use --backend bwrap",
         ) from None
     return client
 
@@ -130,3 +131,29 @@ def reap_orphans(client) -> list[str]:
         except docker.errors.NotFound:
             pass
     return removed
+
+
+def reap_run(client, run_id: str) -> list[str]:
+    """Remove every sandbox container labelled with ``run_id`` (called by `resume`, whose run
+    was stopped: anything still there belongs to the dead process)."""
+    import docker
+
+    removed = []
+    for c in client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run_id}"}):
+        try:
+            c.remove(force=True)
+            removed.append(c.name)
+        except docker.errors.NotFound:
+            pass
+    return removed
+
+
+def reap_run_sandboxes(run_id: str) -> list[str]:
+    """What `resume` calls: remove the containers a stopped run left, so a resumed run never has
+    a node trained twice at once. Without an engine there is nothing to do (bwrap and
+    unsafe-local children die with the process that started them)."""
+    try:
+        client = connect(timeout=10)
+    except SandboxError:
+        return []
+    return reap_run(client, run_id)

@@ -1,13 +1,14 @@
 """Training harness that runs *inside* the sandbox (depends only on torch and numpy).
 
-It loads the sandbox-visible task data (never the held-out targets, which stay on the host),
+It loads the sandbox-visible task data (never the validation or test targets, which stay on the
+host; early stopping uses an inner split of the training units),
 imports the generated model module, trains it under the model contract of SPEC section 3, and
 writes predictions for the validation and test queries. The host scores them.
 
 Usage: python harness.py --data DIR --model model.py --config config.json --out NODE_DIR
 
 Data folder (written on the host by ``harmonycell.tools.data.taskdata``):
-  meta.json          genes, perts (columns of the masks), contexts, queries per split
+  meta.json          genes, perts (columns of the masks), contexts, queries per split, holdout_unit
   train.npz          X, mask, dose, context, is_control, condition  (training split only)
   controls.npz       X, context, split (0 train, 1 val, 2 test) of all control cells
   queries.npz        {val,test}_{mask,dose,context}: what to predict, one row per query
@@ -95,10 +96,18 @@ def pair_controls(ctx: np.ndarray, ctrl_ctx: np.ndarray, rng: np.random.Generato
     return out
 
 
-def inner_split(train: dict, frac: float, rng: np.random.Generator) -> np.ndarray:
-    """Boolean mask of training cells held out for early stopping, whole conditions at a time,
-    so that early stopping rewards generalisation to unseen perturbations."""
+def inner_split(train: dict, frac: float, rng: np.random.Generator, unit: str = "condition") -> np.ndarray:
+    """Boolean mask of training cells held out for early stopping, whole units at a time (the
+    unit the task holds out: conditions, or contexts for unseen cell contexts), so that early
+    stopping rewards what the task asks. Validation targets never reach the sandbox: this inner
+    split of the training cells is all early stopping sees."""
     pert_rows = ~train["is_control"]
+    if unit == "context":
+        ctxs = np.unique(train["context"][pert_rows])
+        if len(ctxs) >= 2:
+            n = min(len(ctxs) - 1, max(1, int(round(frac * len(ctxs)))))
+            held = rng.choice(ctxs, size=n, replace=False)
+            return pert_rows & np.isin(train["context"], held)
     conds = np.unique(train["condition"][pert_rows])
     hold = np.zeros(len(pert_rows), dtype=bool)
     if len(conds) >= 5:
@@ -141,7 +150,7 @@ def train(model, data: dict, cfg: dict, device: torch.device, out: Path) -> dict
     X = torch.as_tensor(tr["X"], dtype=torch.float32)
     mask = torch.as_tensor(tr["mask"], dtype=torch.float32)
     dose = torch.as_tensor(tr["dose"], dtype=torch.float32)
-    hold = inner_split(tr, cfg["inner_val_fraction"], rng)
+    hold = inner_split(tr, cfg["inner_val_fraction"], rng, data["meta"].get("holdout_unit", "condition"))
     fit_idx, stop_idx = np.flatnonzero(~hold), np.flatnonzero(hold)
     bs = max(2, min(cfg["batch_size"], len(fit_idx)))
     loss_fn = make_loss(model, cfg["loss"])

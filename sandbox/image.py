@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Callable
 
 from harmonycell.sandbox import engine
+from harmonycell.sandbox.mirror import debian_mirror
 from harmonycell.tools.errors import SandboxError
 
 IMAGE_DIR = Path(__file__).with_name("image")
 PACKAGES = ("torch", "numpy")
 DEBIAN_SUITE = "bookworm"  # its python3 is 3.11, matching the cp311 wheels
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 Log = Callable[[str], None]
 
@@ -147,7 +147,9 @@ def build_image(base: str | None = None, wheelhouse: Path | None = None, image: 
     if base is None:
         base = engine.DEFAULT_BASE
         if engine.find_image(client, base) is None:
-            debootstrap_base(client, base, mirror or os.environ.get("HARMONYCELL_DEBIAN_MIRROR", DEFAULT_MIRROR), log)
+            url, origin = debian_mirror(DEBIAN_SUITE, mirror)
+            log(f"Debian mirror {url} (from {origin})")
+            debootstrap_base(client, base, url, log)
     base_img = engine.find_image(client, base)
     if base_img is None:
         raise SandboxError(f"the base image {base} is not on this engine", where="--base",

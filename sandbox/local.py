@@ -1,14 +1,20 @@
-"""Local backend: a child process in its own process group with resource limits.
+"""Child-process backends: the code runs as a child of the host process, in its own process
+group, with resource limits; ``unsafe-local`` runs it as is, ``bwrap`` (sandbox/bwrap.py) wraps
+the same command in bubblewrap.
 
-It does NOT isolate the network or the file system: the code runs as the host user and can read
-and write whatever that user can. It exists for machines without a Docker engine and says so on
+``unsafe-local`` does NOT isolate the network or the file system: the code runs as the host user
+and can read and write whatever that user can. It runs only when asked for by name (or, for code
+the builtin Coder wrote from the project's own templates, where no wall exists) and says so on
 every result. Limits: address space (RLIMIT_AS, skipped when a GPU is used because CUDA reserves
 huge virtual ranges), number of processes (RLIMIT_NPROC, counted per user and ignored for root),
-CPU affinity for ``cpus``; a timeout or a cancellation kills the whole process group.
+CPU affinity for ``cpus``; a timeout or a cancellation kills the whole process group, and the
+child gets a parent-death signal, so a killed host process leaves no training behind.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import os
 import re
@@ -24,9 +30,10 @@ from harmonycell.sandbox.outputs import collect_outputs, tail
 from harmonycell.sandbox.result import ExecutionResult, Job
 from harmonycell.tools.errors import SandboxError
 
-NO_ISOLATION = ("LOCAL backend: the code runs as a plain child process with NO network or "
+NO_ISOLATION = ("UNSAFE-LOCAL backend: the code runs as a plain child process with NO network or "
                 "file-system isolation (only memory/process/CPU limits and a timeout); "
-                "use the docker backend for untrusted code")
+                "use the docker or bwrap backend for untrusted code")
+PR_SET_PDEATHSIG = 1  # prctl(2)
 POLL_S = 0.2
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -56,11 +63,24 @@ def _user_process_count() -> int:
     return n
 
 
-class LocalBackend:
-    name = "local"
+def _libc():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:  # pragma: no cover - every Linux has a libc
+        return None
+
+
+class ChildProcessBackend:
+    """Runs ``wrap(job)`` as a child process; subclasses say how the command is wrapped."""
+
+    name = "child"
+    isolated = False
 
     def __init__(self) -> None:
-        self.warning = NO_ISOLATION
+        self.warning: str | None = None
+
+    def wrap(self, job: Job, use_gpu: bool) -> list[str]:
+        return list(job.command)
 
     def input_path(self, job: Job, name: str) -> str:
         return str(Path(job.inputs[name]).resolve())
@@ -83,41 +103,49 @@ class LocalBackend:
         # cap whenever the code may use a GPU (asked for, or auto on a machine with NVIDIA devices).
         use_gpu = job.gpu if job.gpu is not None else Path("/dev/nvidiactl").exists()
         cores = None
+        libc, parent = _libc(), os.getpid()
         if job.cpus:
             avail = sorted(os.sched_getaffinity(0))
             cores = set(avail[: max(1, min(len(avail), math.ceil(job.cpus)))])
 
         def apply() -> None:  # runs in the child between fork and exec
+            # the child dies with the host process (SIGKILL of `harmonycell run` included): the
+            # thread that forks waits for it, so the signal never fires while the run goes on
+            if libc is not None:
+                libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                if os.getppid() != parent:  # the parent died before prctl took effect
+                    os._exit(137)
             if not use_gpu:
                 resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
             resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
             if cores:
                 os.sched_setaffinity(0, cores)
 
-        notes = [f"LOCAL backend: memory limit {job.memory} NOT enforced (the code may use a GPU)"] if use_gpu else []
-        return apply, notes
+        notes = [f"{self.name} backend: memory limit {job.memory} NOT enforced (the code may use a GPU)"] if use_gpu else []
+        return apply, notes, use_gpu
 
     def run(self, job: Job, cancel: threading.Event | None = None) -> ExecutionResult:
         if job.gpu and not self.gpu_available():
             raise SandboxError("a GPU was requested but torch on this host sees no CUDA device",
-                               where="local backend", fix="run without --gpu (or on a machine with a GPU)")
+                               where=f"{self.name} backend", fix="run without --gpu (or on a machine with a GPU)")
         job.workdir.mkdir(parents=True, exist_ok=True)
         out_path, err_path = job.workdir / "stdout.log", job.workdir / "stderr.log"
         env = {**os.environ, **job.env}
         if job.cpus and "HARMONYCELL_THREADS" not in job.env:
             env["HARMONYCELL_THREADS"] = str(max(1, math.ceil(job.cpus)))
-        limits, notes = self._limits(job)
+        limits, notes, use_gpu = self._limits(job)
+        command = self.wrap(job, use_gpu)
         t0 = time.monotonic()
         status, code, cpu = "ok", None, None
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             try:
                 proc = subprocess.Popen(
-                    job.command, cwd=job.workdir, stdout=out, stderr=err, env=env,
+                    command, cwd=job.workdir, stdout=out, stderr=err, env=env,
                     start_new_session=True, preexec_fn=limits,
                 )
             except FileNotFoundError:
-                raise SandboxError(f"cannot start {job.command[0]!r}: no such program",
-                                   where="local backend", fix="check the command") from None
+                raise SandboxError(f"cannot start {command[0]!r}: no such program",
+                                   where=f"{self.name} backend", fix="check the command") from None
             try:
                 deadline = t0 + job.timeout_s
                 while True:
@@ -144,11 +172,12 @@ class LocalBackend:
             status = self._classify(code, err_path)
         return ExecutionResult(
             status=status, exit_code=code if status not in ("timeout", "killed") else proc.returncode,
-            wall_s=round(time.monotonic() - t0, 3), backend=self.name,
+            wall_s=round(time.monotonic() - t0, 3), backend=self.name, isolated=self.isolated,
             cpu_s=None if cpu is None else round(cpu, 3),
             stdout_tail=tail(out_path, own_files=job.trim_frames),
             stderr_tail=tail(err_path, own_files=job.trim_frames),
-            outputs=collect_outputs(job.workdir), warnings=[self.warning, *notes],
+            outputs=collect_outputs(job.workdir),
+            warnings=[w for w in (self.warning, *notes) if w],
         )
 
     @staticmethod
@@ -158,6 +187,17 @@ class LocalBackend:
         if code is not None and code < 0:
             return "oom" if code == -signal.SIGKILL and _tail_says_oom(err_path) else "killed"
         return "oom" if _tail_says_oom(err_path) else "error"
+
+
+class LocalBackend(ChildProcessBackend):
+    """``unsafe-local``: the command as it is, with no wall; said on every result."""
+
+    name = "unsafe-local"
+    isolated = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.warning = NO_ISOLATION
 
 
 def _tail_says_oom(err_path: Path) -> bool:

@@ -27,6 +27,7 @@ class Job(BaseModel):
     cpus: float | None = None
     pids: int = 512
     env: dict[str, str] = Field(default_factory=dict)
+    run_id: str | None = None  # labels the container / names the run, so `resume` can reap it
     gpu: bool | None = None  # None: use a GPU when the backend has one; True: require one
     tmp_size: str = "1g"  # the tmpfs /tmp (docker); counts against ``memory``
     # files whose traceback frames are hidden from the tails (the harness's own frames)
@@ -41,6 +42,7 @@ class ExecutionResult(BaseModel):
     # CPU seconds (user + system) of the job's process tree: unlike wall time it does not grow
     # when other work shares the machine. None when the backend could not measure it.
     cpu_s: float | None = None
+    isolated: bool = False  # True only behind a wall (docker, bwrap); unsafe-local says False
     stdout_tail: str = ""
     stderr_tail: str = ""
     outputs: list[OutputFile] = Field(default_factory=list)

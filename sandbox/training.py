@@ -1,7 +1,7 @@
 """Run one training node: the harness, a model module and its config, inside a backend.
 
-Docker: the task data and the harness are mounted read-only (under /inputs), the node folder is
-the only writable mount. Local: the same command on host paths (no isolation).
+Docker and bwrap: the task data and the harness are mounted read-only (under /inputs), the node
+folder is the only writable mount. unsafe-local: the same command on host paths (no isolation).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def run_training(
     cpus: float | None = None,
     gpu: bool | None = None,
     cancel: threading.Event | None = None,
+    run_id: str | None = None,
 ) -> ExecutionResult:
     """Write model.py and config.json into ``node_dir`` and run the harness on ``data_dir``.
 
@@ -49,6 +50,7 @@ def run_training(
         memory=memory,
         cpus=cpus,
         gpu=gpu,
+        run_id=run_id,
     )
     harness = backend.input_path(job, "harness")
     job.trim_frames = [harness]

@@ -88,14 +88,45 @@ def test_replay_verify_names_the_edited_record(finished_run, tmp_path):
 def test_replay_verify_catches_swapped_predictions(finished_run, tmp_path):
     import shutil
 
+    import numpy as np
 
     run_dir, _ = finished_run
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
-    code = next((copy / "nodes").glob("*/model.py"))
-    code.write_text(code.read_text() + "\n# edited after the run\n")
+    pred = next((copy / "nodes").glob("*/pred_test.npy"))
+    swapped = np.load(pred)
+    np.save(pred, swapped[::-1].copy())  # the same numbers, rows of other perturbations
     res = cli("replay", copy, "--verify")
-    assert res.returncode == 1 and "model.py" in res.stdout
+    assert res.returncode == 1 and "pred_test.npy" in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize("name", ["model.py", "config.json", "test_scores.json"])
+def test_replay_verify_catches_every_edited_node_file(finished_run, tmp_path, name):
+    import shutil
+
+    run_dir, _ = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    f = next((copy / "nodes").glob(f"*/{name}"))
+    f.write_text(f.read_text() + "\n")
+    res = cli("replay", copy, "--verify")
+    assert res.returncode == 1 and name in res.stdout, res.stdout
+
+
+def test_verdict_and_report_carry_the_transcript_head_and_backend(finished_run, tmp_path):
+    import shutil
+
+    run_dir, _ = finished_run
+    verdict = json.loads((run_dir / "verdict.json").read_text())
+    head = verdict["transcript_head"]
+    recs = records(run_dir)
+    assert recs[head["records"] - 1]["hash"] == head["hash"]
+    assert head["hash"] in (run_dir / "report.md").read_text()
+    assert verdict["backend"] in ("docker", "bwrap") and verdict["isolated"] is True
+    ok = cli("replay", run_dir, "--verify", "--anchor", head["hash"])
+    assert ok.returncode == 0 and "anchor" in ok.stdout
+    other = cli("replay", run_dir, "--verify", "--anchor", "0" * 64)
+    assert other.returncode == 1 and "anchor" in other.stdout
 
 
 def test_relative_out_and_inputs(synthetic_dir, tmp_path):
@@ -103,7 +134,7 @@ def test_relative_out_and_inputs(synthetic_dir, tmp_path):
     import shutil
 
     shutil.copy(synthetic_dir / "labB_lognorm.h5ad", tmp_path / "b.h5ad")
-    res = cli("run", "b.h5ad", "--out", "runs", "--budget", "1", "--epochs", "2", "--backend", "local",
+    res = cli("run", "b.h5ad", "--out", "runs", "--budget", "1", "--epochs", "2", "--backend", "bwrap",
               cwd=tmp_path)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]

@@ -1,6 +1,7 @@
 """A whole run with an LLM over real HTTP: every call recorded with its messages, tokens and
 latency; the Planner's LLM choice validated and used; the token budget switching the remaining
-agents to builtin, visibly; run totals in status.json and the report; the calls replayable."""
+agents to builtin, visibly; run totals in status.json and the report; the calls replayable, and
+`replay --rerun` reproduces the run from the recorded replies alone."""
 
 import json
 import subprocess
@@ -54,3 +55,7 @@ def test_llm_run_counts_every_token_and_switches_to_builtin_at_the_budget(synthe
     assert "## LLM use" in report and "2000 prompt + 200 completion" in report
     replay = ReplayClient.from_transcript(run_dir)
     assert [c["reply"] for c in replay.calls] == [r["choices"][0]["message"]["content"] for r in replies]
+    # the stub is gone: a rerun can only get its replies from the recording, and must match
+    rerun = subprocess.run([*CLI, "replay", str(run_dir), "--rerun", "--out", str(tmp_path / "reruns")],
+                           capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0 and "SAME" in rerun.stdout, rerun.stdout[-2000:] + rerun.stderr[-2000:]

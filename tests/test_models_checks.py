@@ -63,3 +63,27 @@ def test_syntax_error_reports_line():
 def test_contract_must_be_defined():
     reasons = " ".join(p.reason for p in find_problems("import torch\nx = 1\n"))
     assert "build_model" in reasons and "forward" in reasons
+
+
+@pytest.mark.parametrize("line", [
+    "x = np.lib._datasource.open('/data/unified.h5ad').read()",
+    "x = np.fromregex('/data/unified.h5ad', 'x', [('a', 'S1')])",
+    "m = torch.sys.modules['__main__']",
+    "f = torch.os.open('/data/unified.h5ad', 0)",
+])
+def test_reach_through_re_exported_modules_is_flagged(line):
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import torch
+        import numpy as np
+
+        class M(torch.nn.Module):
+            def forward(self, x_ctrl, pert):
+                {line}
+                return x_ctrl
+
+        def build_model(info):
+            return M()
+        """)
+    assert check_code(code), line

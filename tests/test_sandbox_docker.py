@@ -211,7 +211,7 @@ def test_seeded_harness_gives_the_same_predictions_in_docker_and_local(docker, t
         preds[backend.name] = {s: np.load(node / f"pred_{s}.npy") for s in ("val", "test")}
         assert json.loads((node / "harness_result.json").read_text())["device"] == "cpu"
     for split in ("val", "test"):
-        np.testing.assert_allclose(preds["docker"][split], preds["local"][split], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(preds["docker"][split], preds["unsafe-local"][split], rtol=0, atol=1e-6)
         assert np.abs(preds["docker"][split]).sum() > 0
 
 
@@ -232,12 +232,16 @@ def test_gpu_request_without_nvidia_runtime_says_what_to_do(docker, tmp_path):
         docker.run(script_job(docker, tmp_path, "print(1)", gpu=True))
 
 
-def test_missing_image_errors_for_docker_and_falls_back_loudly_for_auto(client):
+def test_missing_image_errors_for_docker_and_auto_falls_back_to_bwrap_or_stops(client, monkeypatch):
     missing = "harmonycell-sandbox:no-such-tag"
     with pytest.raises(SandboxError, match="harmonycell sandbox build"):
         get_backend("docker", image=missing)
+    monkeypatch.setenv("HARMONYCELL_BWRAP", "/nonexistent/bwrap")
+    with pytest.raises(SandboxError, match="no isolating sandbox.*unsafe-local"):
+        get_backend("auto", image=missing)
     with pytest.warns(SandboxFallbackWarning, match="NO network or file-system isolation"):
-        assert get_backend("auto", image=missing).name == "local"
+        assert get_backend("auto", image=missing, allow_unwalled=True).name == "unsafe-local"
+    monkeypatch.delenv("HARMONYCELL_BWRAP")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the built image: docker, and no warning
         assert get_backend("auto").name == "docker"

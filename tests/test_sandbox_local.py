@@ -6,6 +6,7 @@ import json
 import os
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -117,14 +118,38 @@ def test_parse_bytes():
             parse_bytes(bad)
 
 
-def test_no_engine_docker_errors_and_auto_falls_back_loudly(monkeypatch):
+def bwrap_works() -> bool:
+    from harmonycell.sandbox.bwrap import BwrapBackend
+
+    try:
+        BwrapBackend()
+        return True
+    except SandboxError:
+        return False
+
+
+def test_no_engine_docker_errors_and_auto_uses_bwrap(monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(SandboxError, match="no Docker engine answers.*dockerd"):
         get_backend("docker")
-    with pytest.warns(SandboxFallbackWarning, match="Docker sandbox unavailable.*NO network"):
-        assert get_backend("auto").name == "local"
+    if not bwrap_works():
+        pytest.skip("bubblewrap cannot run here")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a wall: nothing to warn about
+        assert get_backend("auto").name == "bwrap"
     with pytest.raises(SandboxError, match="unknown sandbox backend"):
         get_backend("podman")
+
+
+def test_without_any_wall_auto_stops_naming_both_unless_builtin_code_may_fall_back(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    monkeypatch.setenv("HARMONYCELL_BWRAP", "/nonexistent/bwrap")
+    with pytest.raises(SandboxError, match="docker: no Docker engine.*bwrap: bubblewrap.*--backend unsafe-local"):
+        get_backend("auto")
+    with pytest.warns(SandboxFallbackWarning, match="no isolating sandbox.*NO network"):
+        assert get_backend("auto", allow_unwalled=True).name == "unsafe-local"
+    with pytest.warns(SandboxFallbackWarning, match="UNSAFE-LOCAL"):
+        assert get_backend("local").name == "unsafe-local"  # the old name still means the same
 
 
 def test_cli_run_missing_script_says_what_to_do(tmp_path):
@@ -137,20 +162,20 @@ def test_cli_run_no_engine_with_docker_says_start_one(tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     script = write(tmp_path / "s.py", "print(1)")
     out = CliRunner().invoke(app, ["run", str(script), "--backend", "docker"])
-    assert out.exit_code == 2 and "no Docker engine" in out.output and "--backend local" in out.output
+    assert out.exit_code == 2 and "no Docker engine" in out.output and "--backend bwrap" in out.output
 
 
 def test_cli_run_local_json_and_warning(tmp_path):
     script = write(tmp_path / "s.py", "import os\nprint(os.getcwd())\nopen('f.txt', 'w').write('x')")
     work = tmp_path / "work"
-    out = CliRunner().invoke(app, ["run", str(script), "--backend", "local", "--json", "--workdir", str(work)])
+    out = CliRunner().invoke(app, ["run", str(script), "--backend", "unsafe-local", "--json", "--workdir", str(work)])
     assert out.exit_code == 0, out.output
-    assert "WARNING: LOCAL backend" in out.stderr
+    assert "WARNING: UNSAFE-LOCAL backend" in out.stderr
     res = json.loads(out.stdout)
-    assert res["status"] == "ok" and res["stdout_tail"].strip() == str(work)
+    assert res["status"] == "ok" and res["stdout_tail"].strip() == str(work) and res["isolated"] is False
     assert [o["path"] for o in res["outputs"]] == ["f.txt"]
     failing = write(tmp_path / "bad.py", "raise SystemExit(4)")
-    out = CliRunner().invoke(app, ["run", str(failing), "--backend", "local", "--json"])
+    out = CliRunner().invoke(app, ["run", str(failing), "--backend", "unsafe-local", "--json"])
     assert out.exit_code == 1 and json.loads(out.stdout)["exit_code"] == 4
 
 
@@ -159,7 +184,11 @@ def test_cli_check_without_engine_points_to_the_fix(monkeypatch):
     out = CliRunner().invoke(app, ["check", "--json"])
     assert out.exit_code == 0
     rep = json.loads(out.stdout)
-    assert rep["backend"] == "local" and not rep["engine_ok"] and "dockerd" in rep["fix"]
+    assert rep["backend"] == ("bwrap" if bwrap_works() else "none")
+    assert not rep["engine_ok"] and "dockerd" in rep["fix"]
+    monkeypatch.setenv("HARMONYCELL_BWRAP", "/nonexistent/bwrap")
+    none = CliRunner().invoke(app, ["check", "--json"])
+    assert json.loads(none.stdout)["backend"] == "none" and "no isolating sandbox" in none.stderr
     strict = CliRunner().invoke(app, ["check", "--require-docker"])
     assert strict.exit_code == 2
 

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from harmonycell.tools.errors import HarmonyCellError
+from harmonycell.tools.errors import HarmonyCellError, InputError, SpecError
 
 
 def fail(e: HarmonyCellError) -> None:
@@ -24,19 +24,35 @@ def audit(
     file: Path = typer.Argument(..., help="an .h5ad file"),
     json_: bool = typer.Option(False, "--json", help="print the audit as JSON instead of Markdown"),
     out: Optional[Path] = typer.Option(None, "--out", help="also write OUT/audit/<name>.md and .json"),
+    write_spec: Optional[Path] = typer.Option(None, "--write-spec",
+                                              help="write the mapping spec the Unifier would use to DIR/<name>.json "
+                                                   "(edit it, then pass DIR to --specs)"),
 ) -> None:
-    """Profile one .h5ad file: shape, X fingerprint (counts or logs?), obs columns, gene ids."""
+    """Profile one .h5ad file and say what the Unifier will do with it, and why."""
+    from harmonycell.tools.data.audit import audit_h5ad, read_obs_var_backed
+    from harmonycell.tools.data.mapping import explain
+    from harmonycell.tools.data.validate import check_out_dir
     from harmonycell.tools.record import atomic
-    from harmonycell.tools.data.audit import audit_h5ad
 
     try:
+        for d, opt in ((out, "--out"), (write_spec, "--write-spec")):
+            if d is not None:
+                check_out_dir(d, option=opt)
         report = audit_h5ad(file)
+        obs, _ = read_obs_var_backed(file)
+        plan, spec = explain(report, obs)
+        if write_spec is not None and spec is None:
+            raise SpecError("no spec to write: the builtin policy cannot map this file (see the audit above)",
+                            where=str(file), fix="write the spec by hand against tools/data/mapping_spec.schema.json")
     except HarmonyCellError as e:
         fail(e)
     if out is not None:
-        atomic.write_text(out / "audit" / f"{report.name}.md", report.to_markdown())
+        atomic.write_text(out / "audit" / f"{report.name}.md", report.to_markdown() + plan)
         atomic.write_text(out / "audit" / f"{report.name}.json", report.model_dump_json(indent=2) + "\n")
-    typer.echo(report.model_dump_json(indent=2) if json_ else report.to_markdown())
+    typer.echo(report.model_dump_json(indent=2) if json_ else report.to_markdown() + plan)
+    if write_spec is not None and spec is not None:
+        path = atomic.write_text(write_spec / f"{report.name}.json", spec.model_dump_json(indent=2) + "\n")
+        typer.echo(f"wrote {path}: edit it, then pass --specs {write_spec} to unify, run or chat", err=json_)
 
 
 def unify(
@@ -48,32 +64,39 @@ def unify(
     spec_dir: Optional[Path] = typer.Option(None, "--specs", help="folder of <stem>.json mapping specs to use (validated and repaired)"),
 ) -> None:
     """Unify heterogeneous .h5ad files into one canonical dataset (no manual mapping)."""
-    from harmonycell.tools.errors import InputError
-    from harmonycell.tools.data.mapping import MappingSpec
-    from harmonycell.tools.schema import TaskKind
     from harmonycell.tools.data.unify import unify as run_unify
     from harmonycell.tools.data.unify import write_unify_outputs
+    from harmonycell.tools.data.validate import (
+        FREE_SPACE_FACTOR, check_files, check_options, check_out_dir, check_unify_out, load_specs,
+    )
+    from harmonycell.tools.schema import TaskKind
 
     try:
         kind = TaskKind.parse(task) if task else None
-        specs = {}
-        if spec_dir is not None:
-            if not spec_dir.is_dir():
-                raise InputError("spec folder not found", where=str(spec_dir), fix="pass a folder of <stem>.json specs")
-            for p in sorted(spec_dir.glob("*.json")):
-                try:
-                    specs[p.stem] = MappingSpec.model_validate_json(p.read_text())
-                except ValueError as e:
-                    raise InputError(f"not a valid mapping spec ({str(e).splitlines()[0]})", where=str(p),
-                                     fix="check it against tools/mapping_spec.schema.json") from None
+        check_options(n_hvg=n_hvg, seed=seed)
+        check_files(list(files))
+        check_out_dir(out, FREE_SPACE_FACTOR * sum(Path(f).stat().st_size for f in files))
+        note = check_unify_out(out)
+        specs = load_specs(spec_dir)
         outcome = run_unify(list(files), task=kind, seed=seed, n_hvg=n_hvg, specs=specs or None)
-        write_unify_outputs(outcome, out)
+        try:
+            write_unify_outputs(outcome, out)
+        except OSError as e:  # disk full, file-size limit, read-only: the staged outputs are gone
+            why = e.strerror or str(e).splitlines()[0][:160]
+            raise InputError(f"cannot write the outputs ({why}); nothing was kept", where=f"--out {out}",
+                             fix="free disk space or choose another folder") from None
     except HarmonyCellError as e:
         fail(e)
+    if note:
+        typer.echo(note)
     r = outcome.report
     for i in r.inputs:
         typer.echo(f"{i.dataset_id}: {i.controls} controls, {i.perturbed} perturbed, {i.dropped} dropped, "
-                   f"{i.conditions} conditions, {'log' if i.already_log else 'counts->log1p'}, genes {i.gene_id_type}")
+                   f"{i.conditions} conditions, {'log' if i.already_log else 'counts->log1p'} ({i.scale}), "
+                   f"genes {i.gene_id_type} ({i.species})")
+    for kind_, merges in r.harmonised.items():
+        for a, b in merges.items():
+            typer.echo(f"merged {kind_[:-1].replace('_', ' ')} {a!r} into {b!r}")
     typer.echo(f"wrote {out / 'unified.h5ad'}: {r.n_cells} cells x {r.n_genes} genes, {r.perturbations} perturbations"
                + (f", task {r.task} (seed {r.seed})" if r.task else ""))
 

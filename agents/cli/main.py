@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import warnings
@@ -18,20 +19,25 @@ from rich.prompt import Prompt
 
 from harmonycell.agents.cli import data as cli_data, evaluation as cli_eval, kb as cli_kb, sandbox as cli_sandbox, train as cli_train
 from harmonycell.agents.cli import plan as cli_plan
+from harmonycell.agents.cli import report as cli_report
 from harmonycell.agents.cli.chat import converse
 from harmonycell.agents.context import RunContext
 from harmonycell.agents.policies.llm import LLMConfig, load_llm_config
 from harmonycell.agents.messages import RunRequest
 from harmonycell.agents.cli.replay import replay
 from harmonycell.agents.team import build_team, run_team
-from harmonycell.sandbox.backends import SandboxFallbackWarning, get_backend
+from harmonycell.sandbox.engine import reap_run_sandboxes
+from harmonycell.sandbox.backends import HELP as BACKEND_HELP, SandboxFallbackWarning, get_backend
 from harmonycell.tools.record import atomic
 from harmonycell.tools.errors import HarmonyCellError, InputError
 from harmonycell.tools.record.runfolder import RunFolder, create_run
+from harmonycell.tools.report.publish import write_report_html
 from harmonycell.tools.record.transcript import Transcript
+from harmonycell.tools.schema import TaskKind
 from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
 from harmonycell.tools.search.budget import DEFAULT_TIME_LIMIT
 
+SPECS_HELP = "folder of <dataset>.json mapping specs to use (validated and repaired); `audit --write-spec` writes one"
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Predict single-cell perturbation responses from heterogeneous .h5ad files.")
 console = Console()
@@ -65,6 +71,15 @@ def start(files: list[Path], task: str, out: Path, llm_config: Path | None = Non
                          fix="add --llm-config FILE, or drop the limits")
     llm = load_llm_config(llm_config, max_tokens_total=max_llm_tokens,
                           max_cost_usd=max_llm_cost).model_dump() if llm_config else None
+    from harmonycell.tools.data.validate import door
+
+    TaskKind.parse(task)
+    specs = options.get("specs_dir")
+    for note in door(files, out, task=task, specs_dir=Path(specs) if specs else None, llm=bool(llm),
+                     seed=options.get("seed"), budget=options.get("budget_nodes"), epochs=options.get("epochs")):
+        console.print(f"[dim]input {note}[/]", highlight=False)
+    if specs:
+        options["specs_dir"] = str(Path(specs).resolve())
     run = create_run(out, files, task, llm=llm, **options)
     transcript = Transcript(run.root)
     for kind, source, type_, content in opening:
@@ -73,22 +88,24 @@ def start(files: list[Path], task: str, out: Path, llm_config: Path | None = Non
     return run
 
 
-def drive(run: RunFolder, person: Person | None = None) -> None:
+def drive(run: RunFolder, person: Person | None = None, llm_client=None) -> None:
     """Run (or resume) the team on a prepared run folder; mark it failed or complete.
 
     With ``person`` (chat mode) the User agent it makes joins the team between the data and the
-    search and between search rounds.
+    search and between search rounds; ``llm_client`` replaces the configured endpoint
+    (``replay --rerun`` serves recorded replies).
     """
     cfg = run.config()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SandboxFallbackWarning)
-        backend = get_backend(cfg.backend)
+        # only the builtin Coder's template code may run unwalled where no wall exists
+        backend = get_backend(cfg.backend, allow_unwalled=cfg.llm is None)
     ctx = RunContext(run=run, config=cfg, transcript=Transcript(run.root), backend=backend,
                      console=console, llm=LLMConfig.model_validate(cfg.llm) if cfg.llm else None)
     if ctx.llm is not None:  # one session for all agents: one ledger, one budget
         from harmonycell.agents.policies.llm import session_for_run
 
-        ctx.llm_session = session_for_run(ctx.llm, ctx.transcript)
+        ctx.llm_session = session_for_run(ctx.llm, ctx.transcript, client=llm_client)
     for w in caught:  # said loudly, and on the record
         err.print(f"[bold yellow]warning:[/] {w.message}")
         ctx.transcript.append("event", "harmonycell", "sandbox_warning", {"warning": str(w.message)})
@@ -128,7 +145,8 @@ def drive(run: RunFolder, person: Person | None = None) -> None:
     finally:
         signal.signal(signal.SIGINT, previous)
     run.set_status("complete", llm=llm_totals(ctx))
-    console.print(f"report: {run.report_md}")
+    write_report_html(run.root)  # again, now with the Verdict record and the final state
+    console.print(f"report: {run.report_md} (and {run.root / 'report.html'})")
     # the last line says both verdicts and what was held out (never one word)
     console.print(f"\n[bold]{verdict.headline or ('VALID' if verdict.valid else 'INVALID')}[/]",
                   highlight=False, soft_wrap=True)
@@ -152,10 +170,10 @@ def run(
     task: str = typer.Option("unseen-perturbation", help="unseen-perturbation | unseen-cell-context | unseen-combination"),
     out: Path = typer.Option(Path("runs"), help="runs root; the run gets its own folder inside"),
     seed: int = typer.Option(0),
-    budget: int = typer.Option(32, min=1, help="training nodes the search may run (with --time-limit: whichever ends first)"),
+    budget: int = typer.Option(32, help="training nodes the search may run (with --time-limit: whichever ends first)"),
     time_limit: str = typer.Option(DEFAULT_TIME_LIMIT, "--time-limit", help=TIME_LIMIT_HELP),
-    epochs: int = typer.Option(100, min=1, help="maximum epochs per node (early stopping applies)"),
-    backend: str = typer.Option("auto", help="sandbox: docker | local | auto (docker when available)"),
+    epochs: int = typer.Option(100, help="maximum epochs per node (early stopping applies)"),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
     llm_config: Optional[Path] = typer.Option(None, "--llm-config", help=LLM_HELP),
     max_llm_tokens: Optional[int] = typer.Option(None, "--max-llm-tokens", min=1, help=MAX_TOKENS_HELP),
     max_llm_cost: Optional[float] = typer.Option(None, "--max-llm-cost", min=0.0, help=MAX_COST_HELP),
@@ -167,6 +185,7 @@ def run(
     compare_sources: bool = typer.Option(False, "--compare-sources",
                                          help="with 2+ inputs: also train the selected architecture on each "
                                               "source alone and compare with the union, per source's test queries"),
+    specs: Optional[Path] = typer.Option(None, "--specs", help=SPECS_HELP),
 ) -> None:
     """Scripted, autonomous run: audit -> unify -> search -> evaluate -> judge -> report."""
     if folds == 1 and repeats > 1:
@@ -178,7 +197,7 @@ def run(
     if compare_sources and folds > 1:
         raise InputError("--compare-sources runs on a single split", where="--compare-sources",
                          fix="drop --folds, or run --compare-sources separately")
-    options = dict(epochs=epochs, backend=backend, **search_options(budget, time_limit, kb, no_kb))
+    options = dict(epochs=epochs, backend=backend, specs_dir=specs, **search_options(budget, time_limit, kb, no_kb))
     if folds > 1:
         from harmonycell.agents.cli.crossval import run_folds
 
@@ -207,15 +226,16 @@ def chat(
     files: Optional[List[Path]] = typer.Argument(None, help="input .h5ad files (asked for when omitted)"),
     task: Optional[str] = typer.Option(None, help="task kind (asked for when omitted)"),
     out: Path = typer.Option(Path("runs"), help="runs root"),
-    budget: int = typer.Option(2, min=1, help="training nodes (you may change it when approving the search)"),
+    budget: int = typer.Option(2, help="training nodes (you may change it when approving the search)"),
     time_limit: Optional[str] = typer.Option(None, "--time-limit", help=TIME_LIMIT_HELP),
-    epochs: int = typer.Option(100, min=1),
-    backend: str = typer.Option("auto", help="sandbox: docker | local | auto"),
+    epochs: int = typer.Option(100, help="maximum epochs per node"),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
     llm_config: Optional[Path] = typer.Option(None, "--llm-config", help="LLM policies (see `run`)"),
     max_llm_tokens: Optional[int] = typer.Option(None, "--max-llm-tokens", min=1, help=MAX_TOKENS_HELP),
     max_llm_cost: Optional[float] = typer.Option(None, "--max-llm-cost", min=0.0, help=MAX_COST_HELP),
     kb: Optional[Path] = typer.Option(None, "--kb", help=KB_HELP),
     no_kb: bool = typer.Option(False, "--no-kb", help="neither read nor write the knowledge base"),
+    specs: Optional[Path] = typer.Option(None, "--specs", help=SPECS_HELP),
 ) -> None:
     """A conversation in the terminal: say what you want in your words, ask questions at any
     turn, steer the search, and ask about the result."""
@@ -225,7 +245,7 @@ def chat(
     llm = load_llm_config(llm_config, max_tokens_total=max_llm_tokens, max_cost_usd=max_llm_cost) if llm_config else None
     converse(files, task, ask, console, partial(start, out=out, llm_config=llm_config, max_llm_tokens=max_llm_tokens,
                                                 max_llm_cost=max_llm_cost), llm=llm,
-             budget=budget, epochs=epochs, backend=backend, **opts)
+             budget=budget, epochs=epochs, backend=backend, specs_dir=specs, **opts)
 
 
 @app.command()
@@ -242,15 +262,18 @@ def resume(run_dir: Path = typer.Argument(..., help="a run folder left by a kill
         if atomic.sha256_file(f.path) != f.sha256:
             raise InputError("input changed since the run started", where=f.path,
                              fix="restore the original file or start a new run")
+    transcript = Transcript(run.root)  # refuses a damaged chain before anything is written
+    reaped = reap_run_sandboxes(run.config().run_id)
     run.set_status("running")
-    Transcript(run.root).append("event", "harmonycell", "resumed", {"previous": status.model_dump() if status else None})
+    transcript.append("event", "harmonycell", "resumed",
+                      {"previous": status.model_dump() if status else None, "reaped_containers": reaped})
     drive(run)
 
 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs"), help="runs root"),
          seed: int = typer.Option(0),
-         backend: str = typer.Option("auto", help="sandbox: docker | local | auto"),
+         backend: str = typer.Option("auto", help=BACKEND_HELP),
          budget: int = typer.Option(3, min=1, help="training nodes (small: the demo should take about a minute)"),
          time_limit: Optional[str] = typer.Option(None, "--time-limit", help=TIME_LIMIT_HELP),
          kb: Optional[Path] = typer.Option(None, "--kb", help=KB_HELP),
@@ -268,9 +291,19 @@ def demo(out: Path = typer.Option(Path("runs"), help="runs root"),
 
 @app.command("replay")
 def replay_cmd(run_dir: Path = typer.Argument(..., help="a run folder"),
-               verify: bool = typer.Option(False, "--verify", help="check the hash chain and artifacts")) -> None:
-    """Verify a run's transcript and re-render its conversation."""
-    raise typer.Exit(replay(run_dir, verify=verify, console=console))
+               verify: bool = typer.Option(False, "--verify", help="check the hash chain and artifacts"),
+               anchor: Optional[str] = typer.Option(None, "--anchor", help="with --verify: the transcript "
+                                                    "head hash from verdict.json / report.md"),
+               rerun: bool = typer.Option(False, "--rerun", help="re-execute the run in a fresh folder "
+                                          "(same inputs, seeds, configuration) and compare every decision and metric"),
+               out: Optional[Path] = typer.Option(None, "--out", help="with --rerun: runs root for the "
+                                                  "re-execution (default: reruns/ beside the run)")) -> None:
+    """Verify a run's transcript, re-render its conversation, or re-execute it (--rerun)."""
+    if rerun:
+        from harmonycell.agents.cli.replay import rerun as rerun_run
+
+        raise typer.Exit(rerun_run(run_dir, out, console))
+    raise typer.Exit(replay(run_dir, verify=verify, console=console, anchor=anchor))
 
 
 app.command("audit")(cli_data.audit)
@@ -279,17 +312,44 @@ app.command("baselines")(cli_eval.baselines)
 app.command("score")(cli_eval.score)
 app.command("train")(cli_train.train)
 app.command("plan")(cli_plan.plan)
+app.command("report")(cli_report.report)
+app.command("runs")(cli_report.runs)
 app.add_typer(cli_sandbox.app, name="sandbox")
 app.add_typer(cli_kb.app, name="kb")
 
 
 def main() -> None:
     try:
+        run_cli()
+    except SystemExit as exc:
+        from harmonycell.tools.data.unify import BROKEN_WRITES
+
+        if BROKEN_WRITES:  # see BROKEN_WRITES: skip the finalisation that would crash
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.code if isinstance(exc.code, int) else 1)
+        raise
+
+
+def run_cli() -> None:
+    try:
         # with standalone_mode=False click returns a command's exit code instead of exiting
         rc = app(standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)
     except HarmonyCellError as exc:
         err.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False)
+        sys.exit(2)
+    except OSError as exc:  # disk full, read-only or vanished output: the environment, not a bug
+        import errno
+
+        full = exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM, errno.EFBIG)
+        # h5py reports a failed write as OSError without errno, the cause in its text
+        words = ("No space left", "File too large", "Read-only file system", "Disk quota", "Permission denied")
+        if not full and not any(w in str(exc) for w in words):
+            raise
+        why = exc.strerror or next((w for w in words if w in str(exc)), str(exc)[:120])
+        err.print(f"[bold red]error:[/] {exc.filename or 'output'}: cannot write ({why}) -- free space or choose "
+                  "another --out; the run is marked failed and nothing half-written is kept", highlight=False)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

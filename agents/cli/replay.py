@@ -1,4 +1,5 @@
-"""Replay a run: verify the hash chain and artifacts, and re-render the conversation."""
+"""Replay a run: verify the hash chain and artifacts, re-render the conversation, or re-execute
+it in a fresh folder and compare every decision and metric (``--rerun``)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,26 @@ from rich.console import Console
 
 from harmonycell.agents.cli.render import render_record
 from harmonycell.tools.errors import InputError
-from harmonycell.tools.record.transcript import read_records, verify as verify_chain
+from harmonycell.tools.record.transcript import Transcript, read_records, verify as verify_chain
 
 
-def replay(run_dir: Path, verify: bool, console: Console) -> int:
+def replay(run_dir: Path, verify: bool, console: Console, anchor: str | None = None) -> int:
     run_dir = Path(run_dir)
     if not (run_dir / "transcript.jsonl").exists():
         raise InputError("no transcript.jsonl here", where=str(run_dir),
                          fix="pass a run folder, e.g. runs/<run-id>")
+    if anchor is not None and not verify:
+        raise InputError("--anchor needs --verify", where="replay", fix="add --verify")
     if verify:
-        res = verify_chain(run_dir)
+        res = verify_chain(run_dir, anchor=anchor)
         if not res.ok:
-            console.print(f"[bold red]FAILED[/] at record {res.first_bad}: {res.reason}")
+            where = f"at record {res.first_bad}" if res.first_bad is not None else "anchor"
+            console.print(f"[bold red]FAILED[/] {where}: {res.reason}", highlight=False)
             return 1
-        console.print(f"[green]OK[/]: {res.n_records} records, hash chain and artifacts intact")
+        pinned = (f"; anchor {anchor[:16]}... pins records 0..{res.anchored_at}"
+                  if anchor is not None else "")
+        console.print(f"[green]OK[/]: {res.n_records} records, hash chain and artifacts intact{pinned}",
+                      highlight=False)
         return 0
     recs = list(read_records(run_dir / "transcript.jsonl"))
     chat = any(r.get("source") == "User" for r in recs)  # a person was in the conversation
@@ -31,3 +38,79 @@ def replay(run_dir: Path, verify: bool, console: Console) -> int:
             continue
         render_record(console, rec, chat=chat)
     return 0
+
+
+def recorded_duration_s(records: list[dict]) -> float | None:
+    """Wall time of the recorded run: its first record to its last."""
+    from datetime import datetime
+
+    stamps = [datetime.fromisoformat(r["ts"]) for r in records if "ts" in r]
+    return (stamps[-1] - stamps[0]).total_seconds() if len(stamps) > 1 else None
+
+
+def llm_replay(cfg, records: list[dict]):
+    """For a run that used LLM policies, a client serving its recorded replies back in order (no
+    endpoint); None for builtin runs."""
+    if cfg.llm is None:
+        return None
+    from harmonycell.agents.policies.llm import ReplayClient
+
+    calls = [r["content"] for r in records if r.get("kind") == "llm_call" and isinstance(r.get("content"), dict)
+             and "messages" in r["content"] and "reply" in r["content"]]
+    if not calls:
+        raise InputError("this run used LLM policies and its transcript holds no recorded replies "
+                         "(llm_call records with the request messages and the reply)",
+                         where="replay --rerun",
+                         fix="re-run only runs recorded with full LLM calls; builtin runs re-run as they are")
+    return ReplayClient(calls)
+
+
+def rerun(run_dir: Path, out: Path | None, console: Console) -> int:
+    """Re-execute a recorded run in a fresh folder and compare every decision and metric."""
+    import secrets
+    import time
+
+    from harmonycell.agents.cli.main import drive
+    from harmonycell.tools.record import atomic
+    from harmonycell.tools.record.rerun_compare import FLOAT_TOL, compare, run_digest
+    from harmonycell.tools.record.runfolder import RunFolder, create_run
+
+    run = RunFolder(run_dir)
+    if not run.task_yaml.exists():
+        raise InputError("no task.yaml here", where=str(run_dir), fix="pass a run folder, e.g. runs/<run-id>")
+    checked = verify_chain(run.root)
+    if not checked.ok:
+        console.print(f"[bold red]FAILED[/]: the recorded transcript does not verify "
+                      f"(record {checked.first_bad}: {checked.reason}); nothing to re-run against",
+                      highlight=False)
+        return 1
+    cfg = run.config()
+    for f in cfg.inputs:
+        if not Path(f.path).exists() or atomic.sha256_file(f.path) != f.sha256:
+            raise InputError("input missing or changed since the run was recorded", where=f.path,
+                             fix="restore the original file (its sha256 is in task.yaml)")
+    recorded = list(read_records(run.transcript))
+    client = llm_replay(cfg, recorded)
+    ran_on = next((r["content"]["backend"] for r in recorded if r.get("type") == "NodeExecuted"), cfg.backend)
+    out = Path(out) if out else run.root.parent / "reruns"
+    new = create_run(out, [Path(f.path) for f in cfg.inputs], cfg.task.value,
+                     run_id=f"{cfg.run_id}-rerun-{secrets.token_hex(2)}", seed=cfg.seed,
+                     budget_nodes=cfg.budget_nodes, node_timeout_s=cfg.node_timeout_s,
+                     backend=ran_on, llm=cfg.llm, epochs=cfg.epochs)
+    t0 = time.monotonic()
+    drive(new, llm_client=client)
+    took = time.monotonic() - t0
+    result = compare(recorded, read_records(new.transcript), run_digest(run.root), run_digest(new.root))
+    Transcript(new.root).append("event", "harmonycell", "rerun_compared",
+                                {"recorded_run": cfg.run_id, "recorded_head": recorded[-1]["hash"],
+                                 "seconds": round(took, 1), **result.model_dump(mode="json")})
+    before = recorded_duration_s(recorded)
+    timing = f"rerun {took:.1f} s" + (f" vs {before:.1f} s recorded ({took / before:.2f}x)" if before else "")
+    if result.same:
+        console.print(f"[green]SAME[/]: {result.n_records} decisions and {result.n_numbers} numbers "
+                      f"match the recorded run (largest difference {result.max_abs_diff:.2g}, "
+                      f"tolerance {FLOAT_TOL:g}); {timing}; rerun folder {new.root}", highlight=False)
+        return 0
+    console.print(f"[bold red]DIVERGED[/]: {result.divergence.line()}; {timing}; rerun folder {new.root}",
+                  highlight=False)
+    return 1

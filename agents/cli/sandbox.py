@@ -15,7 +15,7 @@ import typer
 
 from harmonycell.tools.errors import HarmonyCellError, InputError
 
-app = typer.Typer(name="sandbox", help="Run generated code in an isolated sandbox (Docker, or local).",
+app = typer.Typer(name="sandbox", help="Run generated code in an isolated sandbox (Docker, or bubblewrap).",
                   no_args_is_help=True)
 
 
@@ -46,12 +46,14 @@ def check(
         typer.echo(f"engine:         {'docker ' + rep.engine_version if rep.engine_ok else 'none -- ' + str(rep.engine_problem)}")
         typer.echo(f"image:          {rep.image} " + (f"{rep.image_id} (inputs {str(rep.image_inputs)[:12]})"
                                                      if rep.image_id else f"-- {rep.image_problem or 'unknown'}"))
+        typer.echo(f"bwrap:          {'ready' if rep.bwrap_ok else rep.bwrap_problem}")
         typer.echo(f"gpu:            docker {'yes (nvidia runtime)' if rep.docker_gpu else 'no'}; "
                    f"host torch {'cuda' if rep.host_gpu else 'cpu only'}")
         if rep.fix:
             typer.echo(f"to fix:         {rep.fix}")
-    if rep.backend == "local":
-        _warn("auto would use the LOCAL backend, which does not isolate the network or files")
+    if rep.backend == "none":
+        _warn("no isolating sandbox here (neither docker nor bwrap): runs stop unless given "
+              "--backend unsafe-local, which does not isolate the network or files")
     if require_docker and not rep.docker_ready:
         typer.echo(f"error: the Docker sandbox is not ready -- {rep.fix}", err=True)
         raise typer.Exit(2)
@@ -63,7 +65,8 @@ def build(
                                                   "image on a GPU host); default: Debian made with debootstrap."),
     wheelhouse: Optional[Path] = typer.Option(None, help="Wheel cache (default ~/.cache/harmonycell/wheelhouse)."),
     image: Optional[str] = typer.Option(None, help="Image name (default harmonycell-sandbox:latest)."),
-    mirror: Optional[str] = typer.Option(None, help="Debian mirror for debootstrap."),
+    mirror: Optional[str] = typer.Option(None, help="Debian mirror for debootstrap (default: "
+                                                 "$HARMONYCELL_DEBIAN_MIRROR, else the host's apt sources)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if the inputs did not change."),
 ) -> None:
     """Build the sandbox image offline (no registry); does nothing when it is up to date."""
@@ -81,7 +84,8 @@ def build(
 @app.command()
 def run(
     script: Path = typer.Argument(..., help="Python file to run; its current directory is a fresh writable folder."),
-    backend: str = typer.Option("auto", help="docker | local | auto"),
+    backend: str = typer.Option("auto", help="auto (docker, else bwrap) | docker | bwrap | unsafe-local"),
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="Label the job with a run id (docker: reaped by `resume`)."),
     timeout: float = typer.Option(600.0, help="Seconds before the run is killed."),
     memory: str = typer.Option("4g", help="Memory limit, e.g. 512m or 8g."),
     cpus: Optional[float] = typer.Option(None, help="CPU limit (cores)."),
@@ -108,7 +112,7 @@ def run(
             raise InputError(f"the folder {folder} is not empty", where="--workdir",
                              fix="give a new or empty folder; the script's outputs are listed from it")
         job = Job(command=[], workdir=folder, inputs={"script": script.resolve()}, timeout_s=timeout,
-                  memory=memory, cpus=cpus, pids=pids, gpu=gpu)
+                  memory=memory, cpus=cpus, pids=pids, gpu=gpu, run_id=run_id)
         job.command = [be.python(), be.input_path(job, "script")]
         result = be.run(job)
     except HarmonyCellError as err:
@@ -116,7 +120,8 @@ def run(
     if json_out:
         typer.echo(result.model_dump_json(indent=2))
     else:
-        typer.echo(f"status:  {result.status} (exit {result.exit_code}) in {result.wall_s} s on {result.backend}")
+        typer.echo(f"status:  {result.status} (exit {result.exit_code}) in {result.wall_s} s on {result.backend}"
+                   + ("" if result.isolated else " (UNISOLATED)"))
         typer.echo(f"folder:  {folder}")
         for o in result.outputs:
             typer.echo(f"output:  {o.path} {o.bytes} B sha256 {o.sha256[:16]}")

@@ -19,7 +19,7 @@ from typing import Any
 import typer
 from pydantic import BaseModel, Field
 
-from harmonycell.tools.errors import HarmonyCellError, InputError, SandboxError
+from harmonycell.tools.errors import HarmonyCellError, InputError
 
 UNIFIED = "unified.h5ad"
 SHOWN = ("DeltaPCC", "PCC_Delta_shift_corrected", "Cosine_delta", "RMSE", "Discrimination_rank")
@@ -47,22 +47,10 @@ class TrainReport(BaseModel):
     error_tail: str | None = None
 
 
-def make_backend(name: str):
-    if name not in ("local", "docker", "auto"):
-        raise InputError(f"unknown backend {name!r}", where="--backend", fix="use local, docker or auto")
-    try:
-        from harmonycell.sandbox.backends import get_backend
-    except ImportError:  # only the local backend exists in this build
-        if name == "docker":
-            raise SandboxError("the Docker backend is not available in this build", where="--backend",
-                               fix="use --backend local") from None
-        from harmonycell.sandbox.local import LocalBackend
+def make_backend(name: str, allow_unwalled: bool = False):
+    from harmonycell.sandbox.backends import get_backend
 
-        if name == "auto":
-            print("warning: no Docker backend in this build; running on the LOCAL backend, which "
-                  "does not isolate the network or files", file=sys.stderr)
-        return LocalBackend()
-    return get_backend(name)
+    return get_backend(name, allow_unwalled=allow_unwalled)
 
 
 def load_task(task_dir: Path):
@@ -94,7 +82,7 @@ def train_node(adata, action: str, node_dir: Path, *, backend: str = "local", se
 
     path = parse_action(action)  # bad paths fail here, before any data is written
     path.spec  # a paradigm alone is not trainable: raises, listing its backbones
-    be = make_backend(backend)
+    be = make_backend(backend, allow_unwalled=llm is None)
     node_dir = Path(node_dir)
     if data_dir is None:
         data_dir = node_dir.parent / f"{node_dir.name}.data"
@@ -162,7 +150,7 @@ def render(report: TrainReport) -> None:
 def train(
     task_dir: Path = typer.Argument(..., help="task folder with unified.h5ad (from `harmonycell unify --task`)"),
     action: str = typer.Option(..., "--action", help="action path, e.g. discriminative/resnet/hparams:lr=3e-4"),
-    backend: str = typer.Option("auto", "--backend", help="sandbox backend: auto, docker or local"),
+    backend: str = typer.Option("auto", "--backend", help="sandbox backend: auto (docker, else bwrap), docker, bwrap or unsafe-local"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
     seed: int = typer.Option(0, "--seed"),
     gene_sets: Path | None = typer.Option(None, "--gene-sets", help="GMT/JSON gene sets for pathway-masked"),

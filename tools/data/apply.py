@@ -161,7 +161,17 @@ def apply_obs(spec: MappingSpec, obs: pd.DataFrame) -> AppliedObs:
     pert_type = pert_type.where(~(pert_type.eq("control") & ~pd.Series(is_ctrl, index=idx)), "other")
 
     out = pd.DataFrame(index=idx)
-    out["cell_type"] = text_field(field_values(spec.cell_type, obs, "cell_type"), UNKNOWN)
+    ct = field_values(spec.cell_type, obs, "cell_type")
+    if ct is not None and spec.cell_type.type != "constant":
+        # a missing cell type is not a cell type: such cells never form a context of their own
+        missing = per_unique(ct, lambda v: v is None or (isinstance(v, float) and np.isnan(v))
+                             or normalise_token(v) in UNKNOWN_WORDS).to_numpy(dtype=bool)
+        if missing.any() and not missing.all():
+            newly = missing & keep
+            if newly.any():
+                dropped["missing cell type (NaN/unknown)"] = int(newly.sum())
+            keep = keep & ~missing
+    out["cell_type"] = text_field(ct, UNKNOWN)
     out["batch_id"] = text_field(field_values(spec.batch_id, obs, "batch_id"), spec.dataset_id)
     out["donor_id"] = text_field(field_values(spec.donor_id, obs, "donor_id"), UNKNOWN)
     out["pert_type"] = pert_type.astype(str)

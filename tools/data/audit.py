@@ -21,6 +21,8 @@ from harmonycell.tools.errors import InputError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ENSEMBL_RE = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
+# a symbol has a letter somewhere; mouse symbols may start with digits (0610009B22Rik)
+SYMBOL_RE = re.compile(r"^(?=[^A-Za-z]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9\-\.\_\@:]*$")
 CHUNK_NNZ = 20_000_000  # values per streamed chunk of X: bounds audit memory to ~100 MB
 PIECE = 1 << 18  # values per in-cache piece of a chunk
 N_SAMPLED_VALUES = 12
@@ -46,6 +48,13 @@ class XFingerprint(BaseModel):
     looks_raw_counts: bool
     looks_log_normalised: bool
     reason: str
+    # counts | log | normalised (CP10k/CPM/TPM-like, not logged) | log-twice | zero (see scale_of)
+    scale: str = ""
+    genes_varying: int = -1  # genes whose value differs between cells (-1: not measured)
+
+    def needs_normalising(self) -> bool:
+        """normalize_total + log1p is due for raw counts and for normalised-but-unlogged values."""
+        return self.scale in ("counts", "normalised") if self.scale else self.looks_raw_counts
 
 
 class ObsColumn(BaseModel):
@@ -93,7 +102,7 @@ class AuditReport(BaseModel):
             f"- X: {x.storage} {x.dtype}; min {x.min:.4g}, max {x.max:.4g}, mean {x.mean:.4g}, "
             f"sparsity {x.sparsity:.3f}, integer-valued: {x.is_integer}",
             f"- per-cell sums: min {x.cell_sum_min:.4g}, median {x.cell_sum_median:.4g}, max {x.cell_sum_max:.4g}",
-            f"- verdict: {'raw counts' if x.looks_raw_counts else 'log-normalised' if x.looks_log_normalised else 'unclear'}"
+            f"- verdict: {SCALE_WORDS.get(x.scale, 'unclear')}"
             f" ({x.reason})",
             f"- non-finite values: {x.n_nonfinite}; negative values: {x.n_negative}",
             f"- layers: {', '.join(self.layers) or 'none'}; obsm: {', '.join(self.obsm) or 'none'}",
@@ -120,7 +129,7 @@ def check_h5ad_file(path: Path) -> None:
     if not path.exists():
         raise InputError("file not found", where=str(path), fix="check the path")
     if path.is_dir():
-        raise InputError("is a directory, not an .h5ad file", where=str(path), fix="pass the .h5ad file itself")
+        raise InputError("is a directory, not a file", where=str(path), fix="pass the .h5ad file itself")
     if path.stat().st_size == 0:
         raise InputError("file is empty (0 bytes)", where=str(path), fix="re-export or re-download the dataset")
     with open(path, "rb") as fh:
@@ -194,6 +203,9 @@ def fingerprint_x(xnode, chunk_nnz: int | None = None) -> XFingerprint:
     total = n_cells * n_genes
     st = {"mn": np.inf, "mx": -np.inf, "s": 0.0, "nnz": 0, "nonint": 0, "nonfinite": 0, "neg": 0}
     cell_sums = np.zeros(n_cells, dtype=np.float64)
+    # per-gene sum and sum of squares: a gene that never varies tells nothing (no-variance input)
+    gene_sum = np.zeros(n_genes, dtype=np.float64)
+    gene_sq = np.zeros(n_genes, dtype=np.float64)
 
     def consume(vals: np.ndarray) -> None:
         # cache-sized pieces: several passes over each piece cost about one pass over memory
@@ -229,7 +241,10 @@ def fingerprint_x(xnode, chunk_nnz: int | None = None) -> XFingerprint:
         for start in range(0, n_cells, rows):
             block = np.asarray(xnode[start:start + rows])
             consume(block.ravel())
-            cell_sums[start:start + rows] = np.nansum(np.where(np.isfinite(block), block, 0), axis=1, dtype=np.float64)
+            fin = np.where(np.isfinite(block), block, 0).astype(np.float64)
+            cell_sums[start:start + rows] = fin.sum(axis=1)
+            gene_sum += fin.sum(axis=0)
+            gene_sq += (fin * fin).sum(axis=0)
     else:
         storage = sparse_format(xnode)
         data, indptr = xnode["data"], np.asarray(xnode["indptr"][:], dtype=np.int64)
@@ -238,6 +253,11 @@ def fingerprint_x(xnode, chunk_nnz: int | None = None) -> XFingerprint:
         for start in range(0, n_data, chunk_nnz):
             chunk = np.asarray(data[start:start + chunk_nnz])
             consume(chunk)
+            fin = np.where(np.isfinite(chunk), chunk, 0).astype(np.float64)
+            if storage == "csr_matrix":
+                gidx = np.asarray(xnode["indices"][start:start + chunk_nnz])
+                gene_sum += np.bincount(gidx, weights=fin, minlength=n_genes)
+                gene_sq += np.bincount(gidx, weights=fin * fin, minlength=n_genes)
             if storage == "csr_matrix" and n_data <= chunk_nnz:
                 nonempty = np.flatnonzero(np.diff(indptr) > 0)
                 if len(nonempty):  # one chunk: per-row sums in X's dtype, as scanpy computes them
@@ -252,6 +272,9 @@ def fingerprint_x(xnode, chunk_nnz: int | None = None) -> XFingerprint:
             else:  # csc: column-major; rows come from indices
                 idx = np.asarray(xnode["indices"][start:start + chunk_nnz])
                 np.add.at(cell_sums, idx, chunk.astype(np.float64))
+                cols = np.searchsorted(indptr, np.arange(start, start + len(chunk)), side="right") - 1
+                gene_sum += np.bincount(cols, weights=fin, minlength=n_genes)
+                gene_sq += np.bincount(cols, weights=fin * fin, minlength=n_genes)
         if n_data < total:  # implicit zeros
             st["mn"], st["mx"] = min(st["mn"], 0.0), max(st["mx"], 0.0)
     mn, mx, s, nnz, nonint, nonfinite, neg = (st[k] for k in ("mn", "mx", "s", "nnz", "nonint", "nonfinite", "neg"))
@@ -260,21 +283,51 @@ def fingerprint_x(xnode, chunk_nnz: int | None = None) -> XFingerprint:
     is_int = nonint == 0
     mean = s / total if total else 0.0
     sums = cell_sums if n_cells else np.zeros(1)
-    raw = bool(is_int and mx > 0 and neg == 0)
-    log = bool(not is_int and neg == 0 and 0 < mx < 30)
-    if raw:
-        reason = f"all values are whole numbers up to {mx:.0f}: raw counts, to be normalised"
-    elif log:
-        reason = f"non-integer values with max {mx:.3g} < 30: already log-normalised, not logged again"
-    else:
-        reason = f"neither whole counts nor a log1p range (max {mx:.3g}, integer {is_int})"
+    var = gene_sq / max(n_cells, 1) - (gene_sum / max(n_cells, 1)) ** 2
+    varying = int(np.count_nonzero(var > 1e-12 * np.maximum(1.0, gene_sq / max(n_cells, 1))))
+    scale, reason = scale_of(is_int, float(mx), neg, float(np.median(sums)), n_genes)
+    raw = scale == "counts"
+    log = scale == "log"
     return XFingerprint(
         storage=storage, dtype=dtype, min=float(mn), max=float(mx), mean=float(mean),
         sparsity=float(1 - nnz / total) if total else 1.0, is_integer=is_int,
         n_nonfinite=nonfinite, n_negative=neg,
         cell_sum_min=float(sums.min()), cell_sum_median=float(np.median(sums)), cell_sum_max=float(sums.max()),
-        looks_raw_counts=raw, looks_log_normalised=log, reason=reason,
+        looks_raw_counts=raw, looks_log_normalised=log, reason=reason, scale=scale, genes_varying=varying,
     )
+
+
+SCALE_WORDS = {"counts": "raw counts", "log": "log-normalised", "normalised": "normalised, not logged",
+               "log-twice": "logged twice", "zero": "all zero", "scaled": "scaled (negative values)"}
+LOG_MAX = 30.0  # log1p of any real count matrix stays below this
+# log1p(log1p(x)) of log-normalised data tops out near 2.3 (log1p(9) = 2.30); single-logged data,
+# even 50 genes of it (the GEARS subset), reach past 2.6
+LOGGED_TWICE_MAX = 2.4
+LOGGED_TWICE_MIN_GENES = 100  # a handful of genes logged once can stay below it (toy matrices)
+
+
+def scale_of(is_int: bool, mx: float, neg: int, median_cell_sum: float, n_genes: int = 0) -> tuple[str, str]:
+    """(scale, why): counts, log, normalised (CP10k/CPM/TPM: unlogged, non-integer), log-twice,
+    zero. Negative values are judged elsewhere (scaled data are refused)."""
+    if mx <= 0:
+        return "zero", "every value is 0: no expression measured"
+    if is_int and neg == 0:
+        return "counts", f"all values are whole numbers up to {mx:.0f}: raw counts, to be normalised"
+    if neg:
+        return "scaled", f"negative values (centred or scaled data), max {mx:.3g}"
+    if mx < LOGGED_TWICE_MAX and n_genes >= LOGGED_TWICE_MIN_GENES:
+        return "log-twice", (f"non-integer values with max {mx:.3g} < {LOGGED_TWICE_MAX}: log1p applied twice "
+                             "(log-normalised data reach 3 or more)")
+    if mx < LOG_MAX:
+        return "log", f"non-integer values with max {mx:.3g} < {LOG_MAX:g}: already log-normalised, not logged again"
+    if 0.5e4 <= median_cell_sum <= 2e4:
+        kind = f"CP10k-like (median cell sum {median_cell_sum:.4g})"
+    elif 0.5e6 <= median_cell_sum <= 2e6:
+        kind = f"CPM/TPM-like (median cell sum {median_cell_sum:.4g})"
+    else:
+        kind = f"non-integer, not logged (median cell sum {median_cell_sum:.4g})"
+    return "normalised", (f"non-integer values up to {mx:.4g} > {LOG_MAX:g}: {kind}; "
+                          "rescaled to 1e4 per cell and log1p-transformed")
 
 
 class _InMemoryCSR:
@@ -304,7 +357,7 @@ def id_type(values: pd.Index | pd.Series) -> IdType:
     ens = vals.str.match(ENSEMBL_RE.pattern).mean()
     if ens > 0.95:
         return "ensembl"
-    sym = vals.str.match(r"^[A-Za-z][A-Za-z0-9\-\.\_\@]*$").mean()
+    sym = vals.str.match(SYMBOL_RE.pattern).mean()
     if ens > 0.05:
         return "mixed"
     return "symbol" if sym > 0.8 else "other"
@@ -365,7 +418,11 @@ def audit_h5ad(path: str | Path) -> AuditReport:
         if n_cells == 0 or n_genes == 0:
             raise InputError(f"no data: {n_cells} cells x {n_genes} genes", where=str(path),
                              fix="check that the right file was exported")
-        x = fingerprint_x(f["X"])
+        try:
+            x = fingerprint_x(f["X"])
+        except (OSError, KeyError, ValueError, TypeError) as e:  # h5py's errors for damaged data
+            raise InputError(f"X cannot be read ({type(e).__name__}: {str(e)[:120]})", where=f"{path} X",
+                             fix="the file is truncated or corrupted; re-export or re-download it") from None
         layers, obsm = group_keys(f, "layers"), group_keys(f, "obsm")
     obs, var = read_obs_var_backed(path)
     return AuditReport(

@@ -42,12 +42,16 @@ CONTROL_WORDS = {
     "nt", "ntc", "nc", "neg", "negative", "negative_control", "safe-targeting", "safe_targeting",
     "scrambled", "scramble", "dmso", "vehicle", "veh", "unstim", "unst", "unstimulated", "untreated",
     "mock", "pbs", "baseline", "no_treatment", "notreatment", "none_control", "wt", "wildtype", "wild-type",
+    "intergenic", "nontarget", "negctrl", "safetargeting", "nontargetingcontrol",
 }
+# words a control phrase may carry besides control words (``NonTargetingControlGuide_sgRNA_07``)
+GUIDE_WORDS = {"g", "sg", "sgrna", "grna", "guide", "guides", "rna", "sh", "shrna", "si", "sirna", "crispr", "oligo"}
 UNKNOWN_WORDS = {"", "nan", "na", "n/a", "none", "null", "unknown", "unassigned", "no guide", "no_guide",
                  "noguide", "multiplet", "doublet", "undetermined", "?", "-"}
 DRUG_CONTROL_WORDS = {"dmso", "vehicle", "veh", "pbs"}
 CRISPR_CONTROL_WORDS = {"non-targeting", "nontargeting", "non_targeting", "non targeting", "nt", "ntc",
-                        "safe-targeting", "safe_targeting", "scrambled", "scramble"}
+                        "safe-targeting", "safe_targeting", "scrambled", "scramble", "intergenic", "nontarget",
+                        "negctrl", "safetargeting", "nontargetingcontrol"}
 CYTOKINE_CONTROL_WORDS = {"unstim", "unst", "unstimulated"}
 CYTOKINE_WORDS = re.compile(r"^(stim|stimulated|stimulation|ifn.*|il-?\d+.*|tnf.*|tgf.*|lps|cytokine.*)$", re.I)
 LABEL_ALIASES = {"stim": "stimulated", "stimulation": "stimulated"}
@@ -65,8 +69,14 @@ UNIT_TO_NM = {"pm": 1e-3, "nm": 1.0, "um": 1e3, "µm": 1e3, "μm": 1e3, "mm": 1e
 # Column-name hints, best first. A column's name score is len(list) - position of its first hit.
 CONDITION_NAMES = ["condition", "perturbation", "perturbation_name", "pert", "guide_target", "target_gene",
                    "target", "gene", "treatment", "drug", "compound", "stim", "group", "grna", "sgrna", "guide"]
-CELL_TYPE_NAMES = ["cell_type", "celltype", "cell_line", "cellline", "cell_label", "cell_type_annotation",
-                   "annotation", "cluster_id", "cluster", "tissue"]
+CELL_TYPE_NAMES = ["cell_type", "celltype", "cell_types", "cell_line", "cellline", "cell_label",
+                   "cell_type_annotation", "cell_identity", "annotation", "cell_annotation", "cluster_id", "cluster",
+                   "clusters", "ident", "cell", "tissue"]
+# values that read as cell types or lines: a column of a few such labels is the cell type even when
+# its name says nothing (``group`` holding ``CD4 T cells``, ``B cells``)
+CELL_TYPE_VALUE = re.compile(
+    r"(cells?\b|cyte|phage|mono|\bT\b|\bB\b|\bNK\b|\bDC\b|CD\d+|dendritic|neutro|fibro|epithel|endothel|"
+    r"neuron|astro|glia|progenitor|stem|K562|HEK|A549|HeLa|MCF|THP|Jurkat|iPSC|RPE|HepG2|U87|T98G|U251|PBMC)", re.I)
 DONOR_NAMES = ["donor", "donor_id", "patient", "patient_id", "individual", "subject", "ind"]
 BATCH_NAMES = ["batch", "batch_id", "replicate", "bio_rep", "rep", "lane", "plate", "library", "gem_group",
                "sample", "sample_id", "dataset"]
@@ -159,23 +169,58 @@ def normalise_token(tok: str) -> str:
     return re.sub(r"\s+", " ", str(tok).strip().lower())
 
 
-def control_word(tok: str) -> str | None:
-    """The control vocabulary word a raw token stands for, or None. Tolerates guide numbering
-    (``NTg7``, ``non-targeting_2``) and decorations (``vehicle (DMSO)``)."""
+def label_tokens(label: str) -> list[str]:
+    """Lower-case tokens of a label: split at separators and camelCase boundaries, never between
+    letters and digits (``NT5E`` stays one token, a gene)."""
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", str(label))
+    return [t for t in re.split(r"[\s_\-\.\(\)\[\]/#:,;|]+", spaced.lower()) if t]
+
+
+def control_match(tok: str) -> tuple[str, str] | None:
+    """(control word, rule that matched) for a raw token that means 'control', else None.
+
+    Rules, tried in order: the whole label is a control word (``ctrl``); a control word with guide
+    numbering (``NTg7``, ``non-targeting_2``); decorated (``vehicle (DMSO)``); a phrase whose
+    tokens, once guide words and numbers are dropped and split words rejoined, are all control
+    words (``NonTargetingControlGuide_sgRNA_07``, ``NegCtrl0_NegCtrl0``, ``sgNTC_3``)."""
     t = normalise_token(tok)
     if t in CONTROL_WORDS:
-        return t
+        return t, "whole label is a control word"
     # guide numbering needs a separator or a guide prefix: NTg7, non-targeting_2 (CTRL9 is a gene)
     stripped = re.sub(r"([\s_\-\.#]+(g|sg|sgrna|guide)?|(g|sg|sgrna|guide))\d+$", "", t)
     if stripped in CONTROL_WORDS:
-        return stripped
+        return stripped, f"control word {stripped!r} with guide numbering"
     base = re.sub(r"\s*\(.*\)\s*", " ", t).strip()
     if base in CONTROL_WORDS:
-        return base
+        return base, f"control word {base!r} with a decoration"
     inner = re.findall(r"\(([^)]*)\)", t)
     if inner and all(normalise_token(i) in CONTROL_WORDS for i in inner) and base in CONTROL_WORDS | {""}:
-        return normalise_token(inner[0])
+        return normalise_token(inner[0]), "decorated control word"
+    toks = label_tokens(tok)
+    if len(toks) < 2:
+        return None
+    # numbers and guide words are decoration in a phrase; 'ctrl0' in 'NegCtrl0' is ctrl numbered
+    toks = [re.sub(r"^([a-z]+)\d+$", r"\1", x) for x in toks if not re.fullmatch(r"(g|sg|grna|sgrna|guide|n|no|v|r|rep)?\d+", x)]
+    toks = [x for x in toks if x not in GUIDE_WORDS]
+    merged: list[str] = []
+    i = 0
+    while i < len(toks):  # 'non' 'targeting' -> 'nontargeting'
+        if i + 1 < len(toks) and toks[i] + toks[i + 1] in CONTROL_WORDS:
+            merged.append(toks[i] + toks[i + 1])
+            i += 2
+        else:
+            merged.append(toks[i])
+            i += 1
+    if merged and all(m in CONTROL_WORDS for m in merged):
+        word = next((m for m in merged if m in CRISPR_CONTROL_WORDS | DRUG_CONTROL_WORDS), merged[0])
+        return word, f"phrase of control words ({' + '.join(merged)}) once guide words/numbers are dropped"
     return None
+
+
+def control_word(tok: str) -> str | None:
+    """The control vocabulary word a raw token stands for, or None (see control_match)."""
+    m = control_match(tok)
+    return m[0] if m else None
 
 
 def split_label(label: str, delimiters: list[str]) -> list[str]:
@@ -224,6 +269,36 @@ def detect_delimiters(values: list[str], control_tokens: set[str]) -> list[str]:
     return delims
 
 
+GUIDE_NAME = re.compile(r"guide|sgrna|grna|sgid|protospacer|spacer|oligo", re.I)
+# a guide's number after its gene: MYC_sgRNA_2, MYC-2, MYC.g3 (any case), CUL3g1 (lower-case g
+# after an upper-case symbol; a mouse symbol like Rag1 is left alone)
+GUIDE_SUFFIX = r"(?i:[_\-\.](?:sg|g|sgrna|grna|guide|sh|shrna|si|sirna)?(?:rna)?[_\-\.]?\d+)$|(?<=[A-Z0-9])g\d+$"
+
+
+def guide_gene(label: str) -> str:
+    return re.sub(GUIDE_SUFFIX, "", str(label))
+
+
+def guide_level(vals: list[str]) -> bool:
+    """Labels that are guides of fewer genes: most carry a guide number, and stripping it pools
+    them (``MYC_sgRNA_1``, ``MYC_sgRNA_2`` -> ``MYC``)."""
+    if len(vals) < 4:
+        return False
+    genes = [guide_gene(v) for v in vals]
+    changed = sum(g != v and g != "" for g, v in zip(genes, vals))
+    return changed >= 0.5 * len(vals) and len(set(genes)) <= 0.7 * len(vals)
+
+
+def pools(obs: pd.DataFrame, fine: str, coarse: str) -> bool:
+    """``coarse`` is the gene level of guide column ``fine``: each guide has one gene, and guide
+    labels start with their gene's name (the control's name may differ: NTg1 -> non-targeting)."""
+    pairs = obs[[fine, coarse]].dropna().astype(str).drop_duplicates()
+    if pairs.empty or pairs[fine].duplicated().any() or pairs[coarse].nunique() >= pairs[fine].nunique():
+        return False
+    prefix = [f.lower().startswith(c.lower()) for f, c in zip(pairs[fine], pairs[coarse])]
+    return sum(prefix) >= 0.8 * len(prefix) and pairs[coarse].nunique() >= 3
+
+
 def condition_candidates(audit: AuditReport, obs: pd.DataFrame) -> list[tuple[float, str, list[str], str]]:
     """(score, column, control labels, why) for plausible perturbation-label columns, best first."""
     out = []
@@ -240,17 +315,36 @@ def condition_candidates(audit: AuditReport, obs: pd.DataFrame) -> list[tuple[fl
         if not ctrl and not whole_ctrl:
             continue
         score = name_score(col.name, CONDITION_NAMES) + 5.0
+        why = []
         if NEGATIVE_NAMES.match(col.name) or re.search(r"sample|batch|rep", col.name, re.I):
             score -= 6.0
+            why.append("name reads like a sample/batch/count column (-6)")
         # a label column has few values per cell; an identifier column has many
         score -= 2.0 * (col.n_unique / max(audit.n_cells, 1))
         # labels with a dose inside ('0.2 uM panobinostat') are a worse label than the bare name
         if any(DOSE_RE.search(v) for v in vals):
             score -= 4.0
+            why.append("labels carry a dose (-4)")
+        if GUIDE_NAME.search(col.name) or guide_level(vals):
+            score -= 1.0
+            why.append("guide-level labels (-1)")
         labels = sorted(set(ctrl) | set(whole_ctrl))
-        out.append((score, col.name, labels, f"values include control label(s) {', '.join(labels[:4])}"))
-    out.sort(key=lambda t: (-t[0], t[1]))
-    return out
+        rules = "; ".join(f"{lab!r}: {control_match(lab)[1]}" for lab in labels[:2])  # type: ignore[index]
+        rules += f" (and {len(labels) - 2} more)" if len(labels) > 2 else ""
+        why.insert(0, f"values include control label(s) {rules}")
+        if name_score(col.name, CONDITION_NAMES):
+            why.insert(1, f"name {col.name!r} is a perturbation-column name")
+        out.append([score, col.name, labels, why])
+    # a gene-level column beats the guide column it pools (the guides of a gene are one perturbation)
+    for fine in out:
+        for coarse in out:
+            if fine is not coarse and pools(obs, fine[1], coarse[1]):
+                coarse[0] += 3.0
+                coarse[3].append(f"gene level of guide column {fine[1]!r} (+3)")
+                fine[3].append(f"guide level: pooled by {coarse[1]!r}")
+    res = [(sc, name, labels, "; ".join(why)) for sc, name, labels, why in out]
+    res.sort(key=lambda t: (-t[0], t[1]))
+    return res
 
 
 def pick_column(audit: AuditReport, obs: pd.DataFrame, hints: list[str], exclude: set[str], max_frac: float = 0.5) -> str | None:
@@ -263,6 +357,22 @@ def pick_column(audit: AuditReport, obs: pd.DataFrame, hints: list[str], exclude
         s = name_score(col.name, hints)
         if s > 0 and (best is None or s > best[0]):
             best = (s, col.name)
+    return best[1] if best else None
+
+
+def cell_type_by_values(audit: AuditReport, obs: pd.DataFrame, exclude: set[str]) -> str | None:
+    """A column of 2..50 text labels most of which read as cell types (``CD4 T cells``, ``K562``)."""
+    best = None
+    for col in audit.obs:
+        if col.name in exclude or col.name not in obs.columns or col.numeric or not 1 <= col.n_unique <= 50:
+            continue
+        if NEGATIVE_NAMES.match(col.name) and name_score(col.name, CELL_TYPE_NAMES) == 0:
+            continue
+        vals = values_of(obs, col.name)
+        hits = sum(bool(CELL_TYPE_VALUE.search(v)) for v in vals)
+        if vals and hits >= 0.6 * len(vals) and not any(control_word(v) for v in vals):
+            if best is None or hits / len(vals) > best[0]:
+                best = (hits / len(vals), col.name)
     return best[1] if best else None
 
 
@@ -420,6 +530,12 @@ def infer_mapping_from(audit: AuditReport, obs: pd.DataFrame, ccol: str, control
     """The rest of the builtin spec once the label column is chosen."""
     why = reason
     vals = values_of(obs, ccol)
+    pooled = guide_level(vals) and not any(
+        c.name != ccol and c.name in obs.columns and not c.numeric and pools(obs, ccol, c.name) for c in audit.obs)
+    if pooled:  # guides only: pool them by gene (MYC_sgRNA_1, MYC_sgRNA_2 -> MYC)
+        n_guides = len(vals)
+        vals = list(dict.fromkeys(guide_gene(v) for v in vals))
+        why += f"; guide-level labels pooled by gene ({n_guides} guides -> {len(vals)} labels)"
     delims = detect_delimiters(vals, set())
     tokens = sorted({t for v in vals for t in split_label(v, delims)})
     if control_labels is None:
@@ -427,8 +543,12 @@ def infer_mapping_from(audit: AuditReport, obs: pd.DataFrame, ccol: str, control
     unknown = sorted(v for v in vals if normalise_token(v) in UNKNOWN_WORDS)
     pert_tokens = [t for t in tokens if not control_word(t) and normalise_token(t) not in UNKNOWN_WORDS]
     aliases = {t: LABEL_ALIASES[t.lower()] for t in pert_tokens if t.lower() in LABEL_ALIASES}
-    cond = FieldMapping(type="direct", source_key=ccol, confidence=conf,
-                        reason=f"{why}; {len(vals)} labels, delimiters {' '.join(delims)}")
+    if pooled:
+        cond = FieldMapping(type="logic", expression=f"obs[{ccol!r}].str.replace({GUIDE_SUFFIX!r}, '', regex=True)",
+                            confidence=conf * 0.9, reason=f"{why}; delimiters {' '.join(delims)}")
+    else:
+        cond = FieldMapping(type="direct", source_key=ccol, confidence=conf,
+                            reason=f"{why}; {len(vals)} labels, delimiters {' '.join(delims)}")
 
     # an explicit 0/1 or True/False control column that agrees with the labels is kept as evidence
     is_ctrl = FieldMapping.null(DEFAULTS["is_control"], confidence=0.9)
@@ -449,9 +569,16 @@ def infer_mapping_from(audit: AuditReport, obs: pd.DataFrame, ccol: str, control
     if pert_type.source_key:
         used.add(pert_type.source_key)
 
-    ct = pick_column(audit, obs, CELL_TYPE_NAMES, used)
+    # guide columns and other label columns (values with control words) are never the cell type
+    labels_elsewhere = {c.name for c in audit.obs if c.name in obs.columns and not c.numeric and 1 <= c.n_unique <= 5000
+                        and (GUIDE_NAME.search(c.name) or any(control_word(v) for v in values_of(obs, c.name)))}
+    ct = pick_column(audit, obs, CELL_TYPE_NAMES, used | labels_elsewhere)
+    ct_why = "its name"
+    if ct is None:
+        ct = cell_type_by_values(audit, obs, used | labels_elsewhere)
+        ct_why = "its values read as cell types/lines"
     cell_type = (FieldMapping(type="direct", source_key=ct, confidence=0.9 if name_score(ct, CELL_TYPE_NAMES) >= 2 * (len(CELL_TYPE_NAMES) - 3) else 0.7,
-                              reason=f"column {ct!r} names the cell type/line ({', '.join(values_of(obs, ct)[:3])})")
+                              reason=f"column {ct!r} names the cell type/line by {ct_why} ({', '.join(values_of(obs, ct)[:3])})")
                  if ct else FieldMapping(type="constant", value="unknown", confidence=0.5, reason="no cell type or line column"))
     if ct:
         used.add(ct)
@@ -486,6 +613,39 @@ def infer_mapping_from(audit: AuditReport, obs: pd.DataFrame, ccol: str, control
         condition_name=cond, is_control=is_ctrl, pert_type=pert_type, cell_type=cell_type,
         donor_id=donor_f, batch_id=batch_f, dose=dose_f,
         control_labels=control_labels, unknown_labels=unknown, combo_delimiters=delims, label_aliases=aliases,
-        is_already_log1p=not x.looks_raw_counts, normalization_required=x.looks_raw_counts,
+        is_already_log1p=not x.needs_normalising(), normalization_required=x.needs_normalising(),
         var_index_type=audit.var.index_type, gene_symbol_column=sym_col, gene_id_column=id_col,
     )
+
+
+def explain(audit: AuditReport, obs: pd.DataFrame) -> tuple[str, "MappingSpec | None"]:
+    """What the builtin Unifier would do with this file, and why, before it does it: the ranked
+    perturbation-column candidates, control labels with the rule that matched each, the cell
+    type / donor / batch / dose columns, and the counts-vs-log decision. Returns (markdown, spec);
+    spec is None (and the reason is in the text) when the file cannot be mapped."""
+    from harmonycell.tools.errors import HarmonyCellError
+
+    lines = ["", "## What the Unifier will do (builtin policy)", "", "Perturbation-column candidates, best first:"]
+    cands = condition_candidates(audit, obs)
+    for score, name, labels, why in cands[:6]:
+        lines.append(f"- `{name}` (score {score:.1f}): {why}")
+    if not cands:
+        lines.append("- none: no categorical column holds a control label")
+    try:
+        spec = infer_mapping(audit, obs)
+    except HarmonyCellError as e:
+        lines += ["", f"**Cannot map this file:** {e.one_line()}"]
+        return "\n".join(lines) + "\n", None
+    lines += ["", "Decisions:"]
+    for name, fm in spec.fields().items():
+        src = fm.source_key or fm.expression or ("" if fm.value is None else repr(fm.value))
+        lines.append(f"- {name}: {fm.type} {f'`{src}`' if src else ''} (confidence {fm.confidence:.2f}) -- {fm.reason}")
+    rules = [f"`{c}` ({control_match(c)[1] if control_match(c) else 'given'})" for c in spec.control_labels]
+    lines.append(f"- control labels: {', '.join(rules) or 'none (a flag column names controls)'}")
+    if spec.unknown_labels:
+        lines.append(f"- labels meaning 'unknown perturbation' (cells dropped): {', '.join(spec.unknown_labels)}")
+    lines.append(f"- scale: {audit.x.scale or 'unclear'} -- {audit.x.reason}; "
+                 f"{'normalize_total(1e4) + log1p' if spec.normalization_required else 'used as is (not logged again)'}")
+    lines.append(f"- genes: index {spec.var_index_type}; symbols from "
+                 f"{'`' + spec.gene_symbol_column + '`' if spec.gene_symbol_column else 'the index'}")
+    return "\n".join(lines) + "\n", spec

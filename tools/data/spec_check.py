@@ -125,12 +125,12 @@ def validate_and_repair(spec: MappingSpec, audit: AuditReport, obs: pd.DataFrame
 
     # 3. numerical facts must agree with the fingerprint: never log twice, never leave counts raw
     x = audit.x
-    if spec.normalization_required and not x.looks_raw_counts:
-        repairs.append(Repair(field="normalization_required", problem=f"spec normalises data that are not raw counts ({x.reason})",
+    if spec.normalization_required and not x.needs_normalising():
+        repairs.append(Repair(field="normalization_required", problem=f"spec normalises data that are already log-normalised ({x.reason})",
                               action="set from the X fingerprint"))
         spec = spec.model_copy(update={"normalization_required": False, "is_already_log1p": True})
-    elif not spec.normalization_required and x.looks_raw_counts:
-        repairs.append(Repair(field="normalization_required", problem=f"spec leaves raw counts unnormalised ({x.reason})",
+    elif not spec.normalization_required and x.needs_normalising():
+        repairs.append(Repair(field="normalization_required", problem=f"spec leaves unlogged values unnormalised ({x.reason})",
                               action="set from the X fingerprint"))
         spec = spec.model_copy(update={"normalization_required": True, "is_already_log1p": False})
     if not np.isfinite(spec.target_sum) or spec.target_sum <= 0:

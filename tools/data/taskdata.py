@@ -1,8 +1,8 @@
 """The on-disk task format: what the sandbox may see, derived from the canonical AnnData.
 
 The canonical ``unified.h5ad`` (with ``obs['split']``) stays on the host: it holds the held-out
-targets. ``export_sandbox_data`` writes the sandbox-visible part: training cells with their
-targets, control cells of every split (inputs, not targets), the val/test *queries* (which
+targets, validation and test alike. ``export_sandbox_data`` writes the sandbox-visible part:
+training cells with their targets (nothing else has any), control cells of every split (inputs, not targets), the val/test *queries* (which
 perturbation in which context to predict) and perturbation features computed from training data
 only. See ``harmonycell.sandbox.harness`` for how the sandbox reads it.
 """
@@ -144,9 +144,18 @@ def export_sandbox_data(adata: AnnData, out_dir: Path) -> dict:
         "control_label": CONTROL_LABEL,
         "n_train_cells": int(len(train_rows)),
         "n_control_cells": int(len(ctrl_rows)),
+        # what the split holds out; the harness's early stopping holds out the same kind of unit
+        # from the training cells (no validation or test target ever enters the sandbox)
+        "holdout_unit": holdout_unit(adata),
     }
     atomic.write_json(out_dir / "meta.json", meta)
     return meta
+
+
+def holdout_unit(adata: AnnData) -> str:
+    """``context`` for the unseen-cell-context task, else ``condition``."""
+    task = str((adata.uns.get("split_info") or {}).get("task", ""))
+    return "context" if task == "unseen-cell-context" else "condition"
 
 
 def npy_bytes(a: np.ndarray) -> bytes:

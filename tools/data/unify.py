@@ -69,6 +69,9 @@ class InputReport(BaseModel):
     gene_id_type: str
     genes_in: int
     genes_lost_in_merge: int = 0
+    scale: str = ""  # counts | log | normalised (see audit.scale_of)
+    species: str = ""
+    species_evidence: str = ""
     policy: str
     fields: dict[str, FieldReport]
     repairs: list[Repair] = Field(default_factory=list)
@@ -88,6 +91,8 @@ class UnifyReport(BaseModel):
     split_info: dict | None = None  # units of each split and the rule that made them
     gene_selection: dict | None = None  # the rule that chose the task's genes, and its counts
     genes: list[str] = Field(default_factory=list, exclude=True)  # written to genes.json
+    # merges made by tools/data/harmonise.py: {"labels": {variant: kept}, "cell_types": {...}}
+    harmonised: dict = Field(default_factory=dict)
 
 
 @dataclass
@@ -106,6 +111,7 @@ class Prepared:
     adata: AnnData  # kept cells, X normalised, float32 CSR
     genes: GeneIds
     repairs: list[Repair]
+    species: tuple[str, str] = ("unknown", "")
 
 
 def read_h5ad(path: Path) -> AnnData:
@@ -134,14 +140,10 @@ def fingerprint_in_memory(X: sp.csr_matrix) -> XFingerprint:
     return fingerprint_matrix(X)
 
 
-def check_matrix(path: Path, fp: XFingerprint) -> None:
-    if fp.n_nonfinite:
-        raise InputError(f"X holds {fp.n_nonfinite} NaN/inf values", where=f"{path} X",
-                         fix="replace or drop them before unifying (e.g. np.nan_to_num on the raw counts)")
-    if fp.n_negative:
-        raise InputError(f"X holds {fp.n_negative} negative values (min {fp.min:.3g}): scaled or "
-                         "centred data, not counts or log-normalised expression", where=f"{path} X",
-                         fix="pass the raw counts or the log-normalised matrix (e.g. from a layer or .raw)")
+def check_matrix(path: Path, audit: AuditReport) -> None:
+    from harmonycell.tools.data.validate import check_x
+
+    check_x(audit, str(path))
 
 
 def check_names(path: Path, adata: AnnData) -> None:
@@ -153,7 +155,7 @@ def check_names(path: Path, adata: AnnData) -> None:
         dup = adata.var_names[adata.var_names.duplicated()][:3].tolist()
         raise InputError(f"non-unique gene names ({int(adata.var_names.duplicated().sum())}, e.g. {', '.join(map(str, dup))})",
                          where=f"{path} var_names", fix="make them unique (adata.var_names_make_unique()) or index by Ensembl id")
-    if adata.n_obs == 0 or adata.n_vars == 0:
+    if adata.n_obs == 0 or adata.n_vars == 0:  # before the duplicate checks can be misleading
         raise InputError(f"no data: {adata.n_obs} cells x {adata.n_vars} genes", where=str(path),
                          fix="check that the right file was exported")
 
@@ -186,8 +188,10 @@ def normalise(adata: AnnData, spec: MappingSpec) -> None:
     import scanpy as sc
 
     if spec.normalization_required:
-        sc.pp.normalize_total(adata, target_sum=spec.target_sum)
-        sc.pp.log1p(adata)
+        with warnings.catch_warnings():  # zero-count cells stay zero: the warning changes nothing
+            warnings.simplefilter("ignore")
+            sc.pp.normalize_total(adata, target_sum=spec.target_sum)
+            sc.pp.log1p(adata)
 
 
 def prepare(path: Path, spec: MappingSpec | None, dataset_id: str) -> Prepared:
@@ -195,7 +199,7 @@ def prepare(path: Path, spec: MappingSpec | None, dataset_id: str) -> Prepared:
     check_names(path, adata)
     adata.X = as_csr32(adata.X)
     audit = audit_from_memory(path, adata)
-    check_matrix(path, audit.x)
+    check_matrix(path, audit)
     obs = adata.obs
     if spec is None:
         spec = infer_mapping(audit, obs, dataset_id=dataset_id)
@@ -204,6 +208,11 @@ def prepare(path: Path, spec: MappingSpec | None, dataset_id: str) -> Prepared:
     spec, repairs = validate_and_repair(spec, audit, obs, adata.var)
     applied = apply_obs(spec, obs)
     genes = gene_ids(spec, adata.var)
+    from harmonycell.tools.data.species import species_of
+    from harmonycell.tools.data.validate import check_gene_names
+
+    check_gene_names(genes.symbol, genes.ensembl, str(path))
+    species = species_of(genes.symbol, genes.ensembl)
     # keep only what the canonical file needs: drop layers, obsm etc. before any copy
     X = adata.X
     del adata
@@ -214,7 +223,7 @@ def prepare(path: Path, spec: MappingSpec | None, dataset_id: str) -> Prepared:
     out.obs["_dose"] = applied.kept["dose"].to_numpy()
     out.var_names = genes.symbol.index.astype(str)
     normalise(out, spec)
-    return Prepared(spec, audit, applied, out, genes, repairs)
+    return Prepared(spec, audit, applied, out, genes, repairs, species)
 
 
 def audit_from_memory(path: Path, adata: AnnData) -> AuditReport:
@@ -269,11 +278,37 @@ def gene_table(preps: list[Prepared]) -> tuple[str, pd.DataFrame, list[np.ndarra
     return kind, var, rows, lost
 
 
+def describe_ids(genes: GeneIds) -> str:
+    ens = genes.ensembl.notna().mean() if len(genes.ensembl) else 0.0
+    sym = genes.symbol[genes.ensembl.isna()] if ens < 1 else genes.symbol.iloc[:0]
+    parts = []
+    if ens > 0:
+        parts.append(f"Ensembl ids for {ens:.0%} of genes (e.g. {genes.ensembl.dropna().iloc[0]})")
+    if len(sym):
+        parts.append(f"names like {', '.join(map(str, sym.iloc[:3]))}")
+    return " and ".join(parts) or "no gene names"
+
+
+def shared_gene_check(keys: list[tuple[str, GeneIds]], paths: list[str]) -> None:
+    """Refuse inputs that share no gene, saying what each one holds (not a generic hint)."""
+    use_ens = all(g.ensembl.notna().mean() > 0.9 for _, g in keys)
+    sets = [set(g.ensembl.dropna()) if use_ens else set(g.symbol.str.upper()) for _, g in keys]
+    common = set.intersection(*sets) if sets else set()
+    if common:
+        return
+    desc = "; ".join(f"{d} has {describe_ids(g)}" for d, g in keys)
+    raise InputError(f"the inputs share no gene ({desc})", where=", ".join(paths),
+                     fix="give every input the same kind of gene identifier (a var column of symbols or of "
+                         "Ensembl ids in each, named in a mapping spec's gene_symbol_column/gene_id_column)")
+
+
 def merge(preps: list[Prepared]) -> tuple[AnnData, str, list[int]]:
+    from harmonycell.tools.data.harmonise import fold_label_case, harmonise_cell_types
+    from harmonycell.tools.data.validate import check_same_species
+
+    check_same_species([(p.spec.dataset_id, *p.species) for p in preps])
+    shared_gene_check([(p.spec.dataset_id, p.genes) for p in preps], [p.audit.path for p in preps])
     kind, var, rows, lost = gene_table(preps)
-    if len(var) == 0:
-        raise InputError("the inputs share no genes", where=", ".join(p.audit.path for p in preps),
-                         fix="check gene identifiers: give each file a symbol or Ensembl var column")
     mats, obs = [], []
     for p, r in zip(preps, rows):
         X = p.adata.X
@@ -283,12 +318,15 @@ def merge(preps: list[Prepared]) -> tuple[AnnData, str, list[int]]:
         obs.append(p.adata.obs)
     X = mats[0] if len(mats) == 1 else sp.vstack(mats, format="csr")
     o = pd.concat(obs, axis=0)
+    o["condition_name"], label_merges = fold_label_case(o["condition_name"])
+    o["cell_type"], ct_merges = harmonise_cell_types(o["cell_type"])
     if not o.index.is_unique:  # two inputs reuse cell names: prefix with the dataset
         o.index = (o["dataset_id"].astype(str) + ":" + o.index.astype(str)).to_numpy()
         if not o.index.is_unique:
             raise InputError("duplicate cell names after merging", where="inputs",
                              fix="give the inputs distinct dataset ids")
     merged = AnnData(X=X, obs=o, var=var)
+    merged.uns["harmonised"] = {"labels": label_merges, "cell_types": ct_merges}
     return merged, kind, lost
 
 
@@ -362,6 +400,7 @@ def input_report(p: Prepared, lost: int) -> InputReport:
         pert_type={k: int(v) for k, v in pert["pert_type"].value_counts().items()},
         already_log=p.spec.is_already_log1p, normalised=p.spec.normalization_required,
         gene_id_type=p.audit.var.index_type, genes_in=p.audit.n_genes, genes_lost_in_merge=lost,
+        scale=p.audit.x.scale, species=p.species[0], species_evidence=p.species[1],
         policy=p.spec.policy, fields=fields, repairs=p.repairs,
     )
 
@@ -388,6 +427,12 @@ def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, 
     if isinstance(task, str):
         task = TaskKind.parse(task)
     specs = specs or {}
+    from harmonycell.tools.data.validate import check_duplicate_inputs, check_options
+
+    check_options(n_hvg=n_hvg)
+    for path in paths:
+        check_h5ad_file(path)
+    check_duplicate_inputs(paths)
     preps = []
     for path, did in zip(paths, dataset_ids(paths)):
         try:
@@ -398,6 +443,7 @@ def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, 
                 e.args = (e.one_line(),)
             raise
     adata, key, lost = merge(preps)
+    harmonised = dict(adata.uns.pop("harmonised", {}))
     for p in preps:
         p.adata = None  # type: ignore[assignment]  # merged: let the per-input copies go
     genes_common = adata.n_vars
@@ -429,6 +475,7 @@ def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, 
         conditions=int(adata.obs.loc[~adata.obs["is_control"], "condition_name"].nunique()),
         task=task.value if task else None, seed=seed if task else None, split_info=split_info,
         gene_selection=gene_record, genes=[str(g) for g in adata.var_names],
+        harmonised=harmonised,
     )
     return UnifyOutcome(adata=adata, specs={p.spec.dataset_id: p.spec for p in preps}, report=report,
                         audits={p.spec.dataset_id: p.audit for p in preps})
@@ -436,38 +483,109 @@ def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, 
 
 def write_unify_outputs(outcome: UnifyOutcome, out_dir: Path) -> dict[str, Path]:
     """DIR/unified.h5ad, DIR/mapping/<stem>.json, DIR/unify_report.json, DIR/audit/<stem>.{md,json}.
-    Everything is staged in a temporary folder first, so a failure leaves DIR untouched."""
+
+    Everything is staged in a temporary folder beside DIR, then swapped in by two renames (a
+    previous unify output is moved aside, then deleted): DIR is whole or absent, never half-written
+    nor mixed with another input's outputs. A folder holding anything else is refused."""
+    import re
     import shutil
     import tempfile
 
+    from harmonycell.tools.data.validate import check_unify_out
+
     out_dir = Path(out_dir)
+    check_unify_out(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for left in out_dir.parent.glob(f".{out_dir.name}.*"):  # a killed earlier write's staging folder
+        if left.is_dir() and re.fullmatch(rf"\.{re.escape(out_dir.name)}\.(old\.)?[A-Za-z0-9_]{{8}}", left.name):
+            shutil.rmtree(left, ignore_errors=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    old = None
     try:
-        outcome.adata.write_h5ad(stage / "unified.h5ad")
-        for did, spec in outcome.specs.items():
-            atomic.write_text(stage / "mapping" / f"{did}.json", spec.model_dump_json(indent=2) + "\n")
-        for did, a in outcome.audits.items():
-            atomic.write_text(stage / "audit" / f"{did}.md", a.to_markdown())
-            atomic.write_text(stage / "audit" / f"{did}.json", a.model_dump_json(indent=2) + "\n")
-        atomic.write_text(stage / "unify_report.json", outcome.report.model_dump_json(indent=2) + "\n")
-        # what was held out and which genes the task kept, each with the rule that chose it
-        if outcome.report.split_info is not None:
-            atomic.write_json(stage / "split.json", outcome.report.split_info)
-        atomic.write_json(stage / "genes.json", {**(outcome.report.gene_selection or {}),
-                                                 "genes": outcome.report.genes})
-        out_dir.mkdir(parents=True, exist_ok=True)
-        written = {}
-        # move file by file (renames in one filesystem): each target is whole or absent
-        for src in sorted(stage.rglob("*")):
-            if src.is_file():
-                dst = out_dir / src.relative_to(stage)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                src.replace(dst)
-                written[str(src.relative_to(stage))] = dst
-        return written
+        failure = write_stage_reporting_once(outcome, stage)
+        if failure is not None:
+            raise failure
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+            out_dir.replace(old / "previous")
+        stage.replace(out_dir)
+        return {str(p.relative_to(out_dir)): p for p in sorted(out_dir.rglob("*")) if p.is_file()}
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# Folders whose HDF5 write failed in this process. h5py's handles of such a file can crash the
+# interpreter as it finalises (SIGSEGV after the error is reported); the CLI then leaves with
+# os._exit once its one-line error is out.
+BROKEN_WRITES: list[str] = []
+
+
+def clean_os_error(e: OSError) -> OSError:
+    """One line for a failed write: h5py's message spans lines and names its own internals."""
+    import errno as errno_mod
+    import os
+    import re
+
+    code = e.errno
+    if code is None:
+        m = re.search(r"errno = (\d+)", str(e))
+        code = int(m.group(1)) if m else errno_mod.EIO
+    return OSError(code, os.strerror(code), e.filename)
+
+
+def write_stage_reporting_once(outcome: UnifyOutcome, stage: Path) -> OSError | None:
+    """write_stage; a failed write (disk full) comes back as one OSError. After such a failure
+    h5py's objects of the broken file print tracebacks from C as they are freed; stderr (fd 2) is
+    held aside during the write and replayed only when the write succeeded."""
+    import gc
+    import os
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        failure = None
+        try:
+            try:
+                write_stage(outcome, stage)
+            except OSError as e:
+                failure = clean_os_error(e)
+                # close the broken file's objects now: left to interpreter exit they can crash it
+                import h5py
+
+                h5py._objects.nonlocal_close()
+                BROKEN_WRITES.append(str(stage))
+            gc.collect()
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        if failure is None:
+            held.seek(0)
+            text = held.read()
+            if text:
+                sys.stderr.write(text.decode(errors="replace"))
+    return failure
+
+
+def write_stage(outcome: UnifyOutcome, stage: Path) -> None:
+    """Every unify output, into the staging folder."""
+    outcome.adata.write_h5ad(stage / "unified.h5ad")
+    for did, spec in outcome.specs.items():
+        atomic.write_text(stage / "mapping" / f"{did}.json", spec.model_dump_json(indent=2) + "\n")
+    for did, a in outcome.audits.items():
+        atomic.write_text(stage / "audit" / f"{did}.md", a.to_markdown())
+        atomic.write_text(stage / "audit" / f"{did}.json", a.model_dump_json(indent=2) + "\n")
+    atomic.write_text(stage / "unify_report.json", outcome.report.model_dump_json(indent=2) + "\n")
+    # what was held out and which genes the task kept, each with the rule that chose it
+    if outcome.report.split_info is not None:
+        atomic.write_json(stage / "split.json", outcome.report.split_info)
+    atomic.write_json(stage / "genes.json", {**(outcome.report.gene_selection or {}),
+                                             "genes": outcome.report.genes})
 
 
 __all__ = ["UnifyOutcome", "UnifyReport", "InputReport", "unify", "write_unify_outputs", "SPEC_FIELDS",

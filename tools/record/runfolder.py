@@ -36,10 +36,11 @@ class RunConfig(BaseModel):
     use_kb: bool = True  # read and write the knowledge base (SPEC 6)
     kb_path: str | None = None  # None: the user's data directory
     node_timeout_s: float = 900.0
-    backend: str = "auto"  # sandbox backend: docker | local | auto
+    backend: str = "auto"  # sandbox backend: auto | docker | bwrap | unsafe-local
     llm: dict | None = None  # LLM endpoint settings (base_url, model, api_key_env, ...); None: builtin
     epochs: int = 100
     fold: list[int] | None = None  # [k, K]: test units are fold k of K (cross-validation)
+    specs_dir: str | None = None  # --specs: a folder of <dataset>.json mapping specs (user-written)
     # said by the person (chat) or on the command line; honoured by the Unifier's split and the Planner
     hold_out: list[str] = Field(default_factory=list, description="cell types / contexts the test holds out")
     exclude: list[str] = Field(default_factory=list, description="paradigms or backbones not to try")

@@ -4,6 +4,10 @@ No LLM takes part in these checks (a confident wrong agent must not be able to t
 them). They are deliberately conservative: model code needs tensors and arithmetic, never files,
 processes, the network or introspection, so anything that could reach those is rejected with the
 line and the reason, which the LLM Coder sends back to the model to fix.
+
+This is a lint, not the wall: Python offers more ways to reach a file than any list of names
+can hold. The wall is the sandbox (docker or bwrap), which holds nothing the code must not read;
+tests/test_seeded_cheats.py tries the ways this lint misses against it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ FORBIDDEN_ATTRS = frozenset({
     "load", "save", "savez", "savez_compressed", "loadtxt", "savetxt", "genfromtxt", "fromfile",
     "tofile", "from_file", "memmap", "hub", "cpp_extension", "ctypeslib", "multiprocessing",
     "distributed", "ops", "classes", "_C", "system", "popen", "library", "load_library",
+    # modules re-exported as attributes (torch.os, torch.sys.modules, np.lib._datasource.open)
+    "os", "sys", "modules", "_datasource", "DataSource", "fromregex", "subprocess", "socket",
+    "builtins", "io", "pathlib", "shutil", "importlib",
 })
 ALLOWED_DUNDERS = frozenset({"__init__", "__name__", "__future__"})
 

@@ -80,7 +80,11 @@ def task_profile_text(adata, task_kind: str) -> str:
                else adata.var_names.astype(str).to_numpy())
     X = adata.X[np.flatnonzero(train)]
     X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
-    top = symbols[np.argsort(-X.var(0))[:30]] if X.size else symbols[:30]
+    # a held-out unit is never named, even where its gene varies in training cells
+    held = {g for c in obs.loc[~train & ~obs["is_control"].astype(bool), "condition_name"].astype(str)
+            for g in c.split("+")}
+    order = np.argsort(-X.var(0)) if X.size else np.arange(len(symbols))
+    top = [s for s in symbols[order] if s not in held][:30]
     combos = sum("+" in c for c in conds)
     return (f"Task: {task_kind}. Perturbation type: {', '.join(types) or 'unknown'}. "
             f"{len(conds)} training perturbations ({combos} combinations): {', '.join(conds[:40])}. "
