@@ -45,7 +45,9 @@ class StepAgent(BaseChatAgent):
     async def on_messages(self, messages: Sequence[BaseChatMessage],
                           cancellation_token: CancellationToken) -> Response:
         content = last_content(messages)
-        handler = getattr(self, f"on_{type(content).__name__}", None)
+        # a subclass message (e.g. SearchReviewed) is handled as its base where it has no handler of its own
+        handler = next((h for cls in type(content).__mro__
+                        if (h := getattr(self, f"on_{cls.__name__}", None)) is not None), None)
         if handler is None:
             raise TypeError(f"{self.name} cannot handle {type(content).__name__}")
         try:

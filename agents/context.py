@@ -25,6 +25,7 @@ class RunContext:
     failure: BaseException | None = None
     cancel: threading.Event = field(default_factory=threading.Event)  # set on Ctrl-C: kill the job
     cache: dict[str, Any] = field(default_factory=dict)  # e.g. the loaded unified AnnData
+    chat: bool = False  # a person is in the conversation (chat mode's routes)
 
     def llm_policy(self, name: str):
         """The run's LLM session when policy ``name`` may use it now (configured, budget left)."""
@@ -49,7 +50,7 @@ class RunContext:
                                      content_artifacts(data))
         from harmonycell.agents.cli.render import render_record
 
-        render_record(self.console, rec.model_dump(mode="json"))
+        render_record(self.console, rec.model_dump(mode="json"), chat=self.chat)
 
     def tool_call(self, source: str, tool: str, args: dict, result: Any = None,
                   artifacts: list[ArtifactRef] | None = None) -> None:

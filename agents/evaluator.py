@@ -5,7 +5,7 @@ from __future__ import annotations
 import anndata as ad
 
 from harmonycell.agents.base import StepAgent
-from harmonycell.agents.messages import Artifact, NodeExecuted, NodeScored, SearchDone, TestScored
+from harmonycell.agents.messages import Artifact, NodeExecuted, NodeScored, SearchDone, SearchReviewed, TestScored
 from harmonycell.tools.record import atomic
 from harmonycell.tools.search import tree as T
 from harmonycell.tools.evaluation.baselines import compute_baselines
@@ -71,6 +71,10 @@ class Evaluator(StepAgent):
             base = compute_baselines(self.adata(), "val").baselines
             self.ctx.cache["train_mean_val"] = base.get("train_mean", {}).get(SEARCH_METRIC)
         return self.ctx.cache["train_mean_val"]
+
+    def on_SearchReviewed(self, done: SearchReviewed) -> TestScored:
+        """Chat mode: the person has seen the search's result and sent it on to the test."""
+        return self.on_SearchDone(done)
 
     def on_SearchDone(self, done: SearchDone) -> TestScored:
         run = self.ctx.run

@@ -38,14 +38,38 @@ class UnifyDone(BaseModel):
     dropped_cells: int
     mapping_specs: list[Artifact]
     unified: Artifact
+    unit: str = "perturbation"  # what a held-out item is: perturbation, cell context, combination
+    held_out: dict[str, list[str]] = Field(default_factory=dict)  # split -> the named held-out units
+
+
+class Steer(BaseModel):
+    """User (chat mode): one change of course said in words, validated, before or between search rounds."""
+
+    said: str  # the person's words
+    exclude: list[str] = Field(default_factory=list)  # paradigms or backbones the search must not try
+    time_limit_s: float | None = None
+    add_nodes: int = 0
+    drop_inputs: list[str] = Field(default_factory=list)  # these change the data: a new run
+    hold_out: list[str] = Field(default_factory=list)
 
 
 class Approval(BaseModel):
-    """User (chat mode): whether to go on from the unified data to the search, and with what budget."""
+    """User (chat mode): whether to go on to (more) search, with what budget and changes of course."""
 
     approved: bool
     budget_nodes: int | None = None
     note: str = ""
+    changes: list[Steer] = Field(default_factory=list)  # honoured by the Planner via the run's config
+
+
+class Question(BaseModel):
+    """User (chat mode): a question asked instead of an answer, and what the records say."""
+
+    said: str
+    answer: str
+    topic: str = ""
+    sources: list[str] = Field(default_factory=list)  # run-folder records the answer was read from
+    by: str = "builtin"  # builtin | llm
 
 
 class NodePlan(BaseModel):
@@ -105,6 +129,10 @@ class SearchDone(BaseModel):
     reason: str
 
 
+class SearchReviewed(SearchDone):
+    """User (chat mode): the person has seen the search's result and sends it on to the test."""
+
+
 class TestScored(BaseModel):
     """Evaluator: the best node on the test split, beside the baselines."""
 
@@ -148,6 +176,6 @@ class Verdict(BaseModel):
 
 
 CONTENT_TYPES: tuple[type[BaseModel], ...] = (
-    RunRequest, AuditDone, UnifyDone, Approval, NodePlan, NodeExecuted, NodeFailed, NodeAbandoned,
-    NodeScored, SearchDone, TestScored, Verdict,
+    RunRequest, AuditDone, UnifyDone, Steer, Approval, Question, NodePlan, NodeExecuted, NodeFailed, NodeAbandoned,
+    NodeScored, SearchDone, SearchReviewed, TestScored, Verdict,
 )

@@ -2,8 +2,10 @@
 
 Each handler loads the tree (data), applies what happened (a score, an abandonment), routes the
 outcome (``failure_routing``), then asks the policy for the next expansion. The policy is one
-function, ``choose_next(tree, profile, priors) -> Choice | None``: builtin hierarchical MCTS
-(``tree.choose_expansion``); another policy (an LLM's) can take its place.
+function, ``choose_next(tree, profile, priors, menu) -> Choice | None``: builtin hierarchical MCTS
+(``tree.choose_expansion``); another policy (an LLM's) can take its place. ``menu`` is the action
+space less what the person excluded (``RunConfig.exclude``), so excluded paradigms and backbones
+are never proposed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from harmonycell.tools.search.actions import child_actions, parse_action
 from harmonycell.tools.search.budget import estimate_node_seconds, fmt_duration, nodes_that_fit
 from harmonycell.tools.search.failure_routing import route_abandoned, route_scored
 
-Policy = Callable[[T.Tree, str, dict], "T.Choice | None"]
+Policy = Callable[[T.Tree, str, dict, Callable[[str], list[str]]], "T.Choice | None"]
+Menu = Callable[[str], list[str]]
 
 
 @lru_cache(maxsize=4096)
@@ -35,9 +38,21 @@ def same_model(a: str, b: str) -> bool:
     return a != b and T.level_of(a) == T.level_of(b) == "refinement" and _resolved(a) == _resolved(b)
 
 
-def builtin_policy(tree: T.Tree, profile: str, priors: dict) -> T.Choice | None:
+def excluding(menu: Menu, banned: set[str]) -> Menu:
+    """``menu`` without actions under a ``banned`` paradigm or backbone name; a paradigm whose
+    backbones are all banned is dropped too (it would have nothing to offer)."""
+    if not banned:
+        return menu
+
+    def filtered(action: str) -> list[str]:
+        out = [a for a in menu(action) if not banned & set(a.split("/")[:2])]
+        return [a for a in out if T.level_of(a) != "paradigm" or filtered(a)]
+    return filtered
+
+
+def builtin_policy(tree: T.Tree, profile: str, priors: dict, menu: Menu = child_actions) -> T.Choice | None:
     """Hierarchical MCTS: UCT (Q_mix) at every level, expansion by the prior."""
-    return T.choose_expansion(tree, child_actions, priors, same_model)
+    return T.choose_expansion(tree, menu, priors, same_model)
 
 
 class Planner(StepAgent):
@@ -49,6 +64,10 @@ class Planner(StepAgent):
 
     def _tree(self) -> T.Tree:
         return T.Tree.load(self.ctx.run.tree_json)
+
+    def _menu(self) -> Menu:
+        """The action space the search may use: paradigms/backbones the person ruled out are gone."""
+        return excluding(child_actions, set(self.ctx.config.exclude))
 
     def _trace(self, records: list[dict]) -> None:
         for rec in records:
@@ -165,11 +184,13 @@ class Planner(StepAgent):
         """The LLM's expansion (validated by the action grammar in ``agents.policies.planner``) as a
         ``Choice``: a root proposal ``paradigm/backbone`` adds the paradigm's decision node first
         when the tree has none yet. None without an LLM for the planner, or after its fallback."""
+        menu = self._menu()
+
         def untried(n: T.Node) -> list[str]:
             if n.id == T.ROOT:
                 tried = {k.action for k in tree.nodes.values() if T.level_of(k.action) == "backbone"}
-                return [b for p in child_actions("") for b in child_actions(p) if b not in tried]
-            return T.untried(tree, n, child_actions, same_model)
+                return [b for p in menu("") for b in menu(p) if b not in tried]
+            return T.untried(tree, n, menu, same_model)
 
         exp = propose_expansion(self.ctx, tree, untried)
         if exp is None:
@@ -190,7 +211,8 @@ class Planner(StepAgent):
         # a routing decision (SPEC 10) takes precedence; otherwise an LLM, when configured, proposes
         choice = None if tree.route else self._llm_choice(tree)
         if choice is None:
-            choice = self.policy(tree, self._profile() if self.ctx.config.use_kb else "", tree.priors)
+            choice = self.policy(tree, self._profile() if self.ctx.config.use_kb else "", tree.priors,
+                                 self._menu())
         if choice is None:
             return self._done(tree, "action space exhausted", False)
         parent = choice.parent
@@ -217,6 +239,10 @@ class Planner(StepAgent):
             return SearchDone(best_node=None, n_nodes=0, reason=f"the user stopped the run: {a.note or 'declined'}")
         if a.budget_nodes:
             self.ctx.config.budget_nodes = a.budget_nodes
+        for change in a.changes:  # the person's steering, already validated by the chat
+            self.ctx.config.exclude = sorted(set(self.ctx.config.exclude) | set(change.exclude))
+            if change.time_limit_s:
+                self.ctx.config.time_limit_s = change.time_limit_s
         return self.on_UnifyDone(None)
 
     def on_NodeScored(self, s: NodeScored) -> NodePlan | SearchDone:
@@ -231,7 +257,7 @@ class Planner(StepAgent):
         T.backpropagate(tree, node.id, s.reward)
         if "train_mean_val" in s.metrics:  # no validation split: nothing to compare, no routing
             self._trace(route_scored(tree, node.id, node.val_metric, s.metrics.get("train_mean_val"),
-                                     child_actions, same_model))
+                                     self._menu(), same_model))
         return self._next(tree)
 
     def on_NodeAbandoned(self, a: NodeAbandoned) -> NodePlan | SearchDone:

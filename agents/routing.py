@@ -69,7 +69,9 @@ def _chat() -> tuple[dict, dict]:
     return derive((*TEAM, User))
 
 
-# Chat mode puts the person between the data and the search: they approve (and may size) it.
+# Chat mode puts the person (the User agent's handlers) between the data and the search and between
+# search rounds: they approve, size and steer it, or send the result on to the test
+# (SearchReviewed). Their Steer and Question messages are recorded, not routed.
 CHAT_ROUTES, CHAT_PRODUCES = _chat()
 
 

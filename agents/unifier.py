@@ -22,6 +22,28 @@ def dropped_cells(report: dict) -> int:
     return int(sum(i.get("dropped", 0) for i in report.get("inputs", [])))
 
 
+def held_out_units(info: dict) -> tuple[str, dict[str, list[str]]]:
+    """What the split holds out, named: (unit, split -> units), from the split's own record."""
+    if info.get("test_context"):
+        held = {"test": info.get("test_contexts") or [info["test_context"]]}
+        if info.get("val_context"):
+            held["val"] = [info["val_context"]]
+        elif info.get("val_conditions"):
+            held["val"] = list(info["val_conditions"])
+        return "cell context", held
+    unit = "combination" if info.get("task") == "unseen-combination" else "perturbation"
+    return unit, {s: list(info[f"{s}_conditions"]) for s in ("test", "val") if info.get(f"{s}_conditions")}
+
+
+def held_units(units: list[str], show: int = 3) -> str:
+    """Held-out units, named: a context ``dataset|cell type`` reads as ``cell type X (dataset)``."""
+    if all("|" in u for u in units):
+        names = [f"{u.split('|', 1)[1]} ({u.split('|', 1)[0]})" for u in units]
+        return ("cell type " if len(names) == 1 else "cell types ") + ", ".join(names)
+    more = f", +{len(units) - show} more" if len(units) > show else ""
+    return f"{len(units)} perturbation(s) ({', '.join(units[:show])}{more})"
+
+
 class Unifier(StepAgent):
     description_text = "Infers a mapping spec per input and builds the canonical task data."
 
@@ -44,6 +66,7 @@ class Unifier(StepAgent):
             # the user's own specs (--specs) win over the model's; both are validated alike
             specs.update(load_specs(Path(cfg.specs_dir)) if cfg.specs_dir else {})
             outcome = unify([Path(p) for p in done.inputs], task=cfg.task, seed=cfg.seed, specs=specs or None,
+                            hold_out=cfg.hold_out or None,
                             fold=tuple(cfg.fold) if cfg.fold else None)
             write_unify_outputs(outcome, run.unify_dir)
             adata = outcome.adata
@@ -60,6 +83,7 @@ class Unifier(StepAgent):
         self.ctx.tool_call(self.name, "unify", {"inputs": done.inputs, "task": cfg.task.value, "seed": cfg.seed},
                            {"n_obs": adata.n_obs, "n_vars": adata.n_vars, "queries_test": len(meta["queries"]["test"])},
                            specs + [unified])
-        return UnifyDone(n_cells=adata.n_obs, n_genes=adata.n_vars, n_conditions=n_cond,
+        unit, held = held_out_units(report.get("split_info") or {})
+        return UnifyDone(n_cells=adata.n_obs, n_genes=adata.n_vars, n_conditions=n_cond, unit=unit, held_out=held,
                          dropped_cells=dropped, mapping_specs=[Artifact(**s.model_dump()) for s in specs],
                          unified=Artifact(**unified.model_dump()))

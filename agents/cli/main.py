@@ -9,16 +9,18 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import List, Optional
+from functools import partial
+from typing import Callable, List, Optional, Sequence
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.prompt import Prompt
 
 from harmonycell.agents.cli import data as cli_data, evaluation as cli_eval, kb as cli_kb, sandbox as cli_sandbox, train as cli_train
 from harmonycell.agents.cli import plan as cli_plan
 from harmonycell.agents.cli import report as cli_report
-from harmonycell.agents.cli.chat import Ask, User, answer_questions, ask_inputs, ask_task
+from harmonycell.agents.cli.chat import converse
 from harmonycell.agents.context import RunContext
 from harmonycell.agents.policies.llm import LLMConfig, load_llm_config
 from harmonycell.agents.messages import RunRequest
@@ -39,6 +41,7 @@ SPECS_HELP = "folder of <dataset>.json mapping specs to use (validated and repai
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Predict single-cell perturbation responses from heterogeneous .h5ad files.")
 console = Console()
+Person = Callable[[RunContext], object]  # chat mode: makes the User agent for a run's context
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -58,9 +61,11 @@ def search_options(budget: int, time_limit: str | None, kb: Path | None, no_kb: 
 
 
 def start(files: list[Path], task: str, out: Path, llm_config: Path | None = None,
-          ask: Ask | None = None, max_llm_tokens: int | None = None, max_llm_cost: float | None = None,
-          **options) -> RunFolder:
-    """Validate everything, create the run folder, and drive the team to the end."""
+          person: Person | None = None, opening: Sequence[tuple] = (), max_llm_tokens: int | None = None,
+          max_llm_cost: float | None = None, **options) -> RunFolder:
+    """Validate everything, create the run folder, and drive the team to the end.
+
+    ``opening``: (kind, source, type, content) records that come first (chat: the person's request)."""
     if llm_config is None and (max_llm_tokens or max_llm_cost):
         raise InputError("--max-llm-tokens/--max-llm-cost limit an LLM, but no --llm-config was given",
                          fix="add --llm-config FILE, or drop the limits")
@@ -76,15 +81,19 @@ def start(files: list[Path], task: str, out: Path, llm_config: Path | None = Non
     if specs:
         options["specs_dir"] = str(Path(specs).resolve())
     run = create_run(out, files, task, llm=llm, **options)
-    drive(run, ask)
+    transcript = Transcript(run.root)
+    for kind, source, type_, content in opening:
+        transcript.append(kind, source, type_, content)
+    drive(run, person)
     return run
 
 
-def drive(run: RunFolder, ask: Ask | None = None, llm_client=None) -> None:
+def drive(run: RunFolder, person: Person | None = None, llm_client=None) -> None:
     """Run (or resume) the team on a prepared run folder; mark it failed or complete.
 
-    With ``ask`` (chat mode) a User agent joins the team between the data and the search;
-    ``llm_client`` replaces the configured endpoint (``replay --rerun`` serves recorded replies).
+    With ``person`` (chat mode) the User agent it makes joins the team between the data and the
+    search and between search rounds; ``llm_client`` replaces the configured endpoint
+    (``replay --rerun`` serves recorded replies).
     """
     cfg = run.config()
     with warnings.catch_warnings(record=True) as caught:
@@ -101,10 +110,11 @@ def drive(run: RunFolder, ask: Ask | None = None, llm_client=None) -> None:
         err.print(f"[bold yellow]warning:[/] {w.message}")
         ctx.transcript.append("event", "harmonycell", "sandbox_warning", {"warning": str(w.message)})
     team = None
-    if ask is not None:
+    if person is not None:
         from harmonycell.agents.routing import CHAT_PRODUCES, CHAT_ROUTES
 
-        team = build_team(ctx, extra=[User(ctx, ask)], routes=CHAT_ROUTES, produces=CHAT_PRODUCES)
+        ctx.chat = True
+        team = build_team(ctx, extra=[person(ctx)], routes=CHAT_ROUTES, produces=CHAT_PRODUCES)
     console.print(f"[bold]HarmonyCell[/] run [cyan]{cfg.run_id}[/] -> {run.root}")
 
     def interrupt(signum, frame):  # stop the sandbox job too, not just this process
@@ -227,14 +237,15 @@ def chat(
     no_kb: bool = typer.Option(False, "--no-kb", help="neither read nor write the knowledge base"),
     specs: Optional[Path] = typer.Option(None, "--specs", help=SPECS_HELP),
 ) -> None:
-    """A conversation in the terminal: you approve the search and ask about the result."""
-    ask = lambda q: Prompt.ask(f"[bold yellow]you[/] {q}", console=console, default="", show_default=False)
-    files = files or ask_inputs(ask, console)
-    task = task or ask_task(ask, console)
-    run = start(files, task, out, llm_config, ask=ask, max_llm_tokens=max_llm_tokens,
-                max_llm_cost=max_llm_cost, epochs=epochs, backend=backend,
-                specs_dir=specs, **search_options(budget, time_limit, kb, no_kb))
-    answer_questions(run, ask, console)
+    """A conversation in the terminal: say what you want in your words, ask questions at any
+    turn, steer the search, and ask about the result."""
+    ask = lambda q: Prompt.ask(f"[bold yellow]you[/] {escape(q)}", console=console, default="", show_default=False)
+    opts = search_options(budget, time_limit, kb, no_kb)  # checked before anything is asked
+    opts.pop("budget_nodes")  # the person may size the search in words; --budget is the default
+    llm = load_llm_config(llm_config, max_tokens_total=max_llm_tokens, max_cost_usd=max_llm_cost) if llm_config else None
+    converse(files, task, ask, console, partial(start, out=out, llm_config=llm_config, max_llm_tokens=max_llm_tokens,
+                                                max_llm_cost=max_llm_cost), llm=llm,
+             budget=budget, epochs=epochs, backend=backend, specs_dir=specs, **opts)
 
 
 @app.command()

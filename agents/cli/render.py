@@ -9,6 +9,7 @@ from rich.markup import escape
 COLORS = {
     "user": "bold white", "DataAuditor": "cyan", "Unifier": "blue", "Planner": "magenta",
     "Coder": "green", "Debugger": "yellow", "Evaluator": "bright_cyan", "Judge": "bold red",
+    "User": "bold white",
 }
 
 
@@ -23,9 +24,24 @@ def summary(type_: str, c: dict) -> str:
     if type_ == "AuditDone":
         return "; ".join(c["summaries"])
     if type_ == "UnifyDone":
-        conds = ", ".join(f"{k} {v}" for k, v in c["n_conditions"].items())
-        return (f"{c['n_cells']} cells x {c['n_genes']} genes; perturbations: {conds}; "
-                f"{c['dropped_cells']} cells dropped")
+        if c.get("held_out"):
+            from harmonycell.agents.unifier import held_units  # the unifier imports the agents, which render
+
+            held = "; ".join(f"{split} holds out {held_units(units)}" for split, units in c["held_out"].items())
+        else:
+            held = "perturbations: " + ", ".join(f"{k} {v}" for k, v in c["n_conditions"].items())
+        return f"{c['n_cells']} cells x {c['n_genes']} genes; {held}; {c['dropped_cells']} cells dropped"
+    if type_ == "RunIntent":
+        return f"\"{c.get('said', '')}\" -> {c.get('understood', '')}"
+    if type_ == "Steer":
+        return f"\"{c['said']}\" -> {steer_text(c)}"
+    if type_ == "Approval":
+        if not c["approved"]:
+            return f"stop: {c['note']}"
+        return f"go on with {c['budget_nodes']} node(s)" + (f"; {c['note']}" if c.get("note") else "")
+    if type_ == "Question":
+        cites = f" [{', '.join(c['sources'])}]" if c.get("sources") else ""
+        return f"Q: {c['said']}\n       A ({c.get('by', 'builtin')}): {c['answer']}{cites}"
     if type_ == "NodePlan":
         return f"{c['node_id']}: {c['action']} ({c['reason']})"
     if type_ == "NodeExecuted":
@@ -41,7 +57,7 @@ def summary(type_: str, c: dict) -> str:
 
         return (f"{c['node_id']} val {SEARCH_METRIC} {_fmt(m.get(SEARCH_METRIC))}, DeltaPCC "
                 f"{_fmt(m.get('DeltaPCC'))}, RMSE {_fmt(m.get('RMSE'))}, reward {c['reward']:.3f}")
-    if type_ == "SearchDone":
+    if type_ in ("SearchDone", "SearchReviewed"):
         return f"best {c['best_node']} of {c['n_nodes']} node(s): {c['reason']}"
     if type_ == "TestScored":
         m = c["metrics"]
@@ -57,14 +73,31 @@ def summary(type_: str, c: dict) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in list(c.items())[:4]) if isinstance(c, dict) else str(c)
 
 
-def render_record(console: Console, rec: dict) -> None:
+def steer_text(c: dict) -> str:
+    parts = []
+    if c.get("exclude"):
+        parts.append("exclude " + ", ".join(c["exclude"]))
+    if c.get("time_limit_s"):
+        parts.append(f"time budget {c['time_limit_s'] / 60:g} min")
+    if c.get("add_nodes"):
+        parts.append(f"{c['add_nodes']:+d} node(s)")
+    if c.get("hold_out"):
+        parts.append("hold out " + ", ".join(c["hold_out"]))
+    if c.get("drop_inputs"):
+        parts.append("drop " + ", ".join(c["drop_inputs"]))
+    return "; ".join(parts) or "no change"
+
+
+def render_record(console: Console, rec: dict, chat: bool = False) -> None:
     src, type_, kind = rec["source"], rec["type"], rec["kind"]
     color = COLORS.get(src, "white")
     if kind == "message":
-        from harmonycell.agents.routing import ROUTES  # routing imports the agents, which render
+        from harmonycell.agents.routing import CHAT_ROUTES, ROUTES  # routing imports the agents, which render
 
         text = summary(type_, rec.get("content") or {})
-        nxt = next((v for k, v in ROUTES.items() if k.__name__ == type_), None)
+        # the person's own messages, and what they route to, only exist in chat mode
+        routes = CHAT_ROUTES if src == "User" or type_ in {"UnifyDone", "SearchDone"} and chat else ROUTES
+        nxt = next((v for k, v in routes.items() if k.__name__ == type_), None)
         arrow = f" -> {nxt}" if nxt else ""
         console.print(f"[dim]{rec['seq']:>4}[/] [{color}]{src}[/]{arrow} [bold]{type_}[/]: {escape(text)}")
     else:

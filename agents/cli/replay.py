@@ -30,11 +30,13 @@ def replay(run_dir: Path, verify: bool, console: Console, anchor: str | None = N
         console.print(f"[green]OK[/]: {res.n_records} records, hash chain and artifacts intact{pinned}",
                       highlight=False)
         return 0
-    for rec in read_records(run_dir / "transcript.jsonl"):
+    recs = list(read_records(run_dir / "transcript.jsonl"))
+    chat = any(r.get("source") == "User" for r in recs)  # a person was in the conversation
+    for rec in recs:
         if "_invalid" in rec:
             console.print(f"[red]{rec['_invalid']}[/]")
             continue
-        render_record(console, rec)
+        render_record(console, rec, chat=chat)
     return 0
 
 
@@ -113,7 +115,8 @@ def rerun(run_dir: Path, out: Path | None, console: Console) -> int:
     new = create_run(out, [Path(f.path) for f in cfg.inputs], cfg.task.value,
                      run_id=f"{cfg.run_id}-rerun-{secrets.token_hex(2)}", seed=cfg.seed,
                      node_timeout_s=cfg.node_timeout_s, backend=ran_on, llm=cfg.llm, epochs=cfg.epochs,
-                     fold=cfg.fold, specs_dir=cfg.specs_dir, **search_as_recorded(run, cfg, recorded))
+                     fold=cfg.fold, specs_dir=cfg.specs_dir, hold_out=cfg.hold_out, exclude=cfg.exclude,
+                     **search_as_recorded(run, cfg, recorded))
     t0 = time.monotonic()
     drive(new, llm_client=client)
     took = time.monotonic() - t0

@@ -118,14 +118,50 @@ def unseen_perturbation(obs: pd.DataFrame, rng: np.random.Generator, fold=None) 
                    "train_conditions": train, "val_conditions": val, "test_conditions": test}
 
 
-def unseen_cell_context(obs: pd.DataFrame, rng: np.random.Generator, fold=None) -> tuple[np.ndarray, dict]:
+def _unit_key(name: str) -> str:
+    """'B cells', 'b cell' and 'B' name the same cell type."""
+    key = " ".join(str(name).lower().replace("_", " ").split())
+    for tail in (" cells", " cell", "s"):
+        if key.endswith(tail) and len(key) > len(tail):
+            key = key[: -len(tail)]
+            break
+    return key
+
+
+def match_contexts(names: list[str], contexts: list[str]) -> list[str]:
+    """Contexts (``dataset|cell type``) that the person's ``names`` pick, by cell type or label."""
+    picked = []
+    for name in names:
+        key = _unit_key(name)
+        hits = [c for c in contexts if key in {_unit_key(c), _unit_key(c.split("|", 1)[-1])}]
+        if not hits:
+            types = sorted({c.split("|", 1)[-1] for c in contexts})
+            raise InputError(f"no cell type or context named {name!r} in the data", where="hold out",
+                             fix=f"name one of: {', '.join(types)}")
+        picked += [c for c in hits if c not in picked]
+    return picked
+
+
+def unseen_cell_context(obs: pd.DataFrame, rng: np.random.Generator, fold=None,
+                        hold_out: list[str] | None = None) -> tuple[np.ndarray, dict]:
     ctx = context_labels(obs)
     pert = ~obs["is_control"].astype(bool)
     by_ctx = {c: set(obs.loc[pert & (ctx == c), "condition_name"].astype(str)) for c in sorted(ctx.unique())}
     if len(by_ctx) < 2:
         raise InputError(f"unseen-cell-context needs at least 2 contexts (dataset, cell type), found {len(by_ctx)}",
                          where="--task unseen-cell-context", fix="add a dataset or cell type, or use another task kind")
-    if fold is None:
+    if hold_out:
+        if fold is not None:
+            raise InputError("a named held-out cell type and --folds cannot be combined", where="hold out",
+                             fix="drop the hold-out or --folds")
+        # the person named the context(s) the test must hold out
+        shared = [c for c, s in by_ctx.items() if s & set().union(*(t for d, t in by_ctx.items() if d != c))]
+        pool = shared or sorted(by_ctx)
+        test_ctxs = match_contexts(hold_out, sorted(by_ctx))
+        if len(test_ctxs) == len(by_ctx):
+            raise InputError("holding out every cell context leaves nothing to train on", where="hold out",
+                             fix="name fewer cell types")
+    elif fold is None:
         # hold out a context whose perturbations are also seen elsewhere, so the test asks about
         # known perturbations in an unknown context
         shared = [c for c, s in by_ctx.items() if s & set().union(*(t for d, t in by_ctx.items() if d != c))]
@@ -202,12 +238,16 @@ KINDS = {
 
 
 def assign_splits(adata: AnnData, task: TaskKind | str, seed: int = 0,
-                  fold: tuple[int, int] | None = None) -> AnnData:
+                  fold: tuple[int, int] | None = None, hold_out: list[str] | None = None) -> AnnData:
     """Set ``obs['split']`` (train/val/test) and ``uns['split_info']``; returns ``adata``.
-    ``fold=(k, K)``: the test units are fold k of a seeded K-fold partition."""
+    ``fold=(k, K)``: the test units are fold k of a seeded K-fold partition.
+    ``hold_out`` names the cell types (or ``dataset|cell type`` contexts) the test must hold out."""
     task = TaskKind.parse(task) if isinstance(task, str) else task
     rng = np.random.default_rng(seed)
-    split, info = KINDS[task](adata.obs, rng, fold)
+    if hold_out and task != TaskKind.unseen_cell_context:
+        raise InputError(f"holding out cell types needs the unseen-cell-context task, not {task.value}",
+                         where="hold out", fix="use --task unseen-cell-context or drop the hold-out")
+    split, info = (KINDS[task](adata.obs, rng, fold, hold_out) if hold_out else KINDS[task](adata.obs, rng, fold))
     adata.obs[SPLIT] = pd.Categorical(split, categories=["train", "val", "test"])
     counts = adata.obs[SPLIT].value_counts()
     adata.uns["split_info"] = {"task": task.value, "seed": int(seed),

@@ -415,10 +415,12 @@ def dataset_ids(paths: list[Path]) -> list[str]:
 
 
 def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, n_hvg: int = N_HVG,
-          specs: dict[str, MappingSpec] | None = None, fold: tuple[int, int] | None = None) -> UnifyOutcome:
+          specs: dict[str, MappingSpec] | None = None, fold: tuple[int, int] | None = None,
+          hold_out: list[str] | None = None) -> UnifyOutcome:
     """Unify ``paths`` into one canonical AnnData. ``specs`` (stem -> spec) come from a caller's
     policy (e.g. an LLM); they are validated and repaired exactly like builtin ones. ``fold``
-    (k, K): the test units are fold k of a seeded K-fold partition (see ``splits``)."""
+    (k, K): the test units are fold k of a seeded K-fold partition (see ``splits``); ``hold_out``
+    names the cell types the test must hold out (unseen-cell-context)."""
     paths = [Path(p) for p in paths]
     if not paths:
         raise InputError("no input files", where="unify", fix="pass one or more .h5ad files")
@@ -459,7 +461,7 @@ def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, 
     split_info = None
     # split first, then every data-dependent step on training cells only (SPEC section 7)
     if task is not None:
-        assign_splits(adata, task, seed, fold=fold)
+        assign_splits(adata, task, seed, fold=fold, hold_out=hold_out)
         split_info = dict(adata.uns["split_info"])
         embedding = perturbation_embedding(adata)
     adata, gene_record = select_task_genes(adata, n_hvg)

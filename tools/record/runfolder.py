@@ -44,6 +44,9 @@ class RunConfig(BaseModel):
     # replay --rerun: the recorded knowledge-base retrieval ({"kb": summary, "priors": {...}}),
     # served back instead of reading the knowledge base; a rerun stores nothing in it either
     kb_replay: dict | None = None
+    # said by the person (chat) or on the command line; honoured by the Unifier's split and the Planner
+    hold_out: list[str] = Field(default_factory=list, description="cell types / contexts the test holds out")
+    exclude: list[str] = Field(default_factory=list, description="paradigms or backbones not to try")
     created: str = ""
 
 
