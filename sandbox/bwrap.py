@@ -107,13 +107,15 @@ class BwrapBackend(ChildProcessBackend):
         for f in ETC:
             if Path(f).exists():
                 args += ["--ro-bind", f, f]
+        # the private /tmp first: binds are applied in order, so an interpreter that lives under
+        # /tmp (a venv there) is bound on top of it, read-only, instead of being hidden by it
+        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
         for d in interpreter_dirs():
             if _inside(workdir, d):
                 raise SandboxError(f"the node folder {workdir} lies inside the interpreter's folder {d}",
                                    where="bwrap backend",
                                    fix="put the run folder (--out) outside the Python installation")
             args += ["--ro-bind", str(d), str(d)]
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
         if use_gpu:
             for dev in sorted(Path("/dev").glob("nvidia*")):
                 args += ["--dev-bind", str(dev), str(dev)]

@@ -117,35 +117,30 @@ def owner_alive(label: str) -> bool:
     return now is not None and (start == "?" or now == start)
 
 
-def reap_orphans(client) -> list[str]:
-    """Remove sandbox containers whose owning process is gone; return their names."""
+def _remove(containers) -> list[str]:
+    """Remove each container (gone already is fine); return the names removed."""
     import docker
 
     removed = []
-    for c in client.containers.list(all=True, filters={"label": LABEL}):
-        if owner_alive(c.labels.get(LABEL_OWNER, "")):
-            continue
+    for c in containers:
         try:
             c.remove(force=True)
             removed.append(c.name)
         except docker.errors.NotFound:
             pass
     return removed
+
+
+def reap_orphans(client) -> list[str]:
+    """Remove sandbox containers whose owning process is gone; return their names."""
+    return _remove(c for c in client.containers.list(all=True, filters={"label": LABEL})
+                   if not owner_alive(c.labels.get(LABEL_OWNER, "")))
 
 
 def reap_run(client, run_id: str) -> list[str]:
     """Remove every sandbox container labelled with ``run_id`` (called by `resume`, whose run
     was stopped: anything still there belongs to the dead process)."""
-    import docker
-
-    removed = []
-    for c in client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run_id}"}):
-        try:
-            c.remove(force=True)
-            removed.append(c.name)
-        except docker.errors.NotFound:
-            pass
-    return removed
+    return _remove(client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run_id}"}))
 
 
 def reap_run_sandboxes(run_id: str) -> list[str]:
