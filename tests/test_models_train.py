@@ -80,7 +80,9 @@ def test_contract_shapes_residual_start_and_unseen_perturbations(path):
 @pytest.mark.parametrize("path", all_backbone_paths())
 def test_backbone_trains_in_sandbox(task, tmp_path, path):
     adata, data = task
-    mc = codegen.generate(f"{path}/{FAST}", data)
+    # pathway-masked sizes itself by n_modules x units_per_module: width is not offered for it
+    fast = FAST.replace(",width=96", "") if path.endswith("pathway-masked") else FAST
+    mc = codegen.generate(f"{path}/{fast}", data)
     result = run_training(LocalBackend(), data, mc.code, mc.config, tmp_path / "node", timeout_s=300)
     assert result.ok, result.stderr_tail
     meta = load_meta(data)
