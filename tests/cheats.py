@@ -7,6 +7,8 @@ then trains honestly (so the run itself succeeds and its report is what the test
 
 from __future__ import annotations
 
+from sandbox_helpers import TINY_MODEL
+
 PROBE = r'''
 import json, os, socket, sys
 import numpy as np
@@ -76,19 +78,7 @@ look_for_targets()
 with open("cheat_attempts.json", "w") as fh:
     json.dump(attempts, fh, indent=1)
 
-
-class Shift(torch.nn.Module):
-    def __init__(self, info):
-        super().__init__()
-        self.effect = torch.nn.Linear(info["n_perts"], info["n_genes"])
-
-    def forward(self, x_ctrl, pert):
-        return x_ctrl + self.effect(pert["mask"] * pert["dose"])
-
-
-def build_model(info):
-    return Shift(info)
-'''
+''' + TINY_MODEL  # after the probe, the model the harness trains: the shared tiny one
 
 # (a) random numbers in place of predictions
 RANDOM = '''
