@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from harmonycell.agents.base import StepAgent
 from harmonycell.agents.messages import Artifact, NodeExecuted, NodeFailed, NodePlan
 from harmonycell.agents.cli.progress import node_progress
-from harmonycell.sandbox.result import ExecutionResult
-from harmonycell.sandbox.training import run_training
+from harmonycell.sandbox.executors import NodeJob
 from harmonycell.agents.policies.coder import CodeRequest, make_coder
 from harmonycell.tools.search.codegen import cap_epochs
 
@@ -20,17 +21,33 @@ def execute_node(agent: StepAgent, node_id: str, action: str, code: str, config:
     node_dir = ctx.run.node_dir(node_id)
     if ctx.cancel.is_set():
         raise KeyboardInterrupt
-    with node_progress(ctx.console, node_dir, f"{node_id} {action}", int(config.get("epochs", 100))):
-        res: ExecutionResult = run_training(ctx.backend, ctx.run.sandbox_data, code, config, node_dir,
-                                            timeout_s=ctx.config.node_timeout_s, cancel=ctx.cancel,
-                                            run_id=ctx.config.run_id)
+    executor = ctx.get_executor()
+    job = NodeJob(node_id=node_id, code=code, config=config, data_dir=ctx.run.sandbox_data, node_dir=node_dir,
+                  timeout_s=ctx.config.node_timeout_s, run_id=ctx.config.run_id)
+    worker = ctx.node_workers.get(node_id, 0)
+
+    def retried(why: str) -> None:  # a Ray worker died under the node: on the record, then once more
+        ctx.transcript.append("event", agent.name, "node_retried",
+                              {"node": node_id, "attempt": attempt, "lost": why,
+                               "action": "submitted once more to the cluster's remaining nodes"},
+                              worker=ctx.worker_label(node_id))
+        ctx.console.print(f"[bold yellow]{node_id}[/]: lost its Ray worker ({why}); retrying once elsewhere",
+                          highlight=False)
+
+    # one live bar per run: with several nodes in flight each says when it starts instead
+    bar = node_progress(ctx.console, node_dir, f"{node_id} {action}", int(config.get("epochs", 100))) \
+        if executor.workers == 1 and executor.name == "local" else nullcontext()
+    with bar:
+        res, placed = executor.run(job, worker, cancel=ctx.cancel, on_retry=retried)
     if ctx.cancel.is_set():  # the job was killed because the user interrupted the run
         raise KeyboardInterrupt
     outputs = [o.path for o in res.outputs]
+    where = {} if executor.workers == 1 and executor.name == "local" else \
+        {"executor": placed.executor, "where": placed.where, "host": placed.host, "retried": placed.retried}
     ctx.tool_call(agent.name, "sandbox.run_training",
                   {"node": node_id, "action": action, "attempt": attempt, "backend": res.backend},
                   {"status": res.status, "wall_s": res.wall_s, "cpu_s": res.cpu_s, "exit_code": res.exit_code,
-                   "outputs": outputs},
+                   "outputs": outputs, **where},
                   [ctx.artifact(node_dir / f) for f in ("model.py", "config.json")])
     missing = [f for f in PRED_FILES.values() if res.output(f) is None]
     if not res.ok or missing:

@@ -134,6 +134,8 @@ class BwrapBackend(ChildProcessBackend):
             import math
 
             env["HARMONYCELL_THREADS"] = str(max(1, math.ceil(job.cpus)))
+        if job.gpu_ids is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, job.gpu_ids))
         for k, v in env.items():
             args += ["--setenv", k, v]
         return [*args, "--", *job.command]

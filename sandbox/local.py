@@ -104,7 +104,9 @@ class ChildProcessBackend:
         use_gpu = job.gpu if job.gpu is not None else Path("/dev/nvidiactl").exists()
         cores = None
         libc, parent = _libc(), os.getpid()
-        if job.cpus:
+        if job.cpuset:
+            cores = set(job.cpuset)
+        elif job.cpus:
             avail = sorted(os.sched_getaffinity(0))
             cores = set(avail[: max(1, min(len(avail), math.ceil(job.cpus)))])
 
@@ -133,6 +135,8 @@ class ChildProcessBackend:
         env = {**os.environ, **job.env}
         if job.cpus and "HARMONYCELL_THREADS" not in job.env:
             env["HARMONYCELL_THREADS"] = str(max(1, math.ceil(job.cpus)))
+        if job.gpu_ids is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, job.gpu_ids))
         limits, notes, use_gpu = self._limits(job)
         command = self.wrap(job, use_gpu)
         t0 = time.monotonic()

@@ -28,6 +28,8 @@ def run_training(
     memory: str = "8g",
     cpus: float | None = None,
     gpu: bool | None = None,
+    cpuset: list[int] | None = None,
+    gpu_ids: list[int] | None = None,
     cancel: threading.Event | None = None,
     run_id: str | None = None,
 ) -> ExecutionResult:
@@ -50,6 +52,8 @@ def run_training(
         memory=memory,
         cpus=cpus,
         gpu=gpu,
+        cpuset=cpuset,
+        gpu_ids=gpu_ids,
         run_id=run_id,
     )
     harness = backend.input_path(job, "harness")
