@@ -73,6 +73,8 @@ def probe(bwrap: str) -> str | None:
 class BwrapBackend(ChildProcessBackend):
     name = "bwrap"
     isolated = True
+    # bwrap's init inside the pid namespace reaps the job, so os.wait4 on bwrap sees ~nothing
+    sample_tree_cpu = True
 
     def __init__(self) -> None:
         super().__init__()
