@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
 
 from harmonycell.agents.base import StepAgent
@@ -37,8 +38,11 @@ def execute_node(agent: StepAgent, node_id: str, action: str, code: str, config:
     # one live bar per run: with several nodes in flight each says when it starts instead
     bar = node_progress(ctx.console, node_dir, f"{node_id} {action}", int(config.get("epochs", 100))) \
         if executor.workers == 1 and executor.name == "local" else nullcontext()
+    t0 = time.monotonic()
     with bar:
         res, placed = executor.run(job, worker, cancel=ctx.cancel, on_retry=retried)
+    # what the executor added to the sandbox's own wall time (shipping data and files, scheduling)
+    overhead_s = round(max(0.0, time.monotonic() - t0 - res.wall_s), 3)
     if ctx.cancel.is_set():  # the job was killed because the user interrupted the run
         raise KeyboardInterrupt
     outputs = [o.path for o in res.outputs]
@@ -47,7 +51,7 @@ def execute_node(agent: StepAgent, node_id: str, action: str, code: str, config:
     ctx.tool_call(agent.name, "sandbox.run_training",
                   {"node": node_id, "action": action, "attempt": attempt, "backend": res.backend},
                   {"status": res.status, "wall_s": res.wall_s, "cpu_s": res.cpu_s, "exit_code": res.exit_code,
-                   "outputs": outputs, **where},
+                   "outputs": outputs, "overhead_s": overhead_s, **where},
                   [ctx.artifact(node_dir / f) for f in ("model.py", "config.json")])
     missing = [f for f in PRED_FILES.values() if res.output(f) is None]
     if not res.ok or missing:
