@@ -26,18 +26,19 @@ def execute_node(agent: StepAgent, node_id: str, action: str, code: str, config:
     job = NodeJob(node_id=node_id, code=code, config=config, data_dir=ctx.run.sandbox_data, node_dir=node_dir,
                   timeout_s=ctx.config.node_timeout_s, run_id=ctx.config.run_id)
     worker = ctx.node_workers.get(node_id, 0)
+    one_at_a_time = executor.workers == 1 and executor.name == "local"
 
     def retried(why: str) -> None:  # a Ray worker died under the node: on the record, then once more
         ctx.transcript.append("event", agent.name, "node_retried",
                               {"node": node_id, "attempt": attempt, "lost": why,
-                               "action": "submitted once more to the cluster's remaining nodes"},
+                               "action": "submitted once more; Ray places it on a live node"},
                               worker=ctx.worker_label(node_id))
-        ctx.console.print(f"[bold yellow]{node_id}[/]: lost its Ray worker ({why}); retrying once elsewhere",
+        ctx.console.print(f"[bold yellow]{node_id}[/]: lost its Ray worker ({why}); retrying once",
                           highlight=False)
 
-    # one live bar per run: with several nodes in flight each says when it starts instead
+    # one live bar at a time: with several nodes in flight, their NodePlan lines say when each starts
     bar = node_progress(ctx.console, node_dir, f"{node_id} {action}", int(config.get("epochs", 100))) \
-        if executor.workers == 1 and executor.name == "local" else nullcontext()
+        if one_at_a_time else nullcontext()
     t0 = time.monotonic()
     with bar:
         res, placed = executor.run(job, worker, cancel=ctx.cancel, on_retry=retried)
@@ -46,8 +47,7 @@ def execute_node(agent: StepAgent, node_id: str, action: str, code: str, config:
     if ctx.cancel.is_set():  # the job was killed because the user interrupted the run
         raise KeyboardInterrupt
     outputs = [o.path for o in res.outputs]
-    where = {} if executor.workers == 1 and executor.name == "local" else \
-        {"executor": placed.executor, "where": placed.where, "host": placed.host, "retried": placed.retried}
+    where = {} if one_at_a_time else placed.model_dump(exclude={"worker"})
     ctx.tool_call(agent.name, "sandbox.run_training",
                   {"node": node_id, "action": action, "attempt": attempt, "backend": res.backend},
                   {"status": res.status, "wall_s": res.wall_s, "cpu_s": res.cpu_s, "exit_code": res.exit_code,
