@@ -127,6 +127,23 @@ class Planner(StepAgent):
                                     "train_cells": meta_cells, "genes": n_genes, "epochs": cfg.epochs})
         self.ctx.console.print(f"[bold]search budget[/] {line}")
 
+    def _measured_budget(self, tree: T.Tree, first: T.Node) -> None:
+        """After the first node: the estimate against what it took here, and what still fits."""
+        cfg = self.ctx.config
+        if not first.wall_s or tree.started_at is None:
+            return
+        elapsed = time.time() - tree.started_at
+        left = (cfg.time_limit_s - elapsed) if cfg.time_limit_s else None
+        workers = self.ctx.get_executor().workers
+        more = nodes_that_fit(left, first.wall_s / workers, cfg.budget_nodes - 1) if left and left > 0 else 0
+        self.ctx.transcript.append("event", self.name, "search_budget_measured",
+                                   {"first_node_wall_s": first.wall_s, "first_node_cpu_s": first.cpu_s,
+                                    "elapsed_s": round(elapsed, 1), "more_nodes_that_fit": more if left else None})
+        if left:
+            self.ctx.console.print(f"[bold]search budget[/] the first node took {fmt_duration(first.wall_s)}; "
+                                   f"about {more} more node(s) fit in the {fmt_duration(max(left, 0))} left",
+                                   highlight=False)
+
     def _size(self) -> tuple[int, int]:
         from harmonycell.tools.data.taskdata import load_meta
 
@@ -276,6 +293,8 @@ class Planner(StepAgent):
         if tree.t_root is None:
             tree.t_root = node.cpu_s if node.cpu_s is not None else node.wall_s
         T.backpropagate(tree, node.id, s.reward)
+        if len(tree.trained()) == 1:
+            self._measured_budget(tree, node)
         if "train_mean_val" in s.metrics:  # no validation split: nothing to compare, no routing
             self._trace(route_scored(tree, node.id, node.val_metric, s.metrics.get("train_mean_val"),
                                      self._menu(), same_model))

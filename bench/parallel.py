@@ -68,6 +68,7 @@ def summarise(run_dir: Path, minutes: float) -> dict:
         "nodes_per_hour": round(len(done) / ((end - t0) / 3600), 1),
         "overhead_s_median": round(statistics.median(r.get("overhead_s", 0.0) for r in runs), 3),
         "sandbox_wall_s_median": round(statistics.median(r["wall_s"] for r in runs), 1),
+        "sandbox_cpu_s_median": round(statistics.median(r["cpu_s"] or 0.0 for r in runs), 1),
         "best_val_at_limit": within[-1]["best_val"] if within else None,
         "curve": curve,
         "where": sorted({r.get("where", "this machine") for r in runs}),
@@ -82,6 +83,8 @@ def main() -> None:
     ap.add_argument("--backend", default="bwrap")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--out", type=Path, default=Path("/tmp/hc-bench-parallel"))
+    ap.add_argument("--from-runs", action="store_true",
+                    help="re-read the run folders under --out instead of running (same tables)")
     args = ap.parse_args()
     load0 = [round(x, 2) for x in os.getloadavg()]
     out: dict = {"what": __doc__.splitlines()[0], "data": args.data.name, "minutes": args.minutes,
@@ -92,14 +95,17 @@ def main() -> None:
         cmd = [*CLI, "run", str(args.data), "--out", str(root), "--time-limit", f"{args.minutes}m",
                "--budget", "64", "--epochs", str(args.epochs), "--backend", args.backend, "--no-kb",
                "--seed", "0", *CONFIGS[name]]
-        print(f"[{name}] {' '.join(cmd[3:])}", flush=True)
         t0 = time.monotonic()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            sys.exit(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        if not args.from_runs:
+            print(f"[{name}] {' '.join(cmd[3:])}", flush=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.exit(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
         run_dir = max((p for p in root.iterdir() if (p / "task.yaml").exists()), key=lambda p: p.stat().st_mtime)
         s = summarise(run_dir, args.minutes)
-        s["wall_s"] = round(time.monotonic() - t0, 1)
+        s["run"] = str(run_dir)
+        if not args.from_runs:
+            s["wall_s"] = round(time.monotonic() - t0, 1)
         out["configs"][name] = s
         print(f"[{name}] {s['nodes']} nodes, {s['nodes_per_hour']} nodes/h, overhead median "
               f"{s['overhead_s_median']} s, best val at {args.minutes} min {s['best_val_at_limit']}", flush=True)
@@ -111,14 +117,22 @@ def main() -> None:
         ratios["nodes_per_hour_ray_over_local_2x1"] = round(c["ray-2x1"]["nodes_per_hour"] / c["local-2x1"]["nodes_per_hour"], 2)
         ratios["ray_added_overhead_s_per_node"] = round(c["ray-2x1"]["overhead_s_median"] - c["local-2x1"]["overhead_s_median"], 3)
     out["ratios"] = ratios
-    out["load_before"], out["load_after"] = load0, [round(x, 2) for x in os.getloadavg()]
+    if args.from_runs and (RESULTS / "parallel.json").exists():  # keep what only the live run knew
+        old = json.loads((RESULTS / "parallel.json").read_text())
+        out["load_before"], out["load_after"] = old.get("load_before"), old.get("load_after")
+        for name, s in c.items():
+            s.setdefault("wall_s", old.get("configs", {}).get(name, {}).get("wall_s"))
+    else:
+        out["load_before"], out["load_after"] = load0, [round(x, 2) for x in os.getloadavg()]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "parallel.json").write_text(json.dumps(out, indent=2) + "\n")
-    lines = ["| configuration | nodes | nodes/hour | sandbox wall s (median) | executor overhead s (median) | "
-             f"best val after {args.minutes:g} min |", "|---|---|---|---|---|---|"]
+    lines = ["| configuration | nodes | nodes/hour | sandbox wall s (median) | sandbox CPU s (median) | "
+             f"executor overhead s (median) | best val after {args.minutes:g} min |", "|---|---|---|---|---|---|---|"]
     for name, s in c.items():
+        best = "n/a" if s["best_val_at_limit"] is None else f"{s['best_val_at_limit']:.4f}"
         lines.append(f"| {name} | {s['nodes']} | {s['nodes_per_hour']} | {s['sandbox_wall_s_median']} | "
-                     f"{s['overhead_s_median']} | {s['best_val_at_limit']} |")
+                     f"{s['sandbox_cpu_s_median']} | {s['overhead_s_median']} | {best} |")
+    lines += ["", f"Load average before / after: {out['load_before']} / {out['load_after']} on {out['cpus']} cores."]
     (RESULTS / "parallel.md").write_text("\n".join(lines) + "\n\n" + json.dumps(ratios) + "\n")
     print("\n".join(lines))
     print(json.dumps(ratios))
