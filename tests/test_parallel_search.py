@@ -108,6 +108,8 @@ def test_two_workers_train_nodes_at_once_and_the_transcript_says_which(synthetic
             assert r.get("worker") in ("w0", "w1"), r["type"]
         if r["type"] in ("SearchDone", "TestScored", "Verdict"):
             assert "worker" not in r
+    measured = next(r for r in recs if r["type"] == "search_budget_measured")["content"]
+    assert measured["first_node_wall_s"] > 0 and measured["more_nodes_that_fit"] >= 1  # 15 min default limit
     _trained_once(run_dir, 3)
     ok = subprocess.run([*CLI, "replay", str(run_dir), "--verify"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout
