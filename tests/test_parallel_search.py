@@ -141,3 +141,14 @@ def test_resume_after_sigkill_with_two_nodes_in_flight_trains_each_node_once(syn
     _trained_once(run_dir, 3)
     ok = subprocess.run([*CLI, "replay", str(run_dir), "--verify"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout
+
+
+@pytest.mark.parametrize("args, says", [(["--executor", "spark"], "unknown executor 'spark'"),
+                                        (["--ray-address", "10.0.0.1:6379"], "--ray-address is for the Ray executor"),
+                                        (["--workers", "0"], "--workers")])
+def test_bad_scale_options_stop_before_anything_is_written(synthetic_dir, tmp_path, args, says):
+    out = tmp_path / "runs"
+    res = subprocess.run([*CLI, "run", str(synthetic_dir / "labB_lognorm.h5ad"), "--out", str(out), *args],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and says in res.stdout + res.stderr
+    assert not out.exists() or not any(out.iterdir())

@@ -120,8 +120,6 @@ def drive(run: RunFolder, person: Person | None = None, llm_client=None) -> None
         backend = get_backend(cfg.backend, allow_unwalled=cfg.llm is None)
     ctx = RunContext(run=run, config=cfg, transcript=Transcript(run.root), backend=backend,
                      console=console, llm=LLMConfig.model_validate(cfg.llm) if cfg.llm else None)
-    ctx.executor = make_executor(cfg.executor, backend, cfg.backend, cfg.workers, cfg.ray_address,
-                                 allow_unwalled=cfg.llm is None)
     if ctx.llm is not None:  # one session for all agents: one ledger, one budget
         from harmonycell.agents.policies.llm import session_for_run
 
@@ -147,6 +145,8 @@ def drive(run: RunFolder, person: Person | None = None, llm_client=None) -> None
     for name in ("autogen_core", "autogen_agentchat", "asyncio"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
+        ctx.executor = make_executor(cfg.executor, backend, cfg.backend, cfg.workers, cfg.ray_address,
+                                     allow_unwalled=cfg.llm is None)
         verdict = run_team(ctx, RunRequest(inputs=[i.path for i in cfg.inputs], task=cfg.task.value,
                                            seed=cfg.seed), team)
     except BaseException as exc:
@@ -164,7 +164,8 @@ def drive(run: RunFolder, person: Person | None = None, llm_client=None) -> None
         raise
     finally:
         signal.signal(signal.SIGINT, previous)
-        ctx.executor.close()
+        if ctx.executor is not None:
+            ctx.executor.close()
     run.set_status("complete", llm=llm_totals(ctx))
     write_report_html(run.root)  # again, now with the Verdict record and the final state
     console.print(f"report: {run.report_md} (and {run.root / 'report.html'})")
@@ -390,12 +391,24 @@ def run_cli() -> None:
         err.print("aborted")
         sys.exit(130)
     except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, _usage_errors()):
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+
+def _usage_errors() -> tuple[type, ...]:
+    """Click's usage-error types: typer 0.2x raises those of the click it vendors, not click's."""
+    import click
+
+    types: list[type] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+    except ImportError:
+        pass
+    else:
+        types.append(VendoredClickException)
+    return tuple(types)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,10 @@ from pydantic import BaseModel
 
 FLOAT_TOL = 1e-6
 # Fields that hold a time, or a value computed from one, or the run's own identity.
+# Where a node ran (a Ray node id, a host) and what the executor added to its time are volatile too.
 VOLATILE = frozenset({"ts", "wall_s", "cpu_s", "seconds", "train_seconds", "total_seconds", "reward",
-                      "transcript_head", "report", "run_id", "created", "updated"})
+                      "transcript_head", "report", "run_id", "created", "updated", "overhead_s",
+                      "where", "host"})
 COMPARED_KINDS = ("message", "tool_call")
 # Files that name their own run (id, folder, transcript head): present on both sides, not compared.
 VOLATILE_FILES = frozenset({"report.md", "report.html"})
