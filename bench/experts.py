@@ -274,6 +274,7 @@ def evaluate_task(task: Task, seed: int, experts: list[str], budget: int, epochs
             e["comparisons"] = [c.model_dump() for c in compare_all(e["rows"], others)]
             e["mean"] = summarise(e["rows"])
     return {"task": task.key, "title": task.title, "kind": task.kind, "seed": seed, "folds": 1,
+            "budget": budget, "epochs": epochs, "backend": backend,
             **{k: v for k, v in scored_run.items() if k != "entries"}, "entries": without_rows(entries)}
 
 
@@ -349,7 +350,7 @@ def evaluate_task_folds(task: Task, seed: int, folds: int, experts: list[str], b
             if "rows" in e:
                 e["mean"] = summarise(e["rows"])
     return {"task": task.key, "title": task.title, "kind": task.kind, "seed": seed, "folds": folds,
-            "cv": runs[0].parent.name, "n_queries": sum(f["n_queries"] for f in per_fold),
+            "budget": budget, "epochs": epochs, "backend": backend, "cv": runs[0].parent.name, "n_queries": sum(f["n_queries"] for f in per_fold),
             "entries": aggregate_folds(fold_entries),
             "per_fold": [{"fold": k, **{kk: vv for kk, vv in f.items() if kk != "entries"},
                           "entries": without_rows(f["entries"])} for k, f in enumerate(per_fold)]}
@@ -436,8 +437,17 @@ def verdict_line(res: dict) -> str:
                if res["n_queries"] < 3 else ""))
 
 
+def settings(res: dict) -> list[str]:
+    """The run's settings, when the result recorded them (results before they were recorded: none)."""
+    if "epochs" not in res:
+        return []
+    return ["", f"Settings: HarmonyCell budget {res['budget']} nodes, epoch cap {res['epochs']} for our nodes and "
+                f"the experts (STATE: {res['epochs']} passes over the training cells, at most 1500 steps), "
+                f"HarmonyCell sandbox `{res['backend']}`.{res.get('note', '')}"]
+
+
 def render_split(res: dict) -> list[str]:
-    lines = ["", f"## {res['title']} (split seed {res['seed']}, {res['n_queries']} test queries)", "",
+    lines = ["", f"## {res['title']} (split seed {res['seed']}, {res['n_queries']} test queries)", *settings(res), "",
              "| model | shift-corrected PearsonΔ | DeltaPCC | RMSE | wall s | peak MB | "
              "vs HarmonyCell (shift-corrected, paired) |", "|---|---|---|---|---|---|---|"]
     for name, e in res["entries"].items():
@@ -455,7 +465,7 @@ def render_split(res: dict) -> list[str]:
 def render_folds(res: dict) -> list[str]:
     k = res["folds"]
     lines = ["", f"## {res['title']}: {k}-fold cross-validation (split seed {res['seed']}, "
-                 f"{res['n_queries']} test queries pooled over {k} folds)", "",
+                 f"{res['n_queries']} test queries pooled over {k} folds)", *settings(res), "",
              f"Each fold is its own `harmonycell run --folds {k}` run folder (`{res['cv']}`): its own search, "
              "its own experts and baselines trained on that fold's training cells. Metric cells: mean over the "
              "pooled test queries [95% bootstrap interval over queries]; wall s: mean per fold; peak MB: "
@@ -517,6 +527,7 @@ def main() -> int:
                     help="K >= 2: nested K-fold cross-validation over held-out units (harmonycell run --folds K)")
     ap.add_argument("--backend", default="auto", help="sandbox of HarmonyCell's own nodes")
     ap.add_argument("--render", action="store_true", help="only re-render docs/experts.md")
+    ap.add_argument("--note", default="", help="a sentence recorded with these results (e.g. why epochs were cut)")
     args = ap.parse_args()
     from harmonycell.tools.record import atomic
 
@@ -543,6 +554,9 @@ def main() -> int:
                 else:
                     results["tasks"].append(evaluate_task(TASKS[key], seed, experts, args.budget, args.epochs,
                                                           args.backend))
+        for res in results["tasks"]:
+            if args.note:
+                res["note"] = " " + args.note.strip()
         results["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         old = json.loads(RESULTS.read_text()) if RESULTS.exists() else None
         atomic.write_json(RESULTS, merge_results(old, results))
