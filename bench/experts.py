@@ -55,13 +55,24 @@ class Expert:
     adapter: str | None  # file in bench/expert_adapters, None when it cannot run here
     why_not: str = ""     # the reason, when it is known not to run offline on CPU
     pip_args: tuple[str, ...] = field(default_factory=tuple)
+    idea: str = ""        # the architectural idea our backbones lack (docs/experts.md)
 
 
 EXPERTS = {e.name: e for e in (
-    Expert("biolord", "Piran et al., Nature Biotechnology 2024", ("biolord==0.0.3",), "biolord_adapter.py"),
+    Expert("biolord", "Piran et al., Nature Biotechnology 2024", ("biolord==0.0.3",), "biolord_adapter.py",
+           idea="disentanglement: every known attribute (here the cell context and the perturbation's "
+                "features) gets its own embedding network, every cell a free latent learnt without an encoder "
+                "(auto-decoder, noise-regularised so it carries only what the attributes do not), and one decoder "
+                "reads their concatenation; a prediction swaps the perturbation attribute of a control cell's "
+                "latent. Ours condition one network on [control cell, perturbation embedding] and have no "
+                "separate per-attribute embedding of the cell context."),
     # STATE trains by optimiser steps: its adapter turns --epochs into passes over the cells
     # (sets of 16 cells, 8 sets a step), capped at 1500 steps on CPU
-    Expert("state", "Adduri et al. (Arc Institute), bioRxiv 2025", ("arc-state==0.11.1",), "state_adapter.py"),
+    Expert("state", "Adduri et al. (Arc Institute), bioRxiv 2025", ("arc-state==0.11.1",), "state_adapter.py",
+           idea="populations, not cells: a transformer (Llama blocks) attends across a set of cells (16 here) "
+                "and maps a set of control cells to a set of perturbed cells, trained with a distributional loss "
+                "(energy distance between predicted and observed sets). Ours map one randomly paired control "
+                "cell at a time (per-cell MSE/Huber, an ELBO or flow matching); no cell sees another."),
     Expert("cpa", "Lotfollahi et al., Molecular Systems Biology 2023", ("cpa-tools==0.8.1",), None,
            why_not="cpa-tools 0.8.1 requires torch>1.8,<2.0; the only torch here is 2.13.0 (CPU), "
                    "and torch 1.x from the registry is the CUDA build (several GB of nvidia packages)"),
@@ -511,6 +522,9 @@ def render(results: dict) -> str:
     for name, e in EXPERTS.items():
         status = results.get("install", {}).get(name, "not attempted")
         lines.append(f"| {name} | {e.paper} | {status} |")
+    lines += ["", "What each expert has that HarmonyCell's backbones (`tools/search/actions.py`: resnet, gated-mlp, "
+              "pathway-masked, cvae, flow-matching) lack:", "",
+              *[f"- {name}: {e.idea}" for name, e in EXPERTS.items() if e.idea]]
     for res in results.get("tasks", []):
         lines += render_folds(res) if int(res.get("folds", 1)) > 1 else render_split(res)
     return "\n".join(lines) + "\n"
