@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from contextlib import nullcontext
+
 from harmonycell.agents.base import StepAgent
 from harmonycell.agents.messages import Artifact, NodeExecuted, NodeFailed, NodePlan
 from harmonycell.agents.cli.progress import node_progress
-from harmonycell.sandbox.result import ExecutionResult
-from harmonycell.sandbox.training import run_training
+from harmonycell.sandbox.executors import NodeJob
 from harmonycell.agents.policies.coder import CodeRequest, make_coder
 from harmonycell.tools.search.codegen import cap_epochs
 
@@ -20,17 +22,36 @@ def execute_node(agent: StepAgent, node_id: str, action: str, code: str, config:
     node_dir = ctx.run.node_dir(node_id)
     if ctx.cancel.is_set():
         raise KeyboardInterrupt
-    with node_progress(ctx.console, node_dir, f"{node_id} {action}", int(config.get("epochs", 100))):
-        res: ExecutionResult = run_training(ctx.backend, ctx.run.sandbox_data, code, config, node_dir,
-                                            timeout_s=ctx.config.node_timeout_s, cancel=ctx.cancel,
-                                            run_id=ctx.config.run_id)
+    executor = ctx.get_executor()
+    job = NodeJob(node_id=node_id, code=code, config=config, data_dir=ctx.run.sandbox_data, node_dir=node_dir,
+                  timeout_s=ctx.config.node_timeout_s, run_id=ctx.config.run_id)
+    worker = ctx.node_workers.get(node_id, 0)
+    one_at_a_time = executor.workers == 1 and executor.name == "local"
+
+    def retried(why: str) -> None:  # a Ray worker died under the node: on the record, then once more
+        ctx.transcript.append("event", agent.name, "node_retried",
+                              {"node": node_id, "attempt": attempt, "lost": why,
+                               "action": "submitted once more; Ray places it on a live node"},
+                              worker=ctx.worker_label(node_id))
+        ctx.console.print(f"[bold yellow]{node_id}[/]: lost its Ray worker ({why}); retrying once",
+                          highlight=False)
+
+    # one live bar at a time: with several nodes in flight, their NodePlan lines say when each starts
+    bar = node_progress(ctx.console, node_dir, f"{node_id} {action}", int(config.get("epochs", 100))) \
+        if one_at_a_time else nullcontext()
+    t0 = time.monotonic()
+    with bar:
+        res, placed = executor.run(job, worker, cancel=ctx.cancel, on_retry=retried)
+    # what the executor added to the sandbox's own wall time (shipping data and files, scheduling)
+    overhead_s = round(max(0.0, time.monotonic() - t0 - res.wall_s), 3)
     if ctx.cancel.is_set():  # the job was killed because the user interrupted the run
         raise KeyboardInterrupt
     outputs = [o.path for o in res.outputs]
+    where = {} if one_at_a_time else placed.model_dump(exclude={"worker"})
     ctx.tool_call(agent.name, "sandbox.run_training",
                   {"node": node_id, "action": action, "attempt": attempt, "backend": res.backend},
                   {"status": res.status, "wall_s": res.wall_s, "cpu_s": res.cpu_s, "exit_code": res.exit_code,
-                   "outputs": outputs},
+                   "outputs": outputs, "overhead_s": overhead_s, **where},
                   [ctx.artifact(node_dir / f) for f in ("model.py", "config.json")])
     missing = [f for f in PRED_FILES.values() if res.output(f) is None]
     if not res.ok or missing:

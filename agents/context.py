@@ -26,6 +26,21 @@ class RunContext:
     cancel: threading.Event = field(default_factory=threading.Event)  # set on Ctrl-C: kill the job
     cache: dict[str, Any] = field(default_factory=dict)  # e.g. the loaded unified AnnData
     chat: bool = False  # a person is in the conversation (chat mode's routes)
+    executor: Any = None  # where nodes train (harmonycell.sandbox.executors); None: locally, one at a time
+    node_workers: dict[str, int] = field(default_factory=dict)  # node id -> the worker training it
+
+    def get_executor(self):
+        if self.executor is None:
+            from harmonycell.sandbox.executors import LocalExecutor
+
+            self.executor = LocalExecutor(self.backend)
+        return self.executor
+
+    def worker_label(self, node_id: str | None) -> str | None:
+        """w0, w1, ... for a node of a parallel search; None when nodes run one at a time."""
+        if node_id is None or node_id not in self.node_workers:
+            return None
+        return f"w{self.node_workers[node_id]}"
 
     def llm_policy(self, name: str):
         """The run's LLM session when policy ``name`` may use it now (configured, budget left)."""
@@ -47,15 +62,15 @@ class RunContext:
         is recorded with its sha256, so `replay --verify` catches a swapped one."""
         data = content.model_dump(mode="json")
         rec = self.transcript.append("message", source, type(content).__name__, data,
-                                     content_artifacts(data))
+                                     content_artifacts(data), worker=self.worker_label(data.get("node_id")))
         from harmonycell.agents.cli.render import render_record
 
         render_record(self.console, rec.model_dump(mode="json"), chat=self.chat)
 
     def tool_call(self, source: str, tool: str, args: dict, result: Any = None,
                   artifacts: list[ArtifactRef] | None = None) -> None:
-        rec = self.transcript.append("tool_call", source, tool,
-                                     {"args": args, "result": result}, artifacts)
+        rec = self.transcript.append("tool_call", source, tool, {"args": args, "result": result}, artifacts,
+                                     worker=self.worker_label(args.get("node")))
         from harmonycell.agents.cli.render import render_record
 
         render_record(self.console, rec.model_dump(mode="json"))

@@ -21,7 +21,7 @@ from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
 from harmonycell.tools.search import tree as T
 from harmonycell.tools.search.actions import child_actions, parse_action
 from harmonycell.tools.search.budget import estimate_node_seconds, fmt_duration, nodes_that_fit
-from harmonycell.tools.search.failure_routing import route_abandoned, route_scored
+from harmonycell.tools.search.failure_routing import reopen_best, route_abandoned, route_scored
 
 Policy = Callable[[T.Tree, str, dict, Callable[[str], list[str]]], "T.Choice | None"]
 Menu = Callable[[str], list[str]]
@@ -127,6 +127,23 @@ class Planner(StepAgent):
                                     "train_cells": meta_cells, "genes": n_genes, "epochs": cfg.epochs})
         self.ctx.console.print(f"[bold]search budget[/] {line}")
 
+    def _measured_budget(self, tree: T.Tree, first: T.Node) -> None:
+        """After the first node: the estimate against what it took here, and what still fits."""
+        cfg = self.ctx.config
+        if not first.wall_s or tree.started_at is None:
+            return
+        elapsed = time.time() - tree.started_at
+        left = (cfg.time_limit_s - elapsed) if cfg.time_limit_s else None
+        workers = self.ctx.get_executor().workers
+        more = nodes_that_fit(left, first.wall_s / workers, cfg.budget_nodes - 1) if left and left > 0 else 0
+        self.ctx.transcript.append("event", self.name, "search_budget_measured",
+                                   {"first_node_wall_s": first.wall_s, "first_node_cpu_s": first.cpu_s,
+                                    "elapsed_s": round(elapsed, 1), "more_nodes_that_fit": more if left else None})
+        if left:
+            self.ctx.console.print(f"[bold]search budget[/] the first node took {fmt_duration(first.wall_s)}; "
+                                   f"about {more} more node(s) fit in the {fmt_duration(max(left, 0))} left",
+                                   highlight=False)
+
     def _size(self) -> tuple[int, int]:
         from harmonycell.tools.data.taskdata import load_meta
 
@@ -135,10 +152,12 @@ class Planner(StepAgent):
 
     # ------------------------------------------------------------------ stopping
 
-    def _stop(self, tree: T.Tree) -> tuple[str, bool] | None:
+    def _stop(self, tree: T.Tree, busy: int = 0) -> tuple[str, bool] | None:
+        """Why no new node may start (None: one may); ``busy``: nodes in flight (they count
+        against the budget, and run to their end)."""
         cfg = self.ctx.config
         n_done = len(tree.trained())
-        if n_done >= cfg.budget_nodes:
+        if n_done + busy >= cfg.budget_nodes:
             return f"budget of {cfg.budget_nodes} node(s) spent", False
         if cfg.time_limit_s and tree.started_at is not None and n_done > 0:  # always one node
             elapsed = time.time() - tree.started_at
@@ -204,17 +223,26 @@ class Planner(StepAgent):
             return T.Choice(existing.id, [exp.action], [why], [why])
         return T.Choice(T.ROOT, [paradigm, exp.action], [why], [why, why])
 
-    def _next(self, tree: T.Tree) -> NodePlan | SearchDone:
-        stop = self._stop(tree)
+    def _next(self, tree: T.Tree, busy: frozenset[str] = frozenset()) -> NodePlan | SearchDone | None:
+        """The next node to train, or SearchDone when the search is over. ``busy``: the nodes in
+        flight (parallel search); with some, None means no new node should start now."""
+        resumed = next((n for n in tree.nodes.values()
+                        if n.status == "planned" and n.id != T.ROOT and n.id not in busy), None)
+        if resumed is not None:  # a resumed run: planned (in flight) when the last stop came
+            return NodePlan(node_id=resumed.id, action=resumed.action, parent=resumed.parent,
+                            reason="resumed: re-running a node interrupted by the last stop")
+        stop = self._stop(tree, len(busy))
         if stop:
-            return self._done(tree, *stop)
+            return None if busy else self._done(tree, *stop)
         # a routing decision (SPEC 10) takes precedence; otherwise an LLM, when configured, proposes
         choice = None if tree.route else self._llm_choice(tree)
         if choice is None:
-            choice = self.policy(tree, self._profile() if self.ctx.config.use_kb else "", tree.priors,
-                                 self._menu())
-        if choice is None:
-            return self._done(tree, "action space exhausted", False)
+            choice = self._builtin_choice(tree)
+        while choice is None and (reopened := reopen_best(tree)):  # spend the budget refining
+            self._trace(reopened)
+            choice = self._builtin_choice(tree)
+        if choice is None:  # in flight nodes may still open new branches when they report
+            return None if busy else self._done(tree, "action space exhausted", False)
         parent = choice.parent
         for action, why in zip(choice.actions[:-1], choice.chosen_by):
             parent = tree.add(parent, action, chosen_by=why, status="decision").id
@@ -222,16 +250,22 @@ class Planner(StepAgent):
         tree.save(self.ctx.run.tree_json)
         return NodePlan(node_id=node.id, action=node.action, parent=parent, reason=choice.reason)
 
+    def _builtin_choice(self, tree: T.Tree) -> T.Choice | None:
+        return self.policy(tree, self._profile() if self.ctx.config.use_kb else "", tree.priors, self._menu())
+
+    def parallel(self) -> bool:
+        ex = self.ctx.get_executor()
+        return ex.workers > 1 or ex.name != "local"
+
     def on_UnifyDone(self, done: UnifyDone | None) -> NodePlan | SearchDone:
         tree = self._tree()
         if tree.started_at is None:
             self._start(tree)
             tree.save(self.ctx.run.tree_json)
-        pending = [n for n in tree.nodes.values() if n.status == "planned" and n.id != T.ROOT]
-        if pending:  # a resumed run: a node was planned but never finished
-            n = pending[0]
-            return NodePlan(node_id=n.id, action=n.action, parent=n.parent,
-                            reason="resumed: re-running a node interrupted by the last stop")
+        if self.parallel():
+            from harmonycell.agents.parallel import search_in_parallel
+
+            return search_in_parallel(self)
         return self._next(tree)
 
     def on_Approval(self, a: Approval) -> NodePlan | SearchDone:
@@ -245,8 +279,12 @@ class Planner(StepAgent):
                 self.ctx.config.time_limit_s = change.time_limit_s
         return self.on_UnifyDone(None)
 
-    def on_NodeScored(self, s: NodeScored) -> NodePlan | SearchDone:
-        tree = self._tree()
+    def apply(self, tree: T.Tree, outcome: NodeScored | NodeAbandoned) -> None:
+        """A node's result into the tree (statistics, then failure routing); the caller saves."""
+        if isinstance(outcome, NodeAbandoned):
+            self._trace(route_abandoned(tree, outcome.node_id, outcome.reason))
+            return
+        s = outcome
         node = tree.nodes[s.node_id]
         node.status, node.reward = "ok", s.reward
         node.val_metric = s.metrics.get(SEARCH_METRIC)
@@ -255,12 +293,18 @@ class Planner(StepAgent):
         if tree.t_root is None:
             tree.t_root = node.cpu_s if node.cpu_s is not None else node.wall_s
         T.backpropagate(tree, node.id, s.reward)
+        if len(tree.trained()) == 1:
+            self._measured_budget(tree, node)
         if "train_mean_val" in s.metrics:  # no validation split: nothing to compare, no routing
             self._trace(route_scored(tree, node.id, node.val_metric, s.metrics.get("train_mean_val"),
                                      self._menu(), same_model))
+
+    def on_NodeScored(self, s: NodeScored) -> NodePlan | SearchDone:
+        tree = self._tree()
+        self.apply(tree, s)
         return self._next(tree)
 
     def on_NodeAbandoned(self, a: NodeAbandoned) -> NodePlan | SearchDone:
         tree = self._tree()
-        self._trace(route_abandoned(tree, a.node_id, a.reason))
+        self.apply(tree, a)
         return self._next(tree)

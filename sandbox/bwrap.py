@@ -73,6 +73,8 @@ def probe(bwrap: str) -> str | None:
 class BwrapBackend(ChildProcessBackend):
     name = "bwrap"
     isolated = True
+    # bwrap's init inside the pid namespace reaps the job, so os.wait4 on bwrap sees ~nothing
+    sample_tree_cpu = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -134,6 +136,8 @@ class BwrapBackend(ChildProcessBackend):
             import math
 
             env["HARMONYCELL_THREADS"] = str(max(1, math.ceil(job.cpus)))
+        if job.gpu_ids is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, job.gpu_ids))
         for k, v in env.items():
             args += ["--setenv", k, v]
         return [*args, "--", *job.command]

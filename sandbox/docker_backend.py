@@ -81,6 +81,8 @@ class DockerBackend:
                 fix="install nvidia-container-toolkit and restart dockerd, or run without --gpu")
         if job.gpu is False or not self.info.nvidia:
             return None
+        if job.gpu_ids is not None:  # this worker's GPUs only (one node per GPU)
+            return [docker.types.DeviceRequest(device_ids=[str(i) for i in job.gpu_ids], capabilities=[["gpu"]])]
         return [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
 
     def run(self, job: Job, cancel: threading.Event | None = None) -> ExecutionResult:
@@ -108,6 +110,7 @@ class DockerBackend:
                 tmpfs={"/tmp": f"rw,nosuid,nodev,size={parse_bytes(job.tmp_size)},mode=1777"},
                 mem_limit=mem, memswap_limit=mem, pids_limit=job.pids,
                 nano_cpus=int(job.cpus * 1e9) if job.cpus else None,
+                cpuset_cpus=",".join(map(str, job.cpuset)) if job.cpuset else None,
                 cap_drop=["ALL"], security_opt=["no-new-privileges"], init=True,
                 device_requests=device_requests, shm_size="256m",
                 labels={engine.LABEL: "1", engine.LABEL_OWNER: engine.owner_label(),

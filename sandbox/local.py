@@ -75,6 +75,7 @@ class ChildProcessBackend:
 
     name = "child"
     isolated = False
+    sample_tree_cpu = False  # True where os.wait4 cannot see the job's descendants (bwrap)
 
     def __init__(self) -> None:
         self.warning: str | None = None
@@ -104,7 +105,9 @@ class ChildProcessBackend:
         use_gpu = job.gpu if job.gpu is not None else Path("/dev/nvidiactl").exists()
         cores = None
         libc, parent = _libc(), os.getpid()
-        if job.cpus:
+        if job.cpuset:
+            cores = set(job.cpuset)
+        elif job.cpus:
             avail = sorted(os.sched_getaffinity(0))
             cores = set(avail[: max(1, min(len(avail), math.ceil(job.cpus)))])
 
@@ -133,6 +136,8 @@ class ChildProcessBackend:
         env = {**os.environ, **job.env}
         if job.cpus and "HARMONYCELL_THREADS" not in job.env:
             env["HARMONYCELL_THREADS"] = str(max(1, math.ceil(job.cpus)))
+        if job.gpu_ids is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, job.gpu_ids))
         limits, notes, use_gpu = self._limits(job)
         command = self.wrap(job, use_gpu)
         t0 = time.monotonic()
@@ -146,6 +151,7 @@ class ChildProcessBackend:
             except FileNotFoundError:
                 raise SandboxError(f"cannot start {command[0]!r}: no such program",
                                    where=f"{self.name} backend", fix="check the command") from None
+            tree_cpu = TreeCPU(proc.pid) if self.sample_tree_cpu else None
             try:
                 deadline = t0 + job.timeout_s
                 while True:
@@ -154,6 +160,8 @@ class ChildProcessBackend:
                         break
                     except subprocess.TimeoutExpired:
                         pass
+                    if tree_cpu is not None:
+                        tree_cpu.sample()
                     if cancel is not None and cancel.is_set():
                         status = "killed"
                         _kill_group(proc)
@@ -168,6 +176,8 @@ class ChildProcessBackend:
             _kill_group(proc)  # the leader may be gone while its children still run
             if cpu is None:
                 cpu = _reap_usage(proc)
+            if tree_cpu is not None:
+                cpu = max(cpu or 0.0, tree_cpu.total)
         if status == "ok":
             status = self._classify(code, err_path)
         return ExecutionResult(
@@ -198,6 +208,40 @@ class LocalBackend(ChildProcessBackend):
     def __init__(self) -> None:
         super().__init__()
         self.warning = NO_ISOLATION
+
+
+class TreeCPU:
+    """CPU seconds of a process tree sampled from /proc while it runs: for a child whose own
+    descendants' usage never reaches ``os.wait4`` (bubblewrap's namespaced init reaps them).
+    Each process counts its own user + system time at its last sample (children's are not added
+    twice); what a process spends after the last sample, at most one poll, is missed."""
+
+    def __init__(self, root: int):
+        self.root, self.seen = root, {}
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def sample(self) -> None:
+        parent, own = {}, {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()  # after "(comm)", which may hold spaces
+            parent[int(entry.name)] = int(fields[1])
+            own[int(entry.name)] = (int(fields[11]) + int(fields[12])) / self.tick
+        for pid, cpu in own.items():
+            cur = pid
+            while cur in parent and cur != self.root and cur > 1:
+                cur = parent[cur]
+            if cur == self.root:
+                self.seen[pid] = max(cpu, self.seen.get(pid, 0.0))
+
+    @property
+    def total(self) -> float:
+        return sum(self.seen.values())
 
 
 def _tail_says_oom(err_path: Path) -> bool:

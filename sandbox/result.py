@@ -29,6 +29,9 @@ class Job(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     run_id: str | None = None  # labels the container / names the run, so `resume` can reap it
     gpu: bool | None = None  # None: use a GPU when the backend has one; True: require one
+    # a worker's share of the machine (parallel nodes): these host cores and these GPU indices only
+    cpuset: list[int] | None = None
+    gpu_ids: list[int] | None = None
     tmp_size: str = "1g"  # the tmpfs /tmp (docker); counts against ``memory``
     # files whose traceback frames are hidden from the tails (the harness's own frames)
     trim_frames: list[str] = Field(default_factory=list)

@@ -15,6 +15,11 @@ from harmonycell.sandbox.backends import Backend
 from harmonycell.sandbox.result import ExecutionResult, Job
 
 HARNESS = Path(__file__).with_name("harness.py")
+# OpenMP threads that spin while they wait make a node on a shared machine many times slower:
+# on 2 cores beside other CPU-bound jobs, 8 epochs of one node took 16 s with one thread, 239 s
+# with two threads at OpenMP's default wait policy and 21 s with two passive ones
+# (bench/omp_wait.py -> bench/results/omp_wait.json). It must be set before torch loads.
+NODE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def run_training(
@@ -28,6 +33,9 @@ def run_training(
     memory: str = "8g",
     cpus: float | None = None,
     gpu: bool | None = None,
+    cpuset: list[int] | None = None,
+    gpu_ids: list[int] | None = None,
+    env: dict[str, str] | None = None,
     cancel: threading.Event | None = None,
     run_id: str | None = None,
 ) -> ExecutionResult:
@@ -49,7 +57,10 @@ def run_training(
         timeout_s=timeout_s,
         memory=memory,
         cpus=cpus,
+        env={**NODE_ENV, **(env or {})},
         gpu=gpu,
+        cpuset=cpuset,
+        gpu_ids=gpu_ids,
         run_id=run_id,
     )
     harness = backend.input_path(job, "harness")

@@ -40,3 +40,24 @@ def test_docker_cpu_time_is_reported_from_the_container_cgroup(tmp_path):
     assert res.ok, res.stderr_tail
     # sampled every poll until the exit: the last ~0.25 s may be missed, the sleep is not counted
     assert res.cpu_s is not None and 1.2 <= res.cpu_s <= 2.5
+
+
+def test_bwrap_cpu_time_counts_the_namespaced_tree_not_sleep(tmp_path):
+    # inside bwrap's pid namespace its own init reaps the job, so os.wait4 on bwrap alone saw ~0 s:
+    # the tree is sampled from /proc instead (a grandchild included)
+    from harmonycell.sandbox.bwrap import BwrapBackend
+    from harmonycell.tools.errors import SandboxError
+
+    try:
+        backend = BwrapBackend()
+    except SandboxError as why:
+        pytest.skip(f"no bubblewrap sandbox here: {why.one_line()}")
+    code = (BUSY.format(s=0.8) + "import subprocess, sys\n"
+            f"subprocess.run([sys.executable, '-c', {BUSY.format(s=0.8)!r}], check=True)\n"
+            "time.sleep(1.0)\n")
+    job = Job(command=[backend.python(), "-c", code], workdir=tmp_path / "w", timeout_s=60)
+    res = backend.run(job)
+    assert res.ok, res.stderr_tail
+    assert res.cpu_s is not None
+    assert 1.2 <= res.cpu_s <= 1.6 + 1.0  # both processes' work, less at most a poll of each
+    assert res.wall_s >= res.cpu_s - 0.2 + 0.9

@@ -28,6 +28,7 @@ from harmonycell.agents.cli.replay import replay
 from harmonycell.agents.team import build_team, run_team
 from harmonycell.sandbox.engine import reap_run_sandboxes
 from harmonycell.sandbox.backends import HELP as BACKEND_HELP, SandboxFallbackWarning, get_backend
+from harmonycell.sandbox.executors import make_executor
 from harmonycell.tools.record import atomic
 from harmonycell.tools.errors import HarmonyCellError, InputError
 from harmonycell.tools.record.runfolder import RunFolder, create_run
@@ -58,6 +59,23 @@ def search_options(budget: int, time_limit: str | None, kb: Path | None, no_kb: 
                          fix="pass one of them")
     return {"budget_nodes": budget, "time_limit_s": parse_duration(time_limit), "use_kb": not no_kb,
             "kb_path": str(kb.expanduser().resolve()) if kb else None}
+
+
+WORKERS_HELP = "nodes trained at once, each in its own sandbox with its share of the cores (and GPUs); default: 1 locally, the cluster's CPUs on Ray"
+EXECUTOR_HELP = "where nodes train: local (this machine) | ray (a Ray cluster; pip install 'harmonycell[ray]')"
+RAY_ADDRESS_HELP = "with --executor ray: the cluster's address (host:port, as `ray start --head` prints); none: a local Ray instance for the run"
+
+
+def scale_options(workers: int | None, executor: str, ray_address: str | None) -> dict:
+    """How many nodes at once and where, checked before anything is written."""
+    from harmonycell.sandbox.executors import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise InputError(f"unknown executor {executor!r}", where="--executor", fix=f"use one of: {', '.join(EXECUTORS)}")
+    if ray_address and executor != "ray":
+        raise InputError("--ray-address is for the Ray executor", where="--ray-address",
+                         fix="add --executor ray, or drop --ray-address")
+    return {"workers": workers, "executor": executor, "ray_address": ray_address}
 
 
 def start(files: list[Path], task: str, out: Path, llm_config: Path | None = None,
@@ -102,6 +120,8 @@ def drive(run: RunFolder, person: Person | None = None, llm_client=None) -> None
         backend = get_backend(cfg.backend, allow_unwalled=cfg.llm is None)
     ctx = RunContext(run=run, config=cfg, transcript=Transcript(run.root), backend=backend,
                      console=console, llm=LLMConfig.model_validate(cfg.llm) if cfg.llm else None)
+    ctx.executor = make_executor(cfg.executor, backend, cfg.backend, cfg.workers, cfg.ray_address,
+                                 allow_unwalled=cfg.llm is None)
     if ctx.llm is not None:  # one session for all agents: one ledger, one budget
         from harmonycell.agents.policies.llm import session_for_run
 
@@ -144,6 +164,7 @@ def drive(run: RunFolder, person: Person | None = None, llm_client=None) -> None
         raise
     finally:
         signal.signal(signal.SIGINT, previous)
+        ctx.executor.close()
     run.set_status("complete", llm=llm_totals(ctx))
     write_report_html(run.root)  # again, now with the Verdict record and the final state
     console.print(f"report: {run.report_md} (and {run.root / 'report.html'})")
@@ -186,6 +207,9 @@ def run(
                                          help="with 2+ inputs: also train the selected architecture on each "
                                               "source alone and compare with the union, per source's test queries"),
     specs: Optional[Path] = typer.Option(None, "--specs", help=SPECS_HELP),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help=WORKERS_HELP),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Scripted, autonomous run: audit -> unify -> search -> evaluate -> judge -> report."""
     if folds == 1 and repeats > 1:
@@ -197,7 +221,8 @@ def run(
     if compare_sources and folds > 1:
         raise InputError("--compare-sources runs on a single split", where="--compare-sources",
                          fix="drop --folds, or run --compare-sources separately")
-    options = dict(epochs=epochs, backend=backend, specs_dir=specs, **search_options(budget, time_limit, kb, no_kb))
+    options = dict(epochs=epochs, backend=backend, specs_dir=specs, **search_options(budget, time_limit, kb, no_kb),
+                   **scale_options(workers, executor, ray_address))
     if folds > 1:
         from harmonycell.agents.cli.crossval import run_folds
 
@@ -236,11 +261,15 @@ def chat(
     kb: Optional[Path] = typer.Option(None, "--kb", help=KB_HELP),
     no_kb: bool = typer.Option(False, "--no-kb", help="neither read nor write the knowledge base"),
     specs: Optional[Path] = typer.Option(None, "--specs", help=SPECS_HELP),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help=WORKERS_HELP),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """A conversation in the terminal: say what you want in your words, ask questions at any
     turn, steer the search, and ask about the result."""
     ask = lambda q: Prompt.ask(f"[bold yellow]you[/] {escape(q)}", console=console, default="", show_default=False)
     opts = search_options(budget, time_limit, kb, no_kb)  # checked before anything is asked
+    opts.update(scale_options(workers, executor, ray_address))
     opts.pop("budget_nodes")  # the person may size the search in words; --budget is the default
     llm = load_llm_config(llm_config, max_tokens_total=max_llm_tokens, max_cost_usd=max_llm_cost) if llm_config else None
     converse(files, task, ask, console, partial(start, out=out, llm_config=llm_config, max_llm_tokens=max_llm_tokens,
@@ -277,11 +306,15 @@ def demo(out: Path = typer.Option(Path("runs"), help="runs root"),
          budget: int = typer.Option(3, min=1, help="training nodes (small: the demo should take about a minute)"),
          time_limit: Optional[str] = typer.Option(None, "--time-limit", help=TIME_LIMIT_HELP),
          kb: Optional[Path] = typer.Option(None, "--kb", help=KB_HELP),
-         no_kb: bool = typer.Option(False, "--no-kb", help="neither read nor write the knowledge base")) -> None:
+         no_kb: bool = typer.Option(False, "--no-kb", help="neither read nor write the knowledge base"),
+         workers: Optional[int] = typer.Option(None, "--workers", min=1, help=WORKERS_HELP),
+         executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+         ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP)) -> None:
     """Generate synthetic data in two lab schemas and run the whole pipeline on it."""
     from harmonycell.tools.data.synthetic import SimConfig, write_synthetic
 
     options = search_options(budget, time_limit, kb, no_kb)  # checked before anything is written
+    options.update(scale_options(workers, executor, ray_address))
     data_dir = out / "demo-data"
     paths = write_synthetic(data_dir, SimConfig(seed=seed))
     console.print(f"synthetic inputs: {', '.join(str(p) for p in paths)}")

@@ -91,6 +91,7 @@ def steer_text(c: dict) -> str:
 def render_record(console: Console, rec: dict, chat: bool = False) -> None:
     src, type_, kind = rec["source"], rec["type"], rec["kind"]
     color = COLORS.get(src, "white")
+    worker = f"[magenta]{rec['worker']}[/] " if rec.get("worker") else ""
     if kind == "message":
         from harmonycell.agents.routing import CHAT_ROUTES, ROUTES  # routing imports the agents, which render
 
@@ -99,12 +100,12 @@ def render_record(console: Console, rec: dict, chat: bool = False) -> None:
         routes = CHAT_ROUTES if src == "User" or type_ in {"UnifyDone", "SearchDone"} and chat else ROUTES
         nxt = next((v for k, v in routes.items() if k.__name__ == type_), None)
         arrow = f" -> {nxt}" if nxt else ""
-        console.print(f"[dim]{rec['seq']:>4}[/] [{color}]{src}[/]{arrow} [bold]{type_}[/]: {escape(text)}")
+        console.print(f"[dim]{rec['seq']:>4}[/] {worker}[{color}]{src}[/]{arrow} [bold]{type_}[/]: {escape(text)}")
     else:
         content = rec.get("content") or {}
         result = content.get("result") if isinstance(content, dict) else None
         short = summary_tool(result)
-        console.print(f"[dim]{rec['seq']:>4}   {src} {kind} {type_}{': ' + escape(short) if short else ''}[/]")
+        console.print(f"[dim]{rec['seq']:>4}   {worker}{src} {kind} {type_}{': ' + escape(short) if short else ''}[/]")
 
 
 def summary_tool(result) -> str:

@@ -37,6 +37,9 @@ class RunConfig(BaseModel):
     kb_path: str | None = None  # None: the user's data directory
     node_timeout_s: float = 900.0
     backend: str = "auto"  # sandbox backend: auto | docker | bwrap | unsafe-local
+    workers: int | None = Field(None, ge=1, description="nodes trained at once (None: 1 locally, the cluster's CPUs on Ray)")
+    executor: str = "local"  # where nodes train: local | ray
+    ray_address: str | None = None  # an existing Ray cluster; None with executor ray: a local one for the run
     llm: dict | None = None  # LLM endpoint settings (base_url, model, api_key_env, ...); None: builtin
     epochs: int = 100
     fold: list[int] | None = None  # [k, K]: test units are fold k of K (cross-validation)

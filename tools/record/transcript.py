@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -43,6 +44,7 @@ class Record(BaseModel):
     type: str
     content: Any = None
     artifacts: list[ArtifactRef] = Field(default_factory=list)
+    worker: str | None = None  # parallel search: which worker (w0, w1, ...) said it
     prev: str
     hash: str = ""
 
@@ -70,6 +72,7 @@ class Transcript:
         self.path = self.run_dir / "transcript.jsonl"
         self._seq, self._prev = 0, GENESIS
         self._torn: dict | None = None
+        self._lock = threading.Lock()
         if self.path.exists():
             self._recover()
         if self._torn is not None:  # on the record: a line was moved out of the transcript
@@ -114,19 +117,24 @@ class Transcript:
                           "sha256": hashlib.sha256(torn).hexdigest()}
 
     def append(self, kind: Kind, source: str, type_: str, content: Any = None,
-               artifacts: list[ArtifactRef] | None = None) -> Record:
-        rec = Record(seq=self._seq, ts=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-                     kind=kind, source=source, type=type_, content=content,
-                     artifacts=artifacts or [], prev=self._prev)
-        data = rec.model_dump(mode="json")
-        data["hash"] = record_hash(data)
-        line = json.dumps(data, sort_keys=True, default=str) + "\n"
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
-        self._seq, self._prev = rec.seq + 1, data["hash"]
-        return Record.model_validate(data)
+               artifacts: list[ArtifactRef] | None = None, worker: str | None = None) -> Record:
+        """``worker``: the parallel worker that produced the record (absent from the one-at-a-time
+        search's records). Appends are serialised: workers' records interleave, whole, in order."""
+        with self._lock:
+            rec = Record(seq=self._seq, ts=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                         kind=kind, source=source, type=type_, content=content,
+                         artifacts=artifacts or [], prev=self._prev, worker=worker)
+            data = rec.model_dump(mode="json")
+            if worker is None:
+                data.pop("worker")
+            data["hash"] = record_hash(data)
+            line = json.dumps(data, sort_keys=True, default=str) + "\n"
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+            self._seq, self._prev = rec.seq + 1, data["hash"]
+            return Record.model_validate(data)
 
     def artifact(self, path: Path) -> ArtifactRef:
         return artifact(self.run_dir, path)

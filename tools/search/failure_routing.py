@@ -6,7 +6,10 @@
   train-mean baseline's) -> nothing more is expanded below it; for a backbone, the next
   expansion goes to an untried sibling backbone of the same paradigm;
 - hypothesis failure (two or more backbones of one paradigm failed that way) -> the paradigm's
-  prior (the weight of its UCT exploration term) is lowered.
+  prior (the weight of its UCT exploration term) is lowered;
+- every backbone tried and nothing left to expand, with budget left -> the best representation
+  failure is reopened for refinement (its hyperparameters or loss may be what failed it), so the
+  budget is spent refining rather than abandoned.
 
 Each decision is a ``refinement_trace`` record: level, evidence, rule, action, expectation.
 Pure functions of the tree (they mutate it and return the records to write).
@@ -16,6 +19,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import math
+
+from harmonycell.tools.evaluation.metrics import SEARCH_METRIC, oriented
 from harmonycell.tools.search.tree import HYPOTHESIS_PRIOR_FACTOR, ROOT, Tree, untried
 
 REPRESENTATION = "representation failure"
@@ -87,3 +93,22 @@ def route_scored(tree: Tree, node_id: str, val: float | None, baseline: float | 
                                         f"(its UCT exploration term is scaled by it)",
                         "expectation": f"the search moves to {', '.join(other) or 'the other paradigm'}"})
     return records
+
+
+def reopen_best(tree: Tree) -> list[dict[str, Any]]:
+    """Nothing left to expand: reopen the best backbone closed as a representation failure (by
+    its validation score), or nothing when none is closed that way."""
+    closed = [n for n in tree.nodes.values() if n.status == "ok" and n.level == "backbone"
+              and n.blocked and n.blocked.startswith(REPRESENTATION)]
+    if not closed:
+        return []
+    best = max(closed, key=lambda n: (oriented(SEARCH_METRIC, n.val_metric) if n.val_metric is not None
+                                      else -math.inf, n.id))
+    was, best.blocked = best.blocked, None
+    return [{"node": best.id, "action": best.action, "level": "representation",
+             "evidence": {"closed_backbones": sorted(n.action for n in closed), "val": best.val_metric,
+                          "was": was},
+             "rule": "every backbone tried and the action space closed, with budget left -> refine the "
+                     "best representation failure",
+             "action_taken": f"{best.action} reopened for refinement",
+             "expectation": "a refinement (loss, width, learning rate, ...) of the best backbone does better"}]

@@ -36,6 +36,7 @@ EPS = 1e-6
 W_PERF, W_TIME = 0.8, 0.2
 ROOT = "root"
 HYPOTHESIS_PRIOR_FACTOR = 0.5  # a paradigm failing in 2+ backbones keeps half its exploration bonus
+VIRTUAL_LOSS = 0.0  # the reward an in-flight node is assumed to earn until it reports (pessimistic)
 
 NodeStatus = Literal["planned", "ok", "failed", "decision"]
 Level = Literal["root", "paradigm", "backbone", "refinement"]
@@ -129,9 +130,28 @@ class Tree(BaseModel):
 
 # ----------------------------------------------------------------------------- scoring
 
-def uct(child: Node, parent_visits: int) -> float:
-    """``Q_mix + C * prior * sqrt(ln N(s) / (N(s') + eps))``; prior is 1 unless routing lowered it."""
-    return child.q_mix + C_UCT * child.prior * math.sqrt(math.log(max(parent_visits, 1)) / (child.visits + EPS))
+def uct(child: Node, parent_visits: int, virtual: int = 0) -> float:
+    """``Q_mix + C * prior * sqrt(ln N(s) / (N(s') + eps))``; prior is 1 unless routing lowered it.
+
+    ``virtual``: nodes in flight below ``child`` (parallel workers), counted as visits that earned
+    VIRTUAL_LOSS (WU-UCT), so the next worker is steered elsewhere until their results are in."""
+    n = child.visits + virtual
+    q_mean = (child.q_sum + VIRTUAL_LOSS * virtual) / n if n else 0.0
+    q = ALPHA_QMIX * child.q_max + (1 - ALPHA_QMIX) * q_mean
+    return q + C_UCT * child.prior * math.sqrt(math.log(max(parent_visits, 1)) / (n + EPS))
+
+
+def in_flight(tree: Tree) -> dict[str, int]:
+    """node id -> nodes planned (being trained) at or below it: the virtual visits of WU-UCT."""
+    out: dict[str, int] = {}
+    for n in tree.nodes.values():
+        if n.status != "planned":
+            continue
+        cur: str | None = n.id
+        while cur is not None:
+            out[cur] = out.get(cur, 0) + 1
+            cur = tree.nodes[cur].parent
+    return out
 
 
 def f_time(t: float) -> float:
@@ -194,8 +214,8 @@ def select(tree: Tree, expandable) -> str:
 
 # ----------------------------------------------------------------------------- the policy
 
-def widening_limit(node: Node) -> int:
-    return max(1, math.ceil(math.sqrt(node.visits)))
+def widening_limit(node: Node, virtual: int = 0) -> int:
+    return max(1, math.ceil(math.sqrt(node.visits + virtual)))
 
 
 @dataclass
@@ -245,12 +265,13 @@ def choose_expansion(tree: Tree, menu: Callable[[str], list[str]], priors: dict[
             action, why = pick_by_prior(tree, parent, options, priors)
             return Choice(parent.id, [action], [f"routing: {reason}", why], [f"routing; {why}"])
     steps: list[str] = []
+    vl = in_flight(tree)
     cur = tree.nodes[ROOT]
     while True:
         options = [] if cur.blocked else untried(tree, cur, menu, same)
         live_kids = [k for k in tree.kids(cur) if k.status in ("ok", "decision") and live(tree, k, menu, same)]
         open_kids = [k for k in tree.kids(cur) if k.status != "failed"]
-        if options and (len(open_kids) < widening_limit(cur) or not live_kids):
+        if options and (len(open_kids) < widening_limit(cur, vl.get(cur.id, 0)) or not live_kids):
             action, why = pick_by_prior(tree, cur, options, priors)
             steps.append(why)
             chain, chosen = [action], [why]
@@ -267,11 +288,13 @@ def choose_expansion(tree: Tree, menu: Callable[[str], list[str]], priors: dict[
             nxt = live_kids[0]
             steps.append(f"{nxt.action} is the only live child of {cur.action or 'the root'}")
         else:
-            scores = {k.id: uct(k, cur.visits) for k in live_kids}
+            scores = {k.id: uct(k, cur.visits + vl.get(cur.id, 0), vl.get(k.id, 0)) for k in live_kids}
             nxt = max(live_kids, key=lambda k: scores[k.id])
             runner = max((k for k in live_kids if k.id != nxt.id), key=lambda k: scores[k.id])
+            busy = sum(vl.get(k.id, 0) for k in live_kids)
             steps.append(f"UCT chose {nxt.action} ({scores[nxt.id]:.3f} vs {runner.action} "
-                         f"{scores[runner.id]:.3f}) at the {cur.level} level")
+                         f"{scores[runner.id]:.3f}) at the {cur.level} level"
+                         + (f" (virtual loss for {busy} node(s) in flight)" if busy else ""))
         cur = nxt
 
 
