@@ -2,6 +2,7 @@
 
     python bench/experts.py                       # every task x seed x expert, then docs/experts.md
     python bench/experts.py --tasks norman --seeds 0 --experts biolord
+    python bench/experts.py --tasks papalexi --folds 3   # nested CV: every fold its own run
     python bench/experts.py --render              # only re-render docs/experts.md from results
 
 For each task and split seed, a HarmonyCell run (builtin policies) makes the task: its run folder
@@ -13,6 +14,14 @@ reads the same sandbox folder through a small adapter (``bench/expert_adapters/`
 expert's, each baseline's) with the same scorer and compares them per query, paired, with a
 seeded bootstrap interval. An expert that cannot be installed or run here is listed with the
 exact reason. Results: ``bench/results/experts.json``; table: ``docs/experts.md``.
+
+With ``--folds K`` a task is run as ``harmonycell run --folds K`` (the project's nested
+cross-validation: fold k of a seeded K-fold partition of the held-out units, the whole search
+inside each fold): each fold's run folder gets its own experts and baselines, and the folds'
+per-query scores are pooled (``tools.evaluation.crossval``): every held-out query is tested once,
+so a metric's mean and the paired differences with HarmonyCell carry a bootstrap interval over
+all pooled queries. Per-fold rows: ``bench/results/experts_folds.csv``. A new result replaces
+only the result of the same task, seed and fold count; the others are kept.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 REAL = REPO / ".." / "shared" / "data" / "real"
 CACHE = REPO / ".cache" / "experts"
 RESULTS = REPO / "bench" / "results" / "experts.json"
+FOLD_CSV = REPO / "bench" / "results" / "experts_folds.csv"
 DOC = REPO / "docs" / "experts.md"
 ADAPTERS = REPO / "bench" / "expert_adapters"
 TORCH = "torch==2.13.0"  # the CPU build on this machine; an expert's venv never pulls CUDA torch
@@ -45,13 +55,24 @@ class Expert:
     adapter: str | None  # file in bench/expert_adapters, None when it cannot run here
     why_not: str = ""     # the reason, when it is known not to run offline on CPU
     pip_args: tuple[str, ...] = field(default_factory=tuple)
+    idea: str = ""        # the architectural idea our backbones lack (docs/experts.md)
 
 
 EXPERTS = {e.name: e for e in (
-    Expert("biolord", "Piran et al., Nature Biotechnology 2024", ("biolord==0.0.3",), "biolord_adapter.py"),
+    Expert("biolord", "Piran et al., Nature Biotechnology 2024", ("biolord==0.0.3",), "biolord_adapter.py",
+           idea="disentanglement: every known attribute (here the cell context and the perturbation's "
+                "features) gets its own embedding network, every cell a free latent learnt without an encoder "
+                "(auto-decoder, noise-regularised so it carries only what the attributes do not), and one decoder "
+                "reads their concatenation; a prediction swaps the perturbation attribute of a control cell's "
+                "latent. Ours condition one network on [control cell, perturbation embedding] and have no "
+                "separate per-attribute embedding of the cell context."),
     # STATE trains by optimiser steps: its adapter turns --epochs into passes over the cells
     # (sets of 16 cells, 8 sets a step), capped at 1500 steps on CPU
-    Expert("state", "Adduri et al. (Arc Institute), bioRxiv 2025", ("arc-state==0.11.1",), "state_adapter.py"),
+    Expert("state", "Adduri et al. (Arc Institute), bioRxiv 2025", ("arc-state==0.11.1",), "state_adapter.py",
+           idea="populations, not cells: a transformer (Llama blocks) attends across a set of cells (16 here) "
+                "and maps a set of control cells to a set of perturbed cells, trained with a distributional loss "
+                "(energy distance between predicted and observed sets). Ours map one randomly paired control "
+                "cell at a time (per-cell MSE/Huber, an ELBO or flow matching); no cell sees another."),
     Expert("cpa", "Lotfollahi et al., Molecular Systems Biology 2023", ("cpa-tools==0.8.1",), None,
            why_not="cpa-tools 0.8.1 requires torch>1.8,<2.0; the only torch here is 2.13.0 (CPU), "
                    "and torch 1.x from the registry is the CUDA build (several GB of nvidia packages)"),
@@ -84,9 +105,9 @@ def tail(text: str, n: int = 6) -> str:
     return "\n".join(text.strip().splitlines()[-n:])
 
 
-def ensure_venv(expert: Expert) -> tuple[Path | None, str]:
+def ensure_venv(expert: Expert, cache: Path = CACHE) -> tuple[Path | None, str]:
     """The expert's own interpreter, or None and the exact install error."""
-    home = CACHE / expert.name
+    home = cache / expert.name
     py = home / "venv" / "bin" / "python"
     ok = home / "installed.json"
     if ok.exists() and py.exists():
@@ -121,32 +142,67 @@ def task_inputs(task: Task) -> list[Path]:
     return [out]
 
 
+def run_wall(run_dir: Path) -> float:
+    """Seconds from a run's first to its last transcript record (so a reused run keeps its time)."""
+    from datetime import datetime
+
+    stamps = [json.loads(line)["ts"] for line in (run_dir / "transcript.jsonl").open() if line.strip()]
+    return round((datetime.fromisoformat(stamps[-1]) - datetime.fromisoformat(stamps[0])).total_seconds(), 1)
+
+
+def run_command(task: Task, seed: int, budget: int, epochs: int, backend: str, out: Path,
+                folds: int = 1) -> list[str]:
+    return [sys.executable, "-m", "harmonycell.agents.cli", "run", *map(str, task_inputs(task)), "--task", task.kind,
+            "--seed", str(seed), "--budget", str(budget), "--epochs", str(epochs), "--out", str(out),
+            "--backend", backend, "--no-kb",  # a benchmark neither reads nor writes the user's knowledge base
+            *(["--folds", str(folds)] if folds > 1 else [])]
+
+
 def harmonycell_run(task: Task, seed: int, budget: int, epochs: int, backend: str = "auto") -> Path:
     """A finished HarmonyCell run of the task (reused when one already finished)."""
     root = CACHE / "runs" / f"{task.key}-s{seed}"
     done = [p.parent for p in root.glob("*/verdict.json")]
     if done:
         return done[0]
-    cmd = [sys.executable, "-m", "harmonycell.agents.cli", "run", *map(str, task_inputs(task)), "--task", task.kind,
-           "--seed", str(seed), "--budget", str(budget), "--epochs", str(epochs), "--out", str(root),
-           "--backend", backend, "--no-kb"]  # a benchmark neither reads nor writes the user's knowledge base
     t0 = time.time()
-    subprocess.run(cmd, check=True)
+    subprocess.run(run_command(task, seed, budget, epochs, backend, root), check=True)
     print(f"[experts] harmonycell run {task.key} seed {seed}: {time.time() - t0:.0f} s", flush=True)
     return next(p.parent for p in root.glob("*/verdict.json"))
 
 
-def run_expert(py: Path, expert: Expert, run_dir: Path, seed: int, epochs: int) -> dict:
-    out = CACHE / "out" / run_dir.parent.name / expert.name
-    cmd = [str(py), str(ADAPTERS / expert.adapter), "--data", str(run_dir / "data" / "sandbox"),
-           "--out", str(out), "--seed", str(seed), "--epochs", str(epochs)]
-    t0 = time.time()
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    wall = time.time() - t0
-    if res.returncode != 0:
-        return {"status": "failed", "reason": tail(res.stderr, 8), "wall_s": round(wall, 1)}
+def harmonycell_cv(task: Task, seed: int, folds: int, budget: int, epochs: int, backend: str = "auto") -> list[Path]:
+    """The fold run folders of a finished ``harmonycell run --folds K`` (reused when one finished)."""
+    root = CACHE / "runs" / f"{task.key}-s{seed}-k{folds}"
+    done = [p.parent for p in root.glob("cv-*/cv.json")]
+    if not done:
+        t0 = time.time()
+        subprocess.run(run_command(task, seed, budget, epochs, backend, root, folds), check=True)
+        print(f"[experts] harmonycell run --folds {folds} {task.key} seed {seed}: {time.time() - t0:.0f} s", flush=True)
+        done = [p.parent for p in root.glob("cv-*/cv.json")]
+    return [done[0] / f"repeat0-fold{k}" for k in range(folds)]
+
+
+def run_expert(py: Path, expert: Expert, run_dir: Path, out: Path, seed: int, epochs: int) -> dict:
+    """The expert's adapter on the run's sandbox folder; a finished output for the same sandbox
+    folder is reused (a bench killed half-way resumes where it stopped)."""
+    data = run_dir / "data" / "sandbox"
+    source = {"data": str(data), "seed": seed, "epochs": epochs}
+    done = out / "source.json"
+    if not (done.exists() and json.loads(done.read_text()) == source):
+        done.unlink(missing_ok=True)
+        cmd = [str(py), str(ADAPTERS / expert.adapter), "--data", str(data),
+               "--out", str(out), "--seed", str(seed), "--epochs", str(epochs)]
+        t0 = time.time()
+        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        wall = time.time() - t0
+        if res.returncode != 0:
+            return {"status": "failed", "reason": tail(res.stderr, 8), "wall_s": round(wall, 1)}
+        from harmonycell.tools.record import atomic
+
+        atomic.write_json(out / "wall.json", {"wall_s": round(wall, 1)})
+        atomic.write_json(done, source)
     info = json.loads((out / "adapter_result.json").read_text())
-    return {"status": "ok", "pred": str(out / "pred_test.npy"), "wall_s": round(wall, 1),
+    return {"status": "ok", "pred": str(out / "pred_test.npy"), "wall_s": json.loads((out / "wall.json").read_text())["wall_s"],
             "peak_rss_mb": info.get("peak_rss_mb")}
 
 
@@ -167,18 +223,15 @@ def summarise(rows: list[dict]) -> dict[str, float | None]:
     return out
 
 
-def evaluate_task(task: Task, seed: int, experts: list[str], budget: int, epochs: int,
-                  backend: str = "auto") -> dict:
+def score_run(run_dir: Path, experts: list[str], seed: int, epochs: int, out_root: Path) -> dict:
+    """Every predictor's per-query rows on one finished run's test queries: HarmonyCell's selected
+    node, each baseline, each expert (trained on this run's sandbox folder)."""
     import anndata as ad
     import numpy as np
 
     from harmonycell.tools.data.taskdata import load_meta
     from harmonycell.tools.evaluation.baselines import baseline_predictions
-    from harmonycell.tools.evaluation.compare import compare_all
 
-    t0 = time.time()
-    run_dir = harmonycell_run(task, seed, budget, epochs, backend)
-    our_wall = time.time() - t0
     verdict = json.loads((run_dir / "verdict.json").read_text())
     tree = json.loads((run_dir / "tree.json").read_text())
     adata = ad.read_h5ad(run_dir / "unify" / "unified.h5ad")
@@ -189,8 +242,11 @@ def evaluate_task(task: Task, seed: int, experts: list[str], budget: int, epochs
     if best:
         rows = score_rows(adata, meta, run_dir / "nodes" / best / "pred_test.npy")
         entries["harmonycell"] = {"status": "ok", "rows": rows, "action": tree["nodes"][best]["action"],
-                                  "wall_s": round(our_wall, 1)}
-    tmp = CACHE / "out" / f"{task.key}-s{seed}" / "baselines"
+                                  "wall_s": run_wall(run_dir)}
+    else:
+        entries["harmonycell"] = {"status": "failed", "reason": "no node was selected and tested: "
+                                  + verdict.get("headline", "")}
+    tmp = out_root / "baselines"
     tmp.mkdir(parents=True, exist_ok=True)
     for name, pred in baseline_predictions(adata, "test").items():
         np.save(tmp / f"{name}.npy", pred.astype(np.float32))
@@ -201,11 +257,26 @@ def evaluate_task(task: Task, seed: int, experts: list[str], budget: int, epochs
         if py is None:
             entries[name] = {"status": "cannot run here", "reason": why}
             continue
-        res = run_expert(py, expert, run_dir, seed, epochs)
+        res = run_expert(py, expert, run_dir, out_root / name, seed, epochs)
         if res["status"] == "ok":
             res["rows"] = score_rows(adata, meta, Path(res.pop("pred")))
         entries[name] = res
-        print(f"[experts] {task.key} seed {seed} {name}: {res['status']} {res.get('wall_s')} s", flush=True)
+        print(f"[experts] {out_root.relative_to(CACHE / 'out')} {name}: {res['status']} {res.get('wall_s')} s", flush=True)
+    return {"run": run_dir.name, "n_queries": len(meta["queries"]["test"]),
+            "verdict": {k: verdict.get(k) for k in ("valid", "useful", "headline")}, "entries": entries}
+
+
+def without_rows(entries: dict[str, dict]) -> dict[str, dict]:
+    return {k: {kk: vv for kk, vv in v.items() if kk != "rows"} for k, v in entries.items()}
+
+
+def evaluate_task(task: Task, seed: int, experts: list[str], budget: int, epochs: int,
+                  backend: str = "auto") -> dict:
+    from harmonycell.tools.evaluation.compare import compare_all
+
+    run_dir = harmonycell_run(task, seed, budget, epochs, backend)
+    scored_run = score_run(run_dir, experts, seed, epochs, CACHE / "out" / f"{task.key}-s{seed}")
+    entries = scored_run["entries"]
     # every model against every other on the same queries, paired, with intervals
     scored = {k: v["rows"] for k, v in entries.items() if "rows" in v}
     for name, e in entries.items():
@@ -213,21 +284,227 @@ def evaluate_task(task: Task, seed: int, experts: list[str], budget: int, epochs
             others = {k: r for k, r in scored.items() if k != name}
             e["comparisons"] = [c.model_dump() for c in compare_all(e["rows"], others)]
             e["mean"] = summarise(e["rows"])
-    return {"task": task.key, "title": task.title, "kind": task.kind, "seed": seed, "run": run_dir.name,
-            "n_queries": len(meta["queries"]["test"]), "verdict": {k: verdict.get(k) for k in ("valid", "useful", "headline")},
-            "entries": {k: {kk: vv for kk, vv in v.items() if kk != "rows"} for k, v in entries.items()}}
+    return {"task": task.key, "title": task.title, "kind": task.kind, "seed": seed, "folds": 1,
+            "budget": budget, "epochs": epochs, "backend": backend,
+            **{k: v for k, v in scored_run.items() if k != "entries"}, "entries": without_rows(entries)}
+
+
+def pooled_metric(values: list[float | None], metric: str) -> dict:
+    """Mean over pooled queries with a seeded bootstrap interval (an undefined correlation counts
+    as 0, as in every comparison); None throughout when the metric is undefined on every query."""
+    import numpy as np
+
+    from harmonycell.tools.evaluation.compare import MIN_N, as_values, bootstrap_mean_ci
+
+    if all(v is None for v in values):
+        return {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
+    v = as_values(metric, values)
+    v = v[~np.isnan(v)]
+    lo, hi = bootstrap_mean_ci(v) if len(v) >= MIN_N else (None, None)
+    return {"mean": float(v.mean()), "ci_low": lo, "ci_high": hi, "n": int(len(v))}
+
+
+def aggregate_folds(fold_entries: list[dict[str, dict]], reference: str = "harmonycell") -> dict[str, dict]:
+    """One entry per predictor from the folds' entries (each ``{name: {"status", "rows", ...}}``):
+    the metric means pooled over every fold's queries with a bootstrap interval, the across-fold
+    spread of the fold means, and each predictor minus ``reference``, paired per query and pooled
+    over folds (``crossval.pooled_comparisons``). A predictor that ran in no fold keeps the first
+    fold's status and reason."""
+    from harmonycell.tools.evaluation.crossval import FoldResult, fold_mean, pooled_comparisons, spread
+
+    names = list(dict.fromkeys(n for f in fold_entries for n in f))
+    out: dict[str, dict] = {}
+    for name in names:
+        runs = [f.get(name, {"status": "missing", "reason": "not run in this fold"}) for f in fold_entries]
+        ok = [e for e in runs if "rows" in e]
+        if not ok:
+            out[name] = {"status": runs[0]["status"], "reason": runs[0].get("reason", "")}
+            continue
+        rows = [r for e in ok for r in e["rows"]]
+        entry = {"status": "ok" if len(ok) == len(runs) else f"ok in {len(ok)} of {len(runs)} folds",
+                 "folds_ok": len(ok),
+                 "pooled": {m: pooled_metric([r["metrics"].get(m) for r in rows], m) for m in METRICS},
+                 "spread": {m: spread([fold_mean(e["rows"], m) for e in ok]).model_dump() for m in METRICS},
+                 "fold_means": [{m: fold_mean(e["rows"], m) for m in METRICS} if "rows" in e else None
+                                for e in runs]}
+        walls = [e["wall_s"] for e in ok if e.get("wall_s") is not None]
+        peaks = [e["peak_rss_mb"] for e in ok if e.get("peak_rss_mb") is not None]
+        entry["wall_s"] = round(sum(walls) / len(walls), 1) if walls else None  # mean per fold
+        entry["peak_rss_mb"] = max(peaks) if peaks else None
+        actions = [e["action"] for e in ok if "action" in e]
+        if actions:
+            entry["action"] = ", ".join(dict.fromkeys(actions))
+        if name != reference:
+            folds = [FoldResult(repeat=0, fold=k, model_rows=f[name]["rows"],
+                                baseline_rows={reference: f[reference]["rows"]})
+                     for k, f in enumerate(fold_entries)
+                     if "rows" in f.get(name, {}) and "rows" in f.get(reference, {})]
+            entry["comparisons"] = [c.model_dump() for c in pooled_comparisons(folds)]
+        out[name] = entry
+    return out
+
+
+def evaluate_task_folds(task: Task, seed: int, folds: int, experts: list[str], budget: int, epochs: int,
+                        backend: str = "auto") -> dict:
+    from harmonycell.tools.evaluation.compare import compare_all
+
+    runs = harmonycell_cv(task, seed, folds, budget, epochs, backend)
+    per_fold = [score_run(run_dir, experts, seed, epochs, CACHE / "out" / f"{task.key}-s{seed}-k{folds}" / f"fold{k}")
+                for k, run_dir in enumerate(runs)]
+    fold_entries = [f["entries"] for f in per_fold]
+    for f in fold_entries:  # within a fold, each predictor against HarmonyCell (for the per-fold rows)
+        if "rows" in f.get("harmonycell", {}):
+            for name, e in f.items():
+                if name != "harmonycell" and "rows" in e:
+                    e["comparisons"] = [c.model_dump() for c in compare_all(e["rows"], {"harmonycell": f["harmonycell"]["rows"]})]
+        for e in f.values():
+            if "rows" in e:
+                e["mean"] = summarise(e["rows"])
+    return {"task": task.key, "title": task.title, "kind": task.kind, "seed": seed, "folds": folds,
+            "budget": budget, "epochs": epochs, "backend": backend, "cv": runs[0].parent.name, "n_queries": sum(f["n_queries"] for f in per_fold),
+            "entries": aggregate_folds(fold_entries),
+            "per_fold": [{"fold": k, **{kk: vv for kk, vv in f.items() if kk != "entries"},
+                          "entries": without_rows(f["entries"])} for k, f in enumerate(per_fold)]}
+
+
+def result_key(res: dict) -> tuple[str, int, int]:
+    return res["task"], int(res["seed"]), int(res.get("folds", 1))
+
+
+def merge_results(old: dict | None, new: dict) -> dict:
+    """``new`` over ``old``: a task result replaces only the one with the same task, seed and fold
+    count; install statuses are updated per expert; everything else in ``old`` is kept."""
+    if not old:
+        return new
+    fresh = {result_key(r) for r in new["tasks"]}
+    order = {k: i for i, k in enumerate(TASKS)}
+    tasks = [r for r in old.get("tasks", []) if result_key(r) not in fresh] + new["tasks"]
+    tasks.sort(key=lambda r: (int(r.get("folds", 1)) > 1, order.get(r["task"], len(order)), r["seed"], r.get("folds", 1)))
+    return {**old, **{k: v for k, v in new.items() if k not in ("install", "tasks")},
+            "install": {**old.get("install", {}), **new.get("install", {})}, "tasks": tasks}
+
+
+FOLD_COLUMNS = ("task", "seed", "folds", "fold", "run", "model", "status", "n_queries", *METRICS,
+                "wall_s", "peak_rss_mb", "vs_harmonycell_shift_corrected")
+
+
+def fold_rows(res: dict) -> list[dict]:
+    """Per-fold, per-predictor rows of a cross-validated task result (for the CSV)."""
+    rows = []
+    for f in res.get("per_fold", []):
+        for name, e in f["entries"].items():
+            m = e.get("mean", {})
+            rows.append({"task": res["task"], "seed": res["seed"], "folds": res["folds"], "fold": f["fold"],
+                         "run": f["run"], "model": name, "status": e["status"], "n_queries": f["n_queries"],
+                         **{k: m.get(k) for k in METRICS}, "wall_s": e.get("wall_s"),
+                         "peak_rss_mb": e.get("peak_rss_mb"),
+                         "vs_harmonycell_shift_corrected": "" if name == "harmonycell" else versus(e, "harmonycell")})
+    return rows
+
+
+def fold_csv(results: dict) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FOLD_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for res in results.get("tasks", []):
+        w.writerows(fold_rows(res))
+    return buf.getvalue()
 
 
 def fmt(v, digits: int = 3) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
+def interval(c: dict) -> str:
+    return f"[{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]" if c["ci_low"] is not None else "(too few queries)"
+
+
 def versus(entry: dict, other: str, metric: str = METRICS[0]) -> str:
     c = next((c for c in entry.get("comparisons", []) if c["baseline"] == other and c["metric"] == metric), None)
     if c is None:
         return "n/a"
-    ci = f"[{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]" if c["ci_low"] is not None else "(too few queries)"
-    return f"{c['conclusion']} ({c['mean_diff']:+.3f} {ci}, n={c['n']})"
+    return f"{c['conclusion']} ({c['mean_diff']:+.3f} {interval(c)}, n={c['n']})"
+
+
+def pooled_cell(p: dict) -> str:
+    if p["mean"] is None:
+        return "n/a"
+    return f"{p['mean']:.3f} {interval(p)}" if p["ci_low"] is not None else f"{p['mean']:.3f}"
+
+
+def verdict_line(res: dict) -> str:
+    entries = res["entries"]
+    better = [n for n, e in entries.items() if n != "harmonycell" and versus(e, "harmonycell").startswith("better")]
+    worse = [n for n, e in entries.items() if n != "harmonycell" and versus(e, "harmonycell").startswith("worse")]
+    kind = {n: "expert" if n in EXPERTS else "baseline" for n in entries}
+    return (("Better than HarmonyCell's pick here (interval excluding 0): "
+             + ", ".join(f"{n} ({kind[n]})" for n in better) + "." if better else
+             "Nothing here is better than HarmonyCell's pick with the interval excluding 0.")
+            + (" Worse than it: " + ", ".join(f"{n} ({kind[n]})" for n in worse) + "." if worse else "")
+            + (" With a single test query no interval exists: this task decides nothing."
+               if res["n_queries"] < 3 else ""))
+
+
+def settings(res: dict) -> list[str]:
+    """The run's settings, when the result recorded them (results before they were recorded: none)."""
+    if "epochs" not in res:
+        return []
+    return ["", f"Settings: HarmonyCell budget {res['budget']} nodes, epoch cap {res['epochs']} for our nodes and "
+                f"the experts (STATE: {res['epochs']} passes over the training cells, at most 1500 steps), "
+                f"HarmonyCell sandbox `{res['backend']}`.{res.get('note', '')}"]
+
+
+def render_split(res: dict) -> list[str]:
+    lines = ["", f"## {res['title']} (split seed {res['seed']}, {res['n_queries']} test queries)", *settings(res), "",
+             "| model | shift-corrected PearsonΔ | DeltaPCC | RMSE | wall s | peak MB | "
+             "vs HarmonyCell (shift-corrected, paired) |", "|---|---|---|---|---|---|---|"]
+    for name, e in res["entries"].items():
+        label = f"HarmonyCell ({e['action']})" if name == "harmonycell" else name
+        if "mean" not in e:
+            lines.append(f"| {label} | {e['status']}: {e.get('reason', '')[:160]} | | | | | |")
+            continue
+        m = e["mean"]
+        vs = "" if name == "harmonycell" else versus(e, "harmonycell")
+        lines.append(f"| {label} | {fmt(m[METRICS[0]])} | {fmt(m['DeltaPCC'])} | {fmt(m['RMSE'])} | "
+                     f"{fmt(e.get('wall_s'), 0)} | {fmt(e.get('peak_rss_mb'), 0)} | {vs} |")
+    return lines + ["", verdict_line(res)]
+
+
+def render_folds(res: dict) -> list[str]:
+    k = res["folds"]
+    lines = ["", f"## {res['title']}: {k}-fold cross-validation (split seed {res['seed']}, "
+                 f"{res['n_queries']} test queries pooled over {k} folds)", *settings(res), "",
+             f"Each fold is its own `harmonycell run --folds {k}` run folder (`{res['cv']}`): its own search, "
+             "its own experts and baselines trained on that fold's training cells. Metric cells: mean over the "
+             "pooled test queries [95% bootstrap interval over queries]; wall s: mean per fold; peak MB: "
+             "the largest fold's.", "",
+             "| model | shift-corrected PearsonΔ | DeltaPCC | RMSE | wall s | peak MB | "
+             "vs HarmonyCell (shift-corrected, paired, pooled over folds) |", "|---|---|---|---|---|---|---|"]
+    for name, e in res["entries"].items():
+        label = f"HarmonyCell ({e['action']})" if name == "harmonycell" and "action" in e else name
+        if "pooled" not in e:
+            lines.append(f"| {label} | {e['status']}: {e.get('reason', '')[:160]} | | | | | |")
+            continue
+        p = e["pooled"]
+        vs = "" if name == "harmonycell" else versus(e, "harmonycell")
+        note = "" if e["status"] == "ok" else f" ({e['status']})"
+        lines.append(f"| {label}{note} | {pooled_cell(p[METRICS[0]])} | {pooled_cell(p['DeltaPCC'])} | "
+                     f"{pooled_cell(p['RMSE'])} | {fmt(e.get('wall_s'), 0)} | {fmt(e.get('peak_rss_mb'), 0)} | {vs} |")
+    lines += ["", f"Per fold (shift-corrected PearsonΔ, mean over the fold's queries; rows in "
+                  f"`bench/results/{FOLD_CSV.name}`):", "",
+              "| model | " + " | ".join(f"fold {f['fold']} ({f['n_queries']} q)" for f in res["per_fold"]) + " | mean ± sd |",
+              "|---" * (len(res["per_fold"]) + 2) + "|"]
+    for name, e in res["entries"].items():
+        if "pooled" not in e:
+            continue
+        cells = [fmt(m[METRICS[0]]) if m else "failed" for m in e["fold_means"]]
+        s = e["spread"][METRICS[0]]
+        sd = f"{fmt(s['mean'])} ± {fmt(s['sd'])}" if s["sd"] is not None else fmt(s["mean"])
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {sd} |")
+    return lines + ["", verdict_line(res)]
 
 
 def render(results: dict) -> str:
@@ -236,34 +513,20 @@ def render(results: dict) -> str:
              "Every prediction (HarmonyCell's selected node, each expert, each baseline) is scored on the "
              "host by the same scorer on the same test queries of the same split; comparisons are paired "
              "per query with a seeded 95% bootstrap interval (`harmonycell.tools.evaluation.compare`). "
-             "Experts train on the sandbox's training cells and control cells only, never a held-out target.",
+             "Experts train on the sandbox's training cells and control cells only, never a held-out target. "
+             "Cross-validated tasks (`--folds K`) pool every fold's per-query scores: each held-out query is "
+             "tested once, by a model (ours, an expert's, a baseline's) that never saw it, and the interval is "
+             "the bootstrap over all pooled queries (`harmonycell.tools.evaluation.crossval`).",
              "", f"Machine: {results.get('machine')}. Finished {results.get('finished')}.", ""]
     lines += ["## Experts", "", "| expert | paper | status here |", "|---|---|---|"]
     for name, e in EXPERTS.items():
         status = results.get("install", {}).get(name, "not attempted")
         lines.append(f"| {name} | {e.paper} | {status} |")
+    lines += ["", "What each expert has that HarmonyCell's backbones (`tools/search/actions.py`: resnet, gated-mlp, "
+              "pathway-masked, cvae, flow-matching) lack:", "",
+              *[f"- {name}: {e.idea}" for name, e in EXPERTS.items() if e.idea]]
     for res in results.get("tasks", []):
-        lines += ["", f"## {res['title']} (split seed {res['seed']}, {res['n_queries']} test queries)", "",
-                  "| model | shift-corrected PearsonΔ | DeltaPCC | RMSE | wall s | peak MB | "
-                  "vs HarmonyCell (shift-corrected, paired) |", "|---|---|---|---|---|---|---|"]
-        for name, e in res["entries"].items():
-            label = f"HarmonyCell ({e['action']})" if name == "harmonycell" else name
-            if "mean" not in e:
-                lines.append(f"| {label} | {e['status']}: {e.get('reason', '')[:160]} | | | | | |")
-                continue
-            m = e["mean"]
-            vs = "" if name == "harmonycell" else versus(e, "harmonycell")
-            lines.append(f"| {label} | {fmt(m[METRICS[0]])} | {fmt(m['DeltaPCC'])} | {fmt(m['RMSE'])} | "
-                         f"{fmt(e.get('wall_s'), 0)} | {fmt(e.get('peak_rss_mb'), 0)} | {vs} |")
-        better = [n for n, e in res["entries"].items() if n != "harmonycell" and versus(e, "harmonycell").startswith("better")]
-        worse = [n for n, e in res["entries"].items() if n != "harmonycell" and versus(e, "harmonycell").startswith("worse")]
-        kind = {n: "expert" if n in EXPERTS else "baseline" for n in res["entries"]}
-        lines += ["", ("Better than HarmonyCell's pick here (interval excluding 0): "
-                       + ", ".join(f"{n} ({kind[n]})" for n in better) + "." if better else
-                       "Nothing here is better than HarmonyCell's pick with the interval excluding 0.")
-                  + (" Worse than it: " + ", ".join(f"{n} ({kind[n]})" for n in worse) + "." if worse else "")
-                  + (" With a single test query no interval exists: this task decides nothing."
-                     if res["n_queries"] < 3 else "")]
+        lines += render_folds(res) if int(res.get("folds", 1)) > 1 else render_split(res)
     return "\n".join(lines) + "\n"
 
 
@@ -274,9 +537,22 @@ def main() -> int:
     ap.add_argument("--experts", default=",".join(EXPERTS))
     ap.add_argument("--budget", type=int, default=3, help="HarmonyCell search budget (nodes)")
     ap.add_argument("--epochs", type=int, default=60, help="epoch cap for our nodes and the experts")
+    ap.add_argument("--folds", type=int, default=1,
+                    help="K >= 2: nested K-fold cross-validation over held-out units (harmonycell run --folds K)")
     ap.add_argument("--backend", default="auto", help="sandbox of HarmonyCell's own nodes")
     ap.add_argument("--render", action="store_true", help="only re-render docs/experts.md")
+    ap.add_argument("--note", default="", help="a sentence recorded with these results (e.g. why epochs were cut)")
     args = ap.parse_args()
+    from harmonycell.tools.record import atomic
+
+    if args.folds < 1:
+        print(f"--folds {args.folds}: give 1 (one split) or K >= 2 folds", file=sys.stderr)
+        return 2
+    unknown = [k for k in args.tasks.split(",") if k not in TASKS] + [e for e in args.experts.split(",") if e and e not in EXPERTS]
+    if unknown:
+        print(f"unknown task or expert {', '.join(unknown)}: tasks are {', '.join(TASKS)}; experts "
+              f"{', '.join(EXPERTS)}", file=sys.stderr)
+        return 2
     if not args.render:
         experts = [e for e in args.experts.split(",") if e]
         results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
@@ -286,15 +562,22 @@ def main() -> int:
             results["install"][name] = "installed in its own venv" if py else f"cannot run here: {why}"
         for key in args.tasks.split(","):
             for seed in map(int, args.seeds.split(",")):
-                results["tasks"].append(evaluate_task(TASKS[key], seed, experts, args.budget, args.epochs,
-                                                      args.backend))
+                if args.folds > 1:
+                    results["tasks"].append(evaluate_task_folds(TASKS[key], seed, args.folds, experts, args.budget,
+                                                                args.epochs, args.backend))
+                else:
+                    results["tasks"].append(evaluate_task(TASKS[key], seed, experts, args.budget, args.epochs,
+                                                          args.backend))
+        for res in results["tasks"]:
+            if args.note:
+                res["note"] = " " + args.note.strip()
         results["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        from harmonycell.tools.record import atomic
-
-        atomic.write_json(RESULTS, results)
-    from harmonycell.tools.record import atomic
-
-    atomic.write_text(DOC, render(json.loads(RESULTS.read_text())))
+        old = json.loads(RESULTS.read_text()) if RESULTS.exists() else None
+        atomic.write_json(RESULTS, merge_results(old, results))
+    results = json.loads(RESULTS.read_text())
+    atomic.write_text(DOC, render(results))
+    if any(int(r.get("folds", 1)) > 1 for r in results.get("tasks", [])):
+        atomic.write_text(FOLD_CSV, fold_csv(results))
     print(f"[experts] wrote {RESULTS} and {DOC}")
     return 0
 
