@@ -82,3 +82,15 @@ def tiny_task(out: Path) -> Path:
 
     export_sandbox_data(make_canonical(n_genes=30, n_perts=10, cells_per=12, n_ctrl=60), out)
     return out
+
+
+def walled_backend_name() -> str:
+    """bwrap where it can make a sandbox here, else unsafe-local (tests of the search, not the wall)."""
+    from harmonycell.sandbox.bwrap import BwrapBackend
+    from harmonycell.tools.errors import SandboxError
+
+    try:
+        BwrapBackend()
+        return "bwrap"
+    except SandboxError:
+        return "unsafe-local"

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sandbox_helpers import walled_backend_name
 
 from harmonycell.sandbox.slots import plan_slots
 from harmonycell.tools.search import tree as T
@@ -77,21 +78,10 @@ def _trained_once(run_dir: Path, budget: int) -> None:
     assert not [n for n in tree["nodes"].values() if n["status"] == "planned"]
 
 
-def _backend() -> str:
-    from harmonycell.sandbox.bwrap import BwrapBackend
-    from harmonycell.tools.errors import SandboxError
-
-    try:
-        BwrapBackend()
-        return "bwrap"
-    except SandboxError:
-        return "unsafe-local"
-
-
 def test_two_workers_train_nodes_at_once_and_the_transcript_says_which(synthetic_dir, tmp_path):
     out = tmp_path / "runs"
     res = subprocess.run([*CLI, "run", str(synthetic_dir / "labB_lognorm.h5ad"), "--out", str(out),
-                          "--budget", "3", "--epochs", "8", "--backend", _backend(), "--workers", "2",
+                          "--budget", "3", "--epochs", "8", "--backend", walled_backend_name(), "--workers", "2",
                           "--no-kb"], capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     run_dir = next(out.iterdir())
@@ -118,7 +108,7 @@ def test_two_workers_train_nodes_at_once_and_the_transcript_says_which(synthetic
 def test_resume_after_sigkill_with_two_nodes_in_flight_trains_each_node_once(synthetic_dir, tmp_path):
     out = tmp_path / "runs"
     proc = subprocess.Popen([*CLI, "run", str(synthetic_dir / "labB_lognorm.h5ad"), "--out", str(out),
-                             "--budget", "3", "--epochs", "30", "--backend", _backend(), "--workers", "2",
+                             "--budget", "3", "--epochs", "30", "--backend", walled_backend_name(), "--workers", "2",
                              "--no-kb"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     t0 = time.monotonic()

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sandbox_helpers import walled_backend_name
 
 ray = pytest.importorskip("ray", reason="the ray extra (pip install 'harmonycell[ray]') is part of the test extra")
 
@@ -92,20 +93,9 @@ def cluster(tmp_path):
         c.down()
 
 
-def _backend() -> str:
-    from harmonycell.sandbox.bwrap import BwrapBackend
-    from harmonycell.tools.errors import SandboxError
-
-    try:
-        BwrapBackend()
-        return "bwrap"
-    except SandboxError:
-        return "unsafe-local"
-
-
 def _run(synthetic_dir: Path, out: Path, address: str, budget: int, epochs: int) -> subprocess.Popen:
     return subprocess.Popen([*CLI, "run", str(synthetic_dir / "labB_lognorm.h5ad"), "--out", str(out),
-                             "--budget", str(budget), "--epochs", str(epochs), "--backend", _backend(),
+                             "--budget", str(budget), "--epochs", str(epochs), "--backend", walled_backend_name(),
                              "--executor", "ray", "--ray-address", address, "--workers", "2", "--no-kb"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
