@@ -115,7 +115,9 @@ class RayExecutor:
                      configure_logging=False, **({} if address else {"num_cpus": os.cpu_count()}))
         except (ConnectionError, RuntimeError) as exc:
             raise InputError(f"cannot reach the Ray cluster ({exc})", where=f"--ray-address {address}",
-                             fix="start it with `ray start --head` and pass the address it prints") from None
+                             fix="start it with `ray start --head` and pass the address it prints; a cluster "
+                                 "with token authentication (Ray turns it on when ~/.ray/auth_token exists) "
+                                 "also needs RAY_AUTH_MODE=token here") from None
         resources = ray.cluster_resources()
         self.backend_name, self.allow_unwalled = backend_name, allow_unwalled
         self.cpus = cpus_per_node

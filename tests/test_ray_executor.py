@@ -18,6 +18,10 @@ ray = pytest.importorskip("ray", reason="the ray extra (pip install 'harmonycell
 
 CLI = [sys.executable, "-m", "harmonycell.agents.cli"]
 RAY = [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()"]
+# Ray >= 2.5x turns token authentication on for `ray start --head` once ~/.ray/auth_token exists
+# (any earlier local `ray.init()` writes it), and a client given an explicit address must then say
+# RAY_AUTH_MODE=token; the test cluster, its probes and the run all agree on no authentication
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
 
 
 def _free_port() -> int:
@@ -30,7 +34,7 @@ def _node_ids(address: str) -> list[str]:
     out = subprocess.run([sys.executable, "-c",
                           "import ray, json; ray.init(address=%r, log_to_driver=False); "
                           "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))" % address],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, env=ENV)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -45,7 +49,7 @@ class Cluster:
     def _start(self, args: list[str], name: str) -> subprocess.Popen:
         log = open(self.log / f"{name}.log", "w")
         proc = subprocess.Popen([*RAY, "start", *args, "--block", "--disable-usage-stats"],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=ENV)
         self.procs.append(proc)
         return proc
 
@@ -97,7 +101,7 @@ def _run(synthetic_dir: Path, out: Path, address: str, budget: int, epochs: int)
     return subprocess.Popen([*CLI, "run", str(synthetic_dir / "labB_lognorm.h5ad"), "--out", str(out),
                              "--budget", str(budget), "--epochs", str(epochs), "--backend", walled_backend_name(),
                              "--executor", "ray", "--ray-address", address, "--workers", "2", "--no-kb"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
 
 
 def _records(out: Path) -> list[dict]:
