@@ -152,3 +152,23 @@ def test_killing_a_ray_worker_mid_node_retries_the_node_elsewhere_once(cluster, 
     trained = sorted(n["id"] for n in tree["nodes"].values() if n["status"] in ("ok", "failed"))
     assert sorted(r["content"]["args"]["node"] for r in _runs(recs)) == trained and len(trained) == 3
     assert json.loads((run_dir / "status.json").read_text())["state"] == "complete"
+
+
+def _raylets() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "ray/raylet/raylet"], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+def test_without_an_address_a_local_ray_instance_is_started_for_the_run_and_stopped(synthetic_dir, tmp_path):
+    before = _raylets()
+    out = tmp_path / "runs"
+    res = subprocess.run([*CLI, "run", str(synthetic_dir / "labB_lognorm.h5ad"), "--out", str(out),
+                          "--budget", "1", "--epochs", "4", "--backend", walled_backend_name(),
+                          "--executor", "ray", "--no-kb"], capture_output=True, text=True, timeout=900, env=ENV)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    runs = _runs(_records(out))
+    assert len(runs) == 1 and runs[0]["content"]["result"]["executor"] == "ray"
+    t0 = time.monotonic()
+    while _raylets() - before:  # the run's own instance is gone with it
+        assert time.monotonic() - t0 < 60, "the run's local Ray instance outlived the run"
+        time.sleep(1)
