@@ -214,9 +214,9 @@ def replicate(world: World, rep: int, test_frac: float, start_n: int, b: int, ro
 
 # ---------------------------------------------------------------- statistics
 def bootstrap_ci(x: np.ndarray, n_boot: int = 10000, seed: int = 0) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    from harmonycell.tools.evaluation.compare import bootstrap_mean_ci
+
+    return bootstrap_mean_ci(np.asarray(x, float), seed=seed, n_boot=n_boot)
 
 
 def summarise(reps: list[dict], metric: str) -> dict | None:

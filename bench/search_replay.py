@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from harmonycell.tools.evaluation.compare import bootstrap_mean_ci
 from harmonycell.tools.record import atomic
 from harmonycell.tools.search import tree as T
 
@@ -143,10 +144,21 @@ def expansions_to(table: Table, order: list[str], fraction: float = TARGET_FRACT
 
 
 def bootstrap_ci(x: list[float], seed: int = 0, n: int = 2000) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    a = np.asarray(x, float)
-    means = a[rng.integers(0, len(a), (n, len(a)))].mean(1)
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+    return bootstrap_mean_ci(np.asarray(x, float), seed=seed, n_boot=n)
+
+
+def paired_vs_hierarchical(out: dict, runners: dict, key: str) -> dict:
+    """Hierarchical MCTS minus each other policy on ``key`` (per seed), with a bootstrap interval."""
+    h = np.asarray(out["policies"]["hierarchical MCTS"][key])
+    res = {}
+    for name in runners:
+        if name == "hierarchical MCTS":
+            continue
+        d = list(h - np.asarray(out["policies"][name][key]))
+        lo, hi = bootstrap_ci(d)
+        res[name] = {"mean": round(float(np.mean(d)), 4), "ci95": [round(lo, 4), round(hi, 4)], "n": len(d),
+                     "conclusion": "better" if lo > 0 else "worse" if hi < 0 else "indistinguishable"}
+    return res
 
 
 def evaluate_task(table: Table, seeds: int) -> dict:
@@ -179,27 +191,9 @@ def evaluate_task(table: Table, seeds: int) -> dict:
         }
         out["policies"][name]["_aucs"] = [float(np.mean(c)) for c in curves]
         out["policies"][name]["_finals"] = final
-    # paired comparison of the area under the curve: hierarchical minus each other policy
-    h = out["policies"]["hierarchical MCTS"]["_aucs"]
-    out["hierarchical_minus_other_auc"] = {}
-    for name in runners:
-        if name == "hierarchical MCTS":
-            continue
-        d = list(np.asarray(h) - np.asarray(out["policies"][name]["_aucs"]))
-        lo, hi = bootstrap_ci(d)
-        out["hierarchical_minus_other_auc"][name] = {
-            "mean": round(float(np.mean(d)), 4), "ci95": [round(lo, 4), round(hi, 4)], "n": len(d),
-            "conclusion": "better" if lo > 0 else "worse" if hi < 0 else "indistinguishable"}
-    hf = out["policies"]["hierarchical MCTS"]["_finals"]
-    out["hierarchical_minus_other_final_fraction"] = {}
-    for name in runners:
-        if name == "hierarchical MCTS":
-            continue
-        d = list(np.asarray(hf) - np.asarray(out["policies"][name]["_finals"]))
-        lo, hi = bootstrap_ci(d)
-        out["hierarchical_minus_other_final_fraction"][name] = {
-            "mean": round(float(np.mean(d)), 4), "ci95": [round(lo, 4), round(hi, 4)], "n": len(d),
-            "conclusion": "better" if lo > 0 else "worse" if hi < 0 else "indistinguishable"}
+    # paired comparisons: hierarchical minus each other policy (area under the curve; final fraction)
+    out["hierarchical_minus_other_auc"] = paired_vs_hierarchical(out, runners, "_aucs")
+    out["hierarchical_minus_other_final_fraction"] = paired_vs_hierarchical(out, runners, "_finals")
     for p in out["policies"].values():
         p.pop("_aucs")
         p.pop("_finals")
