@@ -193,13 +193,6 @@ def backpropagate(tree: Tree, node_id: str, r: float) -> None:
         cur = n.parent
 
 
-def count_failure(tree: Tree, node_id: str) -> None:
-    """An abandoned node counts against itself only (SPEC 10): one visit with reward 0 on that
-    node; its paradigm and backbone keep the statistics of the nodes that ran."""
-    n = tree.nodes[node_id]
-    n.visits += 1
-
-
 def select(tree: Tree, expandable) -> str:
     """Descend from the root by UCT to the first node that ``expandable(node)`` allows to grow."""
     cur = tree.nodes[ROOT]
