@@ -26,7 +26,7 @@ def execute_node(agent: StepAgent, node_id: str, action: str, code: str, config:
     job = NodeJob(node_id=node_id, code=code, config=config, data_dir=ctx.run.sandbox_data, node_dir=node_dir,
                   timeout_s=ctx.config.node_timeout_s, run_id=ctx.config.run_id)
     worker = ctx.node_workers.get(node_id, 0)
-    one_at_a_time = executor.workers == 1 and executor.name == "local"
+    one_at_a_time = not executor.parallel
 
     def retried(why: str) -> None:  # a Ray worker died under the node: on the record, then once more
         ctx.transcript.append("event", agent.name, "node_retried",

@@ -253,16 +253,12 @@ class Planner(StepAgent):
     def _builtin_choice(self, tree: T.Tree) -> T.Choice | None:
         return self.policy(tree, self._profile() if self.ctx.config.use_kb else "", tree.priors, self._menu())
 
-    def parallel(self) -> bool:
-        ex = self.ctx.get_executor()
-        return ex.workers > 1 or ex.name != "local"
-
     def on_UnifyDone(self, done: UnifyDone | None) -> NodePlan | SearchDone:
         tree = self._tree()
         if tree.started_at is None:
             self._start(tree)
             tree.save(self.ctx.run.tree_json)
-        if self.parallel():
+        if self.ctx.get_executor().parallel:
             from harmonycell.agents.parallel import search_in_parallel
 
             return search_in_parallel(self)

@@ -43,6 +43,7 @@ class Placement(BaseModel):
 class Executor(Protocol):
     name: str
     workers: int
+    parallel: bool  # several nodes may be in flight (the search runs through agents.parallel)
 
     def run(self, job: NodeJob, worker: int, cancel: threading.Event | None = None,
             on_retry: Callable[[str], None] | None = None) -> tuple[ExecutionResult, Placement]: ...
@@ -61,6 +62,7 @@ class LocalExecutor:
         self.workers = workers
         gpus = host_gpu_count() if backend.gpu_available() else 0
         self.slots = slots or plan_slots(workers, host_cores(), gpus)
+        self.parallel = workers > 1
 
     def run(self, job: NodeJob, worker: int, cancel: threading.Event | None = None,
             on_retry: Callable[[str], None] | None = None) -> tuple[ExecutionResult, Placement]:

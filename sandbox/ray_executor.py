@@ -105,6 +105,7 @@ def write_back(node_dir: Path, files: dict[str, bytes], res: ExecutionResult) ->
 
 class RayExecutor:
     name = "ray"
+    parallel = True  # even one worker: nodes go through the cluster, not the one-at-a-time path
 
     def __init__(self, address: str | None = None, backend_name: str = "auto", workers: int | None = None,
                  cpus_per_node: float = 1.0, allow_unwalled: bool = False):
