@@ -107,7 +107,8 @@ class Planner(StepAgent):
             profile = self._profile()
             retrieval = kb.retrieve(embed([profile])[0])
             tree.kb = {**retrieval.summary(), "path": str(kb.path)}
-            tree.priors = action_priors(retrieval.entries) if retrieval.mode == "warm start" else {}
+            tree.priors = (action_priors(retrieval.entries, retrieval.expert_wins)
+                           if retrieval.mode == "warm start" else {})
             self.ctx.transcript.append("event", self.name, "knowledge_base",
                                        {**tree.kb, "profile": profile, "priors": tree.priors})
             self.ctx.console.print(f"[bold]knowledge base[/] {kb.path}: {retrieval.mode} ({retrieval.reason})")

@@ -4,6 +4,8 @@
     python bench/experts.py --tasks norman --seeds 0 --experts biolord
     python bench/experts.py --tasks papalexi --folds 3   # nested CV: every fold its own run
     python bench/experts.py --render              # only re-render docs/experts.md from results
+    python bench/experts.py --kb KB --record-wins # store the measured expert wins in a knowledge base
+    python bench/experts.py --tasks papalexi --folds 3 --kb KB   # HarmonyCell reading those wins
 
 For each task and split seed, a HarmonyCell run (builtin policies) makes the task: its run folder
 holds the unified data (host only), the sandbox folder (training cells, controls, queries,
@@ -21,7 +23,11 @@ inside each fold): each fold's run folder gets its own experts and baselines, an
 per-query scores are pooled (``tools.evaluation.crossval``): every held-out query is tested once,
 so a metric's mean and the paired differences with HarmonyCell carry a bootstrap interval over
 all pooled queries. Per-fold rows: ``bench/results/experts_folds.csv``. A new result replaces
-only the result of the same task, seed and fold count; the others are kept.
+only the result of the same task, seed, fold count and knowledge-base use; the others are kept.
+
+Where an expert beats HarmonyCell's pick (paired interval above 0) and a backbone of ours carries
+its idea (``knowledge.EXPERT_IDEAS``), ``--kb`` stores the win with the task's profile; a later run
+on a similar task (above the warm-start threshold) tries that backbone first.
 """
 
 from __future__ import annotations
@@ -151,35 +157,87 @@ def run_wall(run_dir: Path) -> float:
 
 
 def run_command(task: Task, seed: int, budget: int, epochs: int, backend: str, out: Path,
-                folds: int = 1) -> list[str]:
+                folds: int = 1, kb: Path | None = None) -> list[str]:
+    # without --kb a benchmark neither reads nor writes the user's knowledge base
     return [sys.executable, "-m", "harmonycell.agents.cli", "run", *map(str, task_inputs(task)), "--task", task.kind,
             "--seed", str(seed), "--budget", str(budget), "--epochs", str(epochs), "--out", str(out),
-            "--backend", backend, "--no-kb",  # a benchmark neither reads nor writes the user's knowledge base
+            "--backend", backend, *(["--kb", str(kb)] if kb else ["--no-kb"]),
             *(["--folds", str(folds)] if folds > 1 else [])]
 
 
-def harmonycell_run(task: Task, seed: int, budget: int, epochs: int, backend: str = "auto") -> Path:
+def runs_root(task: Task, seed: int, folds: int = 1, kb: Path | None = None) -> Path:
+    # a run that read a knowledge base is never reused for one that did not, nor the reverse
+    return CACHE / "runs" / (f"{task.key}-s{seed}" + (f"-k{folds}" if folds > 1 else "") + ("-kb" if kb else ""))
+
+
+def harmonycell_run(task: Task, seed: int, budget: int, epochs: int, backend: str = "auto",
+                    kb: Path | None = None) -> Path:
     """A finished HarmonyCell run of the task (reused when one already finished)."""
-    root = CACHE / "runs" / f"{task.key}-s{seed}"
+    root = runs_root(task, seed, 1, kb)
     done = [p.parent for p in root.glob("*/verdict.json")]
     if done:
         return done[0]
     t0 = time.time()
-    subprocess.run(run_command(task, seed, budget, epochs, backend, root), check=True)
+    subprocess.run(run_command(task, seed, budget, epochs, backend, root, kb=kb), check=True)
     print(f"[experts] harmonycell run {task.key} seed {seed}: {time.time() - t0:.0f} s", flush=True)
     return next(p.parent for p in root.glob("*/verdict.json"))
 
 
-def harmonycell_cv(task: Task, seed: int, folds: int, budget: int, epochs: int, backend: str = "auto") -> list[Path]:
+def harmonycell_cv(task: Task, seed: int, folds: int, budget: int, epochs: int, backend: str = "auto",
+                   kb: Path | None = None) -> list[Path]:
     """The fold run folders of a finished ``harmonycell run --folds K`` (reused when one finished)."""
-    root = CACHE / "runs" / f"{task.key}-s{seed}-k{folds}"
+    root = runs_root(task, seed, folds, kb)
     done = [p.parent for p in root.glob("cv-*/cv.json")]
     if not done:
         t0 = time.time()
-        subprocess.run(run_command(task, seed, budget, epochs, backend, root, folds), check=True)
+        subprocess.run(run_command(task, seed, budget, epochs, backend, root, folds, kb), check=True)
         print(f"[experts] harmonycell run --folds {folds} {task.key} seed {seed}: {time.time() - t0:.0f} s", flush=True)
         done = [p.parent for p in root.glob("cv-*/cv.json")]
     return [done[0] / f"repeat0-fold{k}" for k in range(folds)]
+
+
+def task_profile(run_dir: Path, kind: str) -> str:
+    """The knowledge base's profile of a run's task (training cells only), as a run computes it."""
+    import anndata as ad
+
+    from harmonycell.tools.search.knowledge import task_profile_text
+
+    return task_profile_text(ad.read_h5ad(run_dir / "unify" / "unified.h5ad"), kind)
+
+
+def expert_wins(res: dict) -> list[dict]:
+    """The experts that beat HarmonyCell's pick on this result (paired interval on the first
+    metric entirely above 0) and have a backbone of ours carrying their idea."""
+    from harmonycell.tools.search.knowledge import EXPERT_IDEAS
+
+    out = []
+    for name, e in res["entries"].items():
+        c = next((c for c in e.get("comparisons", []) if c["baseline"] == "harmonycell" and c["metric"] == METRICS[0]), None)
+        if name in EXPERT_IDEAS and c is not None and c["conclusion"] == "better":
+            out.append({"expert": name, "backbone": EXPERT_IDEAS[name], "metric": c["metric"],
+                        "delta": c["mean_diff"], "lo": c["ci_low"], "hi": c["ci_high"], "n": c["n"]})
+    return out
+
+
+def record_wins(res: dict, kb: Path) -> list[int]:
+    """Store each expert win of ``res`` in the knowledge base, with the task's profile."""
+    from harmonycell.tools.search.knowledge import ExpertWin, KnowledgeBase, embed
+
+    store, ids = KnowledgeBase(kb), []
+    wins = expert_wins(res)
+    if not wins:
+        return ids
+    profile = res.get("profile")
+    if profile is None:  # a result from before profiles were recorded: its run folder's
+        run = runs_root(TASKS[res["task"]], int(res["seed"]), int(res.get("folds", 1)), None)
+        profile = task_profile(run / res["cv"] / "repeat0-fold0" if "cv" in res else run / res["run"], res["kind"])
+    vec = embed([profile])[0]
+    label = f"{res['task']} seed {res['seed']}" + (f", {res['folds']}-fold" if int(res.get("folds", 1)) > 1 else "")
+    for w in wins:
+        ids.append(store.add_expert_win(ExpertWin(task=label, profile=profile, embedding=vec, source="bench/experts.py (bench/results/experts.json)", **w)))
+        print(f"[experts] {label}: {w['expert']} beat HarmonyCell's pick ({w['delta']:+.3f} [{w['lo']:.3f}, "
+              f"{w['hi']:.3f}], n={w['n']}); stored in {store.path}: a similar task tries {w['backbone']} first", flush=True)
+    return ids
 
 
 def run_expert(py: Path, expert: Expert, run_dir: Path, out: Path, seed: int, epochs: int) -> dict:
@@ -271,10 +329,10 @@ def without_rows(entries: dict[str, dict]) -> dict[str, dict]:
 
 
 def evaluate_task(task: Task, seed: int, experts: list[str], budget: int, epochs: int,
-                  backend: str = "auto") -> dict:
+                  backend: str = "auto", kb: Path | None = None) -> dict:
     from harmonycell.tools.evaluation.compare import compare_all
 
-    run_dir = harmonycell_run(task, seed, budget, epochs, backend)
+    run_dir = harmonycell_run(task, seed, budget, epochs, backend, kb)
     scored_run = score_run(run_dir, experts, seed, epochs, CACHE / "out" / f"{task.key}-s{seed}")
     entries = scored_run["entries"]
     # every model against every other on the same queries, paired, with intervals
@@ -285,7 +343,8 @@ def evaluate_task(task: Task, seed: int, experts: list[str], budget: int, epochs
             e["comparisons"] = [c.model_dump() for c in compare_all(e["rows"], others)]
             e["mean"] = summarise(e["rows"])
     return {"task": task.key, "title": task.title, "kind": task.kind, "seed": seed, "folds": 1,
-            "budget": budget, "epochs": epochs, "backend": backend,
+            "budget": budget, "epochs": epochs, "backend": backend, "kb": bool(kb),
+            "profile": task_profile(run_dir, task.kind),
             **{k: v for k, v in scored_run.items() if k != "entries"}, "entries": without_rows(entries)}
 
 
@@ -345,11 +404,11 @@ def aggregate_folds(fold_entries: list[dict[str, dict]], reference: str = "harmo
 
 
 def evaluate_task_folds(task: Task, seed: int, folds: int, experts: list[str], budget: int, epochs: int,
-                        backend: str = "auto") -> dict:
+                        backend: str = "auto", kb: Path | None = None) -> dict:
     from harmonycell.tools.evaluation.compare import compare_all
 
-    runs = harmonycell_cv(task, seed, folds, budget, epochs, backend)
-    per_fold = [score_run(run_dir, experts, seed, epochs, CACHE / "out" / f"{task.key}-s{seed}-k{folds}" / f"fold{k}")
+    runs = harmonycell_cv(task, seed, folds, budget, epochs, backend, kb)
+    per_fold = [score_run(run_dir, experts, seed, epochs, CACHE / "out" / runs_root(task, seed, folds, kb).name / f"fold{k}")
                 for k, run_dir in enumerate(runs)]
     fold_entries = [f["entries"] for f in per_fold]
     for f in fold_entries:  # within a fold, each predictor against HarmonyCell (for the per-fold rows)
@@ -361,14 +420,17 @@ def evaluate_task_folds(task: Task, seed: int, folds: int, experts: list[str], b
             if "rows" in e:
                 e["mean"] = summarise(e["rows"])
     return {"task": task.key, "title": task.title, "kind": task.kind, "seed": seed, "folds": folds,
-            "budget": budget, "epochs": epochs, "backend": backend, "cv": runs[0].parent.name, "n_queries": sum(f["n_queries"] for f in per_fold),
+            "budget": budget, "epochs": epochs, "backend": backend, "kb": bool(kb), "cv": runs[0].parent.name,
+            "n_queries": sum(f["n_queries"] for f in per_fold),
+            # one profile for the task: fold 0's training cells (folds differ only in held-out units)
+            "profile": task_profile(runs[0], task.kind),
             "entries": aggregate_folds(fold_entries),
             "per_fold": [{"fold": k, **{kk: vv for kk, vv in f.items() if kk != "entries"},
                           "entries": without_rows(f["entries"])} for k, f in enumerate(per_fold)]}
 
 
-def result_key(res: dict) -> tuple[str, int, int]:
-    return res["task"], int(res["seed"]), int(res.get("folds", 1))
+def result_key(res: dict) -> tuple[str, int, int, bool]:
+    return res["task"], int(res["seed"]), int(res.get("folds", 1)), bool(res.get("kb"))
 
 
 def merge_results(old: dict | None, new: dict) -> dict:
@@ -379,7 +441,8 @@ def merge_results(old: dict | None, new: dict) -> dict:
     fresh = {result_key(r) for r in new["tasks"]}
     order = {k: i for i, k in enumerate(TASKS)}
     tasks = [r for r in old.get("tasks", []) if result_key(r) not in fresh] + new["tasks"]
-    tasks.sort(key=lambda r: (int(r.get("folds", 1)) > 1, order.get(r["task"], len(order)), r["seed"], r.get("folds", 1)))
+    tasks.sort(key=lambda r: (int(r.get("folds", 1)) > 1, order.get(r["task"], len(order)), r["seed"],
+                              r.get("folds", 1), bool(r.get("kb"))))
     return {**old, **{k: v for k, v in new.items() if k not in ("install", "tasks")},
             "install": {**old.get("install", {}), **new.get("install", {})}, "tasks": tasks}
 
@@ -448,17 +511,25 @@ def verdict_line(res: dict) -> str:
                if res["n_queries"] < 3 else ""))
 
 
+def reading_kb(res: dict) -> str:
+    return ", HarmonyCell reading a knowledge base with the expert wins" if res.get("kb") else ""
+
+
 def settings(res: dict) -> list[str]:
     """The run's settings, when the result recorded them (results before they were recorded: none)."""
     if "epochs" not in res:
         return []
+    kb = (" HarmonyCell's runs read a knowledge base holding the expert wins recorded before them "
+          "(`--kb`), so the search tried the backbone carrying the winning expert's idea first."
+          if res.get("kb") else "")
     return ["", f"Settings: HarmonyCell budget {res['budget']} nodes, epoch cap {res['epochs']} for our nodes and "
                 f"the experts (STATE: {res['epochs']} passes over the training cells, at most 1500 steps), "
-                f"HarmonyCell sandbox `{res['backend']}`.{res.get('note', '')}"]
+                f"HarmonyCell sandbox `{res['backend']}`.{kb}{res.get('note', '')}"]
 
 
 def render_split(res: dict) -> list[str]:
-    lines = ["", f"## {res['title']} (split seed {res['seed']}, {res['n_queries']} test queries)", *settings(res), "",
+    lines = ["", f"## {res['title']} (split seed {res['seed']}, {res['n_queries']} test queries){reading_kb(res)}",
+             *settings(res), "",
              "| model | shift-corrected PearsonΔ | DeltaPCC | RMSE | wall s | peak MB | "
              "vs HarmonyCell (shift-corrected, paired) |", "|---|---|---|---|---|---|---|"]
     for name, e in res["entries"].items():
@@ -476,7 +547,7 @@ def render_split(res: dict) -> list[str]:
 def render_folds(res: dict) -> list[str]:
     k = res["folds"]
     lines = ["", f"## {res['title']}: {k}-fold cross-validation (split seed {res['seed']}, "
-                 f"{res['n_queries']} test queries pooled over {k} folds)", *settings(res), "",
+                 f"{res['n_queries']} test queries pooled over {k} folds){reading_kb(res)}", *settings(res), "",
              f"Each fold is its own `harmonycell run --folds {k}` run folder (`{res['cv']}`): its own search, "
              "its own experts and baselines trained on that fold's training cells. Metric cells: mean over the "
              "pooled test queries [95% bootstrap interval over queries]; wall s: mean per fold; peak MB: "
@@ -522,12 +593,44 @@ def render(results: dict) -> str:
     for name, e in EXPERTS.items():
         status = results.get("install", {}).get(name, "not attempted")
         lines.append(f"| {name} | {e.paper} | {status} |")
-    lines += ["", "What each expert has that HarmonyCell's backbones (`tools/search/actions.py`: resnet, gated-mlp, "
-              "pathway-masked, cvae, flow-matching) lack:", "",
-              *[f"- {name}: {e.idea}" for name, e in EXPERTS.items() if e.idea]]
+    from harmonycell.tools.search.actions import all_backbone_paths
+    from harmonycell.tools.search.knowledge import EXPERT_IDEAS
+
+    ours = ", ".join(p.split("/")[1] for p in all_backbone_paths() if p not in EXPERT_IDEAS.values())
+    lines += ["", f"What each expert has that HarmonyCell's original backbones (`tools/search/actions.py`: {ours}) "
+              "lack, and the backbone that now carries it:", "",
+              *[f"- {name}: {e.idea}" + (f" Carried by `{EXPERT_IDEAS[name]}` since the expert won on Papalexi "
+                                         "(below); see 'What the search learnt'." if name in EXPERT_IDEAS else "")
+                for name, e in EXPERTS.items() if e.idea]]
+    lines += render_learnt(results)
     for res in results.get("tasks", []):
         lines += render_folds(res) if int(res.get("folds", 1)) > 1 else render_split(res)
     return "\n".join(lines) + "\n"
+
+
+def render_learnt(results: dict) -> list[str]:
+    """How an expert's win changed the search, and what that measured where it was run."""
+    from harmonycell.tools.search.knowledge import EXPERT_IDEAS
+
+    lines = ["", "## What the search learnt from the experts", "",
+             "An expert that beats HarmonyCell's pick (paired interval above 0) and has a backbone of ours "
+             "carrying its idea (`tools/search/knowledge.py` `EXPERT_IDEAS`: "
+             + ", ".join(f"{e} -> `{b}`" for e, b in EXPERT_IDEAS.items())
+             + ") is stored in the knowledge base by `python bench/experts.py --kb KB` (or `--kb KB --record-wins` "
+             "for results already measured), with the task's profile. A run whose task profile is similar "
+             "enough to warm-start retrieves the win and expands that backbone first, at the paradigm and the "
+             "backbone level (`harmonycell kb list` shows stored wins; `harmonycell kb forget-expert ID` drops one)."]
+    with_kb = [r for r in results.get("tasks", []) if r.get("kb")]
+    for r in with_kb:
+        ours = r["entries"].get("harmonycell", {})
+        lines += ["", f"- {r['title']}" + (f", {r['folds']}-fold" if int(r.get("folds", 1)) > 1 else "")
+                  + f": reading the stored win, HarmonyCell selected {ours.get('action', 'nothing')}. "
+                  + "; ".join(f"{n} vs this pick: {versus(e, 'harmonycell')}" for n, e in r["entries"].items()
+                              if n != "harmonycell" and e.get("comparisons"))
+                  + ". Table below (headed 'HarmonyCell reading a knowledge base')."]
+    if not with_kb:
+        lines += ["", "No task has been run reading a knowledge base with a stored win yet."]
+    return lines
 
 
 def main() -> int:
@@ -542,6 +645,11 @@ def main() -> int:
     ap.add_argument("--backend", default="auto", help="sandbox of HarmonyCell's own nodes")
     ap.add_argument("--render", action="store_true", help="only re-render docs/experts.md")
     ap.add_argument("--note", default="", help="a sentence recorded with these results (e.g. why epochs were cut)")
+    ap.add_argument("--kb", type=Path, default=None,
+                    help="a knowledge base: HarmonyCell's runs read it (so stored expert wins steer the search) "
+                         "and every expert win measured here is stored in it; default: none (--no-kb)")
+    ap.add_argument("--record-wins", action="store_true",
+                    help="with --kb: store the expert wins of the results already in bench/results, then stop")
     args = ap.parse_args()
     from harmonycell.tools.record import atomic
 
@@ -553,6 +661,13 @@ def main() -> int:
         print(f"unknown task or expert {', '.join(unknown)}: tasks are {', '.join(TASKS)}; experts "
               f"{', '.join(EXPERTS)}", file=sys.stderr)
         return 2
+    if args.record_wins:
+        if args.kb is None:
+            print("--record-wins needs --kb PATH: the knowledge base to store the wins in", file=sys.stderr)
+            return 2
+        for res in json.loads(RESULTS.read_text()).get("tasks", []):
+            record_wins(res, args.kb.expanduser())
+        return 0
     if not args.render:
         experts = [e for e in args.experts.split(",") if e]
         results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
@@ -564,10 +679,12 @@ def main() -> int:
             for seed in map(int, args.seeds.split(",")):
                 if args.folds > 1:
                     results["tasks"].append(evaluate_task_folds(TASKS[key], seed, args.folds, experts, args.budget,
-                                                                args.epochs, args.backend))
+                                                                args.epochs, args.backend, args.kb))
                 else:
                     results["tasks"].append(evaluate_task(TASKS[key], seed, experts, args.budget, args.epochs,
-                                                          args.backend))
+                                                          args.backend, args.kb))
+                if args.kb:
+                    record_wins(results["tasks"][-1], args.kb.expanduser())
         for res in results["tasks"]:
             if args.note:
                 res["note"] = " " + args.note.strip()

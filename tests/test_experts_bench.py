@@ -102,17 +102,38 @@ def fold_result(task="papalexi", folds=2):
 def test_a_new_result_replaces_only_its_own_task_seed_and_fold_count():
     committed = json.loads(ex.RESULTS.read_text())
     before = {ex.result_key(r) for r in committed["tasks"]}
-    assert {("kang", 0, 1), ("norman", 0, 1)} <= before
+    assert {("kang", 0, 1, False), ("norman", 0, 1, False)} <= before
     new = {"machine": "m", "install": {"state": "installed in its own venv"}, "tasks": [fold_result()],
            "finished": "now"}
     merged = ex.merge_results(committed, new)
     keys = [ex.result_key(r) for r in merged["tasks"]]
-    assert set(keys) == before | {("papalexi", 0, 2)} and len(keys) == len(set(keys))
+    assert set(keys) == before | {("papalexi", 0, 2, False)} and len(keys) == len(set(keys))
     folds = [k[2] for k in keys]
     assert folds == sorted(folds, key=lambda f: f > 1)  # single splits first, then the cross-validated tasks
     assert merged["install"]["cpa"] == committed["install"]["cpa"] and merged["finished"] == "now"
     again = ex.merge_results(merged, {**new, "tasks": [fold_result(folds=2)]})
     assert [ex.result_key(r) for r in again["tasks"]] == keys
+    # a run that read a knowledge base sits beside the one that did not
+    with_kb = ex.merge_results(merged, {**new, "tasks": [{**fold_result(folds=2), "kb": True}]})
+    assert set(ex.result_key(r) for r in with_kb["tasks"]) == set(keys) | {("papalexi", 0, 2, True)}
+
+
+def test_only_an_expert_that_beat_our_pick_and_has_a_backbone_of_ours_is_a_win():
+    def entry(name, conclusion, diff):
+        return {"status": "ok", "comparisons": [
+            {"baseline": "harmonycell", "metric": "PCC_Delta_shift_corrected", "conclusion": conclusion,
+             "mean_diff": diff, "ci_low": diff - 0.05, "ci_high": diff + 0.05, "n": 25},
+            {"baseline": "harmonycell", "metric": "RMSE", "conclusion": "better", "mean_diff": -0.1,
+             "ci_low": -0.2, "ci_high": -0.01, "n": 25}]}
+    res = {"task": "papalexi", "seed": 0, "folds": 3, "entries": {
+        "harmonycell": {"status": "ok"}, "biolord": entry("biolord", "better", 0.101),
+        "state": entry("state", "better", 0.2),       # no backbone of ours carries STATE's idea yet
+        "control_mean": entry("control_mean", "better", 0.4)}}  # a baseline, not an expert
+    assert ex.expert_wins(res) == [{"expert": "biolord", "backbone": "discriminative/attribute-decoder",
+                                    "metric": "PCC_Delta_shift_corrected", "delta": 0.101,
+                                    "lo": 0.101 - 0.05, "hi": 0.101 + 0.05, "n": 25}]
+    res["entries"]["biolord"] = entry("biolord", "indistinguishable", 0.03)
+    assert ex.expert_wins(res) == []
 
 
 def test_a_cross_validated_task_renders_pooled_intervals_per_fold_rows_and_a_csv():

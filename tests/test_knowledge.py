@@ -11,8 +11,11 @@ import sys
 import numpy as np
 import pytest
 
-from harmonycell.tools.search.knowledge import (TAU_FILTER, WARM_START_THRESHOLD, KnowledgeBase, NodeRecord,
-                                                RunRecord, action_priors, embed, rank)
+from harmonycell.agents.planner import builtin_policy
+from harmonycell.tools.errors import InputError
+from harmonycell.tools.search import tree as T
+from harmonycell.tools.search.knowledge import (TAU_FILTER, WARM_START_THRESHOLD, ExpertWin, KnowledgeBase,
+                                                NodeRecord, RunRecord, action_priors, embed, rank)
 
 KANG = ("Task: unseen-cell-context. Perturbation type: cytokine. 1 training perturbations (0 combinations): "
         "stimulated. Cell contexts: B cells, CD14+ Monocytes, CD8 T cells. 907 training cells, 1267 genes. "
@@ -118,3 +121,60 @@ def test_kb_commands_list_show_forget_and_bad_ids(tmp_path):
     out = subprocess.run([sys.executable, "-m", "harmonycell.agents.cli", "kb", "list", "--kb", str(not_kb)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "not a HarmonyCell knowledge base" in out.stderr
+
+
+def win(profile: str, emb, backbone: str = "discriminative/attribute-decoder") -> ExpertWin:
+    return ExpertWin(task="papalexi seed 0, 3-fold", profile=profile, embedding=emb, expert="biolord",
+                     backbone=backbone, metric="PCC_Delta_shift_corrected", delta=0.101, lo=0.050, hi=0.151,
+                     n=25, source="bench/experts.py")
+
+
+def test_an_expert_win_on_a_similar_task_puts_its_backbone_first_and_not_on_a_dissimilar_one(tmp_path):
+    kb = KnowledgeBase(tmp_path / "kb.sqlite")
+    e_kang, e_other, e_norman = embed([KANG, KANG_OTHER_SCHEMA, NORMAN])
+    kb.add(record("kang-run", KANG, e_kang, best=0.6))  # its nodes give resnet a prior
+    kb.add_expert_win(win(KANG, e_kang))
+    near = kb.retrieve(e_other)
+    assert near.mode == "warm start" and [w.expert for w, _ in near.expert_wins] == ["biolord"]
+    assert near.summary()["expert_wins"][0]["interval"] == [0.050, 0.151]
+    priors = action_priors(near.entries, near.expert_wins)
+    assert priors["discriminative/attribute-decoder"] > priors["discriminative/resnet"] > 0
+    # the first expansion of a fresh search takes the expert's idea, at both levels
+    choice = builtin_policy(T.Tree(seed=0, priors=priors), "", priors)
+    assert choice.actions == ["discriminative", "discriminative/attribute-decoder"]
+    assert "knowledge-base prior" in choice.reason
+    far = kb.retrieve(e_norman)
+    assert far.mode == "tabula rasa" and far.expert_wins == [] and action_priors(far.entries, far.expert_wins) == {}
+
+
+def test_an_expert_win_alone_warm_starts_a_similar_task(tmp_path):
+    kb = KnowledgeBase(tmp_path / "kb.sqlite")
+    e_kang, e_other = embed([KANG, KANG_OTHER_SCHEMA])
+    kb.add_expert_win(win(KANG, e_kang))
+    got = kb.retrieve(e_other)
+    assert got.mode == "warm start" and got.entries == [] and "discriminative/attribute-decoder first" in got.reason
+    assert max(action_priors(got.entries, got.expert_wins), key=action_priors(got.entries, got.expert_wins).get) \
+        in ("discriminative", "discriminative/attribute-decoder")
+
+
+def test_an_expert_win_must_name_a_backbone_carrying_an_experts_idea(tmp_path):
+    kb = KnowledgeBase(tmp_path / "kb.sqlite")
+    with pytest.raises(InputError, match="not a backbone that carries an expert's idea"):
+        kb.add_expert_win(win(KANG, np.ones(384, np.float32), backbone="discriminative/resnet"))
+    assert kb.expert_wins() == []
+
+
+def test_kb_commands_list_and_forget_expert_results(tmp_path):
+    path = tmp_path / "kb.sqlite"
+    kb = KnowledgeBase(path)
+    wid = kb.add_expert_win(win(KANG, np.ones(384, np.float32) / np.sqrt(384)))
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "harmonycell.agents.cli", "kb", *args, "--kb", str(path)],
+                              capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "250"})
+    out = cli("list")
+    assert out.returncode == 0 and "biolord" in out.stdout and "+0.101 [0.050, 0.151]" in out.stdout
+    assert "discriminative/attribute-decoder" in out.stdout
+    assert cli("forget-expert", str(wid)).returncode == 0 and KnowledgeBase(path).expert_wins() == []
+    bad = cli("forget-expert", "999")
+    assert bad.returncode == 2 and "no expert result with id 999" in bad.stderr

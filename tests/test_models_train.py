@@ -60,7 +60,7 @@ def test_contract_shapes_residual_start_and_unseen_perturbations(path):
     predict = getattr(model, "predict", model.forward)
     out = predict(x, pert)
     assert out.shape == (6, 12) and torch.isfinite(out).all()
-    if action.paradigm == "discriminative":
+    if action.paradigm == "discriminative" and action.spec.residual:
         # delta heads start at zero: an untrained model predicts the control cell (residual form)
         assert torch.allclose(out, x)
     # the learnable table starts at zero, so an unseen perturbation is carried by its feature:

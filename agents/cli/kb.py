@@ -1,4 +1,5 @@
-"""`harmonycell kb list | show ID | forget ID`: what the knowledge base remembers across runs."""
+"""`harmonycell kb list | show ID | forget ID | forget-expert ID`: what the knowledge base remembers
+across runs, and the expert models that beat HarmonyCell's pick."""
 
 from __future__ import annotations
 
@@ -29,17 +30,27 @@ def _fmt(v) -> str:
 def list_cmd(kb: Optional[Path] = KB_OPTION) -> None:
     """One line per stored run: id, run, task kind, start mode, nodes, selected path, reward."""
     store = _kb(kb)
-    runs = store.runs()
-    if not runs:
+    runs, wins = store.runs(), store.expert_wins()
+    if not runs and not wins:
         console.print(f"knowledge base {store.path}: empty")
         return
-    table = Table(title=f"knowledge base {store.path}")
-    for col in ("id", "run", "created", "task", "start", "nodes", "selected path", "reward"):
-        table.add_column(col)
-    for r in runs:
-        table.add_row(str(r.id), r.run_id, r.created, r.task_kind, r.start, str(len(r.nodes)),
-                      r.selected_path or "-", _fmt(r.selected_reward))
-    console.print(table)
+    if runs:
+        table = Table(title=f"knowledge base {store.path}")
+        for col in ("id", "run", "created", "task", "start", "nodes", "selected path", "reward"):
+            table.add_column(col)
+        for r in runs:
+            table.add_row(str(r.id), r.run_id, r.created, r.task_kind, r.start, str(len(r.nodes)),
+                          r.selected_path or "-", _fmt(r.selected_reward))
+        console.print(table)
+    if wins:
+        table = Table(title=f"expert models that beat HarmonyCell's pick ({store.path})")
+        for col in ("id", "created", "task", "expert", "metric", "expert - ours [95% CI]", "n",
+                    "tried first on a similar task"):
+            table.add_column(col)
+        for w in wins:
+            table.add_row(str(w.id), w.created, w.task, w.expert, w.metric,
+                          f"{w.delta:+.3f} [{w.lo:.3f}, {w.hi:.3f}]", str(w.n), w.backbone)
+        console.print(table)
 
 
 @app.command()
@@ -65,3 +76,12 @@ def forget(kb_id: int = typer.Argument(..., metavar="ID", help="an id from `harm
     store = _kb(kb)
     store.forget(kb_id)
     console.print(f"forgot run {kb_id} from {store.path}")
+
+
+@app.command("forget-expert")
+def forget_expert(win_id: int = typer.Argument(..., metavar="ID", help="an expert result's id from `harmonycell kb list`"),
+                  kb: Optional[Path] = KB_OPTION) -> None:
+    """Delete a stored expert result (a similar task then no longer tries its backbone first)."""
+    store = _kb(kb)
+    store.forget_expert_win(win_id)
+    console.print(f"forgot expert result {win_id} from {store.path}")

@@ -56,7 +56,8 @@ ALIASES: dict[str, str] = {
     "generative models": "generative", "discriminative models": "discriminative",
     "vae": "cvae", "vaes": "cvae", "variational autoencoder": "cvae", "flow matching": "flow-matching",
     "flows": "flow-matching", "resnets": "resnet", "residual": "resnet", "gated mlp": "gated-mlp",
-    "gated": "gated-mlp", "pathway": "pathway-masked", "pathways": "pathway-masked",
+    "gated": "gated-mlp", "attribute decoder": "attribute-decoder", "pathway": "pathway-masked",
+    "pathways": "pathway-masked",
 }
 # model families a person may name that the action space does not have: refused, not ignored
 FOREIGN = r"transformers?|gnns?|graph neural networks?|diffusion(?: models?)?|gans?|lstms?|rnns?|linear models?|foundation models?"

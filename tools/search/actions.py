@@ -97,6 +97,8 @@ class Backbone:
     extra: tuple[Param, ...] = ()
     # shared parameters its template never reads: neither accepted in a path nor offered
     ignores: tuple[str, ...] = ()
+    # x_ctrl + a delta head that starts at zero, so an untrained model predicts the control cell
+    residual: bool = True
 
     @property
     def params(self) -> dict[str, Param]:
@@ -126,6 +128,14 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
                     Param("units_per_module", "int", 1, 64, 4, "hparams",
                           help="hidden units per module", move="halve-double")),
              ignores=("width",)),  # its hidden size is n_modules x units_per_module
+    Backbone("attribute-decoder", "discriminative", "attribute_decoder",
+             "one decoder over per-attribute embeddings (a noisy basal bottleneck of the control cell, the"
+             " perturbation); the effect is its contrast between the perturbation and none (biolord's idea)",
+             extra=(Param("basal_dim", "int", 1, 256, 8, "hparams",
+                          help="size of the basal-state bottleneck", move="halve-double"),
+                    Param("basal_noise", "float", 0.0, 5.0, 0.5, "hparams",
+                          help="std of the training noise on the unit-scaled basal state", move="scale")),
+             residual=False),
     Backbone("cvae", "generative", "cvae",
              "conditional VAE: latent cell state, decoder conditioned on control + perturbation",
              extra=(Param("latent_dim", "int", 2, 256, 32, "hparams", help="latent size", move="halve-double"),

@@ -8,6 +8,11 @@ own profile, keeps stored runs with cosine similarity ``s_k > TAU_FILTER``, rank
 top ``TOP_M``. If the best similarity exceeds ``WARM_START_THRESHOLD`` the search is warm-started
 (the retrieved paths become the expansion prior); otherwise it starts tabula rasa.
 
+An expert model that beat HarmonyCell's pick on a task (``bench/experts.py``: the paired interval
+above 0) is stored too, with that task's profile and the backbone of ours that carries the
+expert's idea (``EXPERT_IDEAS``). A new task similar enough to warm-start puts that backbone first
+among the untried children, so the search tries the expert's idea before anything else.
+
 The database lives in the user's data directory (``$XDG_DATA_HOME/harmonycell`` or
 ``~/.local/share/harmonycell``); WAL journaling, a busy timeout and one ``BEGIN IMMEDIATE``
 transaction per stored run make two runs writing at once safe (neither loses its rows).
@@ -56,6 +61,22 @@ CREATE TABLE IF NOT EXISTS nodes (
   status TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS nodes_run ON nodes(run);
+CREATE TABLE IF NOT EXISTS expert_wins (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  created TEXT NOT NULL,
+  task TEXT NOT NULL,
+  profile TEXT NOT NULL,
+  embedding BLOB NOT NULL,
+  model TEXT NOT NULL,
+  expert TEXT NOT NULL,
+  backbone TEXT NOT NULL,
+  metric TEXT NOT NULL,
+  delta REAL NOT NULL,
+  lo REAL NOT NULL,
+  hi REAL NOT NULL,
+  n INTEGER NOT NULL,
+  source TEXT NOT NULL
+);
 """
 
 
@@ -145,6 +166,31 @@ class RunRecord:
     created: str = ""
 
 
+# The backbone of ours that carries each expert's architectural idea (docs/experts.md says what
+# the idea is). An expert without an entry has no counterpart yet, and its wins are not stored.
+EXPERT_IDEAS: dict[str, str] = {"biolord": "discriminative/attribute-decoder"}
+
+
+@dataclass
+class ExpertWin:
+    """An expert that beat HarmonyCell's pick on one task: paired difference (expert minus ours)
+    on ``metric`` with its 95% interval over ``n`` test queries, measured by ``source``."""
+
+    task: str
+    profile: str
+    embedding: np.ndarray
+    expert: str
+    backbone: str
+    metric: str
+    delta: float
+    lo: float
+    hi: float
+    n: int
+    source: str
+    id: int | None = None
+    created: str = ""
+
+
 @dataclass
 class Retrieved:
     run: RunRecord
@@ -161,13 +207,18 @@ class Retrieval:
     entries: list[Retrieved] = field(default_factory=list)
     n_stored: int = 0
     reason: str = ""
+    expert_wins: list[tuple[ExpertWin, float]] = field(default_factory=list)  # (win, similarity)
 
     def summary(self) -> dict:
         return {"mode": self.mode, "best_similarity": self.best_similarity, "n_stored": self.n_stored,
                 "threshold": WARM_START_THRESHOLD, "tau_filter": TAU_FILTER, "reason": self.reason,
                 "retrieved": [{"kb_id": e.run.id, "run_id": e.run.run_id, "similarity": round(e.similarity, 4),
                                "weight": round(e.weight, 4), "selected_path": e.run.selected_path,
-                               "selected_reward": e.run.selected_reward} for e in self.entries]}
+                               "selected_reward": e.run.selected_reward} for e in self.entries],
+                "expert_wins": [{"id": w.id, "task": w.task, "expert": w.expert, "backbone": w.backbone,
+                                 "similarity": round(s, 4), "metric": w.metric, "delta": w.delta,
+                                 "interval": [w.lo, w.hi], "n": w.n, "source": w.source}
+                                for w, s in self.expert_wins]}
 
 
 def rank(candidates: list[tuple[RunRecord, float]], tau: float = TAU_FILTER,
@@ -185,19 +236,31 @@ def rank(candidates: list[tuple[RunRecord, float]], tau: float = TAU_FILTER,
     return sorted(out, key=lambda e: -e.weight)[:m]
 
 
-def action_priors(entries: Iterable[Retrieved]) -> dict[str, float]:
+def _prefixes(action: str) -> list[str]:
+    segs = action.split("/")
+    return ["/".join(segs[:i]) for i in range(1, len(segs) + 1)]
+
+
+def action_priors(entries: Iterable[Retrieved],
+                  expert_wins: Iterable[tuple[ExpertWin, float]] = ()) -> dict[str, float]:
     """A prior weight per action path prefix: for every stored node, each prefix of its path gets
     the largest ``w_k * reward`` of a node below it. The Planner expands the untried child with
-    the largest prior first."""
+    the largest prior first.
+
+    A retrieved expert win outranks every node prior: each prefix of the backbone carrying the
+    expert's idea gets (largest node prior) + similarity, so that backbone is tried first; a
+    stored run that measured it stays a measurement, not a guess, through its own node priors."""
     prior: dict[str, float] = {}
     for e in entries:
         for n in e.run.nodes:
             if n.status != "ok" or n.reward is None:
                 continue
-            segs = n.action.split("/")
-            for i in range(1, len(segs) + 1):
-                key = "/".join(segs[:i])
+            for key in _prefixes(n.action):
                 prior[key] = max(prior.get(key, 0.0), e.weight * n.reward)
+    top = max(prior.values(), default=0.0)
+    for win, sim in expert_wins:
+        for key in _prefixes(win.backbone):
+            prior[key] = max(prior.get(key, 0.0), top + sim)
     return prior
 
 
@@ -282,19 +345,65 @@ class KnowledgeBase:
         finally:
             con.close()
 
+    def add_expert_win(self, win: ExpertWin) -> int:
+        """Store one expert win; returns its id."""
+        if win.backbone not in EXPERT_IDEAS.values():
+            raise InputError(f"{win.backbone!r} is not a backbone that carries an expert's idea",
+                             where=f"expert {win.expert}", fix=f"use one of {sorted(set(EXPERT_IDEAS.values()))}")
+        con = self._connect()
+        try:
+            cur = con.execute(
+                "INSERT INTO expert_wins (created, task, profile, embedding, model, expert, backbone, metric,"
+                " delta, lo, hi, n, source) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (win.created or _now(), win.task, win.profile, np.asarray(win.embedding, np.float32).tobytes(),
+                 EMBEDDING_MODEL, win.expert, win.backbone, win.metric, float(win.delta), float(win.lo),
+                 float(win.hi), int(win.n), win.source))
+            return int(cur.lastrowid)
+        finally:
+            con.close()
+
+    def expert_wins(self) -> list[ExpertWin]:
+        if not self.path.exists():
+            return []
+        con = self._connect()
+        try:
+            rows = con.execute("SELECT id, created, task, profile, embedding, expert, backbone, metric, delta,"
+                               " lo, hi, n, source FROM expert_wins ORDER BY id").fetchall()
+        finally:
+            con.close()
+        return [ExpertWin(id=r[0], created=r[1], task=r[2], profile=r[3],
+                          embedding=np.frombuffer(r[4], dtype=np.float32), expert=r[5], backbone=r[6],
+                          metric=r[7], delta=r[8], lo=r[9], hi=r[10], n=r[11], source=r[12]) for r in rows]
+
+    def forget_expert_win(self, win_id: int) -> None:
+        con = self._connect()
+        try:
+            if con.execute("DELETE FROM expert_wins WHERE id = ?", (win_id,)).rowcount == 0:
+                raise InputError(f"no expert result with id {win_id} in the knowledge base", where=str(self.path),
+                                 fix="see the ids with `harmonycell kb list`")
+        finally:
+            con.close()
+
     def retrieve(self, embedding: np.ndarray, threshold: float = WARM_START_THRESHOLD) -> Retrieval:
+        e = np.asarray(embedding, np.float32)
+        wins = [(w, float(np.dot(w.embedding, e))) for w in self.expert_wins()]
+        wins = sorted(((w, s) for w, s in wins if s > threshold), key=lambda ws: -ws[1])
+        said = (f"; {len(wins)} expert result(s) on a similar task put "
+                f"{', '.join(dict.fromkeys(w.backbone for w, _ in wins))} first") if wins else ""
         stored = [r for r in self.runs() if r.selected_path]
         if not stored:
+            if wins:
+                return Retrieval("warm start", None, [], 0, "the knowledge base holds no finished run" + said,
+                                 wins)
             return Retrieval("tabula rasa", None, [], 0, "the knowledge base holds no finished run")
-        e = np.asarray(embedding, np.float32)
         sims = [(r, float(np.dot(r.embedding, e))) for r in stored]
         best = max(s for _, s in sims)
         entries = rank(sims)
         if best > threshold and entries:
             return Retrieval("warm start", best, entries, len(stored),
-                             f"best similarity {best:.3f} > threshold {threshold}")
-        return Retrieval("tabula rasa", best, [], len(stored),
-                         f"best similarity {best:.3f} <= threshold {threshold}")
+                             f"best similarity {best:.3f} > threshold {threshold}" + said, wins)
+        return Retrieval("warm start" if wins else "tabula rasa", best, [], len(stored),
+                         f"best similarity {best:.3f} <= threshold {threshold}" + said, wins)
 
 
 def _now() -> str:
