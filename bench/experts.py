@@ -281,6 +281,41 @@ def summarise(rows: list[dict]) -> dict[str, float | None]:
     return out
 
 
+def harmonycell_entry(run_dir: Path, adata, meta: dict) -> dict:
+    """HarmonyCell's selected node of a finished run, scored per query on the run's test queries."""
+    best = next((r["content"]["node_id"] for r in map(json.loads, (run_dir / "transcript.jsonl").open())
+                 if r.get("type") == "TestScored"), None)
+    if not best:
+        verdict = json.loads((run_dir / "verdict.json").read_text())
+        return {"status": "failed", "reason": "no node was selected and tested: " + verdict.get("headline", "")}
+    tree = json.loads((run_dir / "tree.json").read_text())
+    # the largest node's training process (runs before the harness reported it: none); the host
+    # process (unification, scoring) is not counted
+    peaks = [json.loads(p.read_text()).get("peak_rss_mb") for p in (run_dir / "nodes").glob("*/harness_result.json")]
+    peaks = [p for p in peaks if p is not None]
+    return {"status": "ok", "rows": score_rows(adata, meta, run_dir / "nodes" / best / "pred_test.npy"),
+            "action": tree["nodes"][best]["action"], "wall_s": run_wall(run_dir),
+            "peak_rss_mb": max(peaks) if peaks else None}
+
+
+WITHOUT_KB = "harmonycell_without_kb"
+
+
+def without_kb_entry(twin: Path, run_dir: Path) -> dict | None:
+    """The pick of the same task, seed and fold run without the knowledge base, scored on this run's
+    queries (the same split: a run's split depends only on its seed and fold), when it was run."""
+    import anndata as ad
+
+    from harmonycell.tools.data.taskdata import load_meta
+
+    if not (twin / "verdict.json").exists():
+        return None
+    meta, twin_meta = load_meta(run_dir / "data" / "sandbox"), load_meta(twin / "data" / "sandbox")
+    if meta["queries"]["test"] != twin_meta["queries"]["test"]:
+        raise SystemExit(f"{twin} and {run_dir} do not share their test queries: not a paired comparison")
+    return harmonycell_entry(twin, ad.read_h5ad(run_dir / "unify" / "unified.h5ad"), meta)
+
+
 def score_run(run_dir: Path, experts: list[str], seed: int, epochs: int, out_root: Path) -> dict:
     """Every predictor's per-query rows on one finished run's test queries: HarmonyCell's selected
     node, each baseline, each expert (trained on this run's sandbox folder)."""
@@ -291,19 +326,9 @@ def score_run(run_dir: Path, experts: list[str], seed: int, epochs: int, out_roo
     from harmonycell.tools.evaluation.baselines import baseline_predictions
 
     verdict = json.loads((run_dir / "verdict.json").read_text())
-    tree = json.loads((run_dir / "tree.json").read_text())
     adata = ad.read_h5ad(run_dir / "unify" / "unified.h5ad")
     meta = load_meta(run_dir / "data" / "sandbox")
-    best = next((r["content"]["node_id"] for r in map(json.loads, (run_dir / "transcript.jsonl").open())
-                 if r.get("type") == "TestScored"), None)
-    entries: dict[str, dict] = {}
-    if best:
-        rows = score_rows(adata, meta, run_dir / "nodes" / best / "pred_test.npy")
-        entries["harmonycell"] = {"status": "ok", "rows": rows, "action": tree["nodes"][best]["action"],
-                                  "wall_s": run_wall(run_dir)}
-    else:
-        entries["harmonycell"] = {"status": "failed", "reason": "no node was selected and tested: "
-                                  + verdict.get("headline", "")}
+    entries: dict[str, dict] = {"harmonycell": harmonycell_entry(run_dir, adata, meta)}
     tmp = out_root / "baselines"
     tmp.mkdir(parents=True, exist_ok=True)
     for name, pred in baseline_predictions(adata, "test").items():
@@ -333,8 +358,13 @@ def evaluate_task(task: Task, seed: int, experts: list[str], budget: int, epochs
     from harmonycell.tools.evaluation.compare import compare_all
 
     run_dir = harmonycell_run(task, seed, budget, epochs, backend, kb)
-    scored_run = score_run(run_dir, experts, seed, epochs, CACHE / "out" / f"{task.key}-s{seed}")
+    scored_run = score_run(run_dir, experts, seed, epochs, CACHE / "out" / runs_root(task, seed, 1, kb).name)
     entries = scored_run["entries"]
+    if kb:
+        done = [p.parent for p in runs_root(task, seed).glob("*/verdict.json")]
+        twin_entry = without_kb_entry(done[0], run_dir) if done else None
+        if twin_entry:
+            entries[WITHOUT_KB] = twin_entry
     # every model against every other on the same queries, paired, with intervals
     scored = {k: v["rows"] for k, v in entries.items() if "rows" in v}
     for name, e in entries.items():
@@ -411,6 +441,11 @@ def evaluate_task_folds(task: Task, seed: int, folds: int, experts: list[str], b
     per_fold = [score_run(run_dir, experts, seed, epochs, CACHE / "out" / runs_root(task, seed, folds, kb).name / f"fold{k}")
                 for k, run_dir in enumerate(runs)]
     fold_entries = [f["entries"] for f in per_fold]
+    twins = sorted(runs_root(task, seed, folds).glob("cv-*/cv.json")) if kb else []
+    for k, f in enumerate(fold_entries):
+        twin_entry = without_kb_entry(twins[0].parent / f"repeat0-fold{k}", runs[k]) if twins else None
+        if twin_entry:
+            f[WITHOUT_KB] = twin_entry
     for f in fold_entries:  # within a fold, each predictor against HarmonyCell (for the per-fold rows)
         if "rows" in f.get("harmonycell", {}):
             for name, e in f.items():
@@ -502,13 +537,20 @@ def verdict_line(res: dict) -> str:
     entries = res["entries"]
     better = [n for n, e in entries.items() if n != "harmonycell" and versus(e, "harmonycell").startswith("better")]
     worse = [n for n, e in entries.items() if n != "harmonycell" and versus(e, "harmonycell").startswith("worse")]
-    kind = {n: "expert" if n in EXPERTS else "baseline" for n in entries}
+    kind = {n: "expert" if n in EXPERTS else "the same search without the knowledge base" if n == WITHOUT_KB
+            else "baseline" for n in entries}
     return (("Better than HarmonyCell's pick here (interval excluding 0): "
              + ", ".join(f"{n} ({kind[n]})" for n in better) + "." if better else
              "Nothing here is better than HarmonyCell's pick with the interval excluding 0.")
             + (" Worse than it: " + ", ".join(f"{n} ({kind[n]})" for n in worse) + "." if worse else "")
             + (" With a single test query no interval exists: this task decides nothing."
                if res["n_queries"] < 3 else ""))
+
+
+def entry_label(name: str, e: dict) -> str:
+    if name in ("harmonycell", WITHOUT_KB) and "action" in e:
+        return ("HarmonyCell" if name == "harmonycell" else "HarmonyCell without the knowledge base") + f" ({e['action']})"
+    return name
 
 
 def reading_kb(res: dict) -> str:
@@ -533,7 +575,7 @@ def render_split(res: dict) -> list[str]:
              "| model | shift-corrected PearsonΔ | DeltaPCC | RMSE | wall s | peak MB | "
              "vs HarmonyCell (shift-corrected, paired) |", "|---|---|---|---|---|---|---|"]
     for name, e in res["entries"].items():
-        label = f"HarmonyCell ({e['action']})" if name == "harmonycell" else name
+        label = entry_label(name, e)
         if "mean" not in e:
             lines.append(f"| {label} | {e['status']}: {e.get('reason', '')[:160]} | | | | | |")
             continue
@@ -555,7 +597,7 @@ def render_folds(res: dict) -> list[str]:
              "| model | shift-corrected PearsonΔ | DeltaPCC | RMSE | wall s | peak MB | "
              "vs HarmonyCell (shift-corrected, paired, pooled over folds) |", "|---|---|---|---|---|---|---|"]
     for name, e in res["entries"].items():
-        label = f"HarmonyCell ({e['action']})" if name == "harmonycell" and "action" in e else name
+        label = entry_label(name, e)
         if "pooled" not in e:
             lines.append(f"| {label} | {e['status']}: {e.get('reason', '')[:160]} | | | | | |")
             continue
@@ -587,7 +629,9 @@ def render(results: dict) -> str:
              "Experts train on the sandbox's training cells and control cells only, never a held-out target. "
              "Cross-validated tasks (`--folds K`) pool every fold's per-query scores: each held-out query is "
              "tested once, by a model (ours, an expert's, a baseline's) that never saw it, and the interval is "
-             "the bootstrap over all pooled queries (`harmonycell.tools.evaluation.crossval`).",
+             "the bootstrap over all pooled queries (`harmonycell.tools.evaluation.crossval`). Peak MB: an "
+             "expert's training process; for HarmonyCell, its largest node's training process (the host "
+             "process that unifies and scores is not counted; runs before nodes reported it show n/a).",
              "", f"Machine: {results.get('machine')}. Finished {results.get('finished')}.", ""]
     lines += ["## Experts", "", "| expert | paper | status here |", "|---|---|---|"]
     for name, e in EXPERTS.items():

@@ -30,6 +30,7 @@ import importlib.util
 import json
 import math
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -270,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
             raise FloatingPointError(f"{split} predictions contain NaN or inf")
         np.save(args.out / f"pred_{split}.npy", pred)
     summary.update({"device": str(device), "n_params": int(n_params), "threads": torch.get_num_threads(),
-                    "total_seconds": round(time.time() - t0, 3)})
+                    "total_seconds": round(time.time() - t0, 3),
+                    # this process's peak resident memory (Linux reports kB), a cost, never a score
+                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
     if device.type == "cuda":
         summary["peak_gpu_mem_bytes"] = int(torch.cuda.max_memory_allocated())
     (args.out / "harness_result.json").write_text(json.dumps(summary, indent=2))

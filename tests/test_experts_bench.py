@@ -150,3 +150,22 @@ def test_a_cross_validated_task_renders_pooled_intervals_per_fold_rows_and_a_csv
 
 def test_the_committed_doc_is_the_rendering_of_the_committed_results():
     assert ex.DOC.read_text() == ex.render(json.loads(ex.RESULTS.read_text()))
+
+
+def test_a_run_reading_the_knowledge_base_is_compared_with_the_same_search_without_it():
+    per_fold = [{"harmonycell": {"status": "ok", "rows": rows([0.3, 0.4, 0.5], f"F{k}"),
+                                 "action": "discriminative/attribute-decoder", "wall_s": 1.0},
+                 ex.WITHOUT_KB: {"status": "ok", "rows": rows([0.0, 0.1, 0.1], f"F{k}"),
+                                 "action": "generative/cvae", "wall_s": 1.0}} for k in range(2)]
+    for f in per_fold:
+        for e in f.values():
+            e["mean"] = ex.summarise(e["rows"])
+    res = {"task": "papalexi", "title": "T", "kind": "unseen-perturbation", "seed": 0, "folds": 2, "cv": "cv-x",
+           "kb": True, "n_queries": 6, "entries": ex.aggregate_folds(per_fold),
+           "per_fold": [{"fold": k, "run": f"repeat0-fold{k}", "n_queries": 3, "verdict": {},
+                         "entries": ex.without_rows(f)} for k, f in enumerate(per_fold)]}
+    text = ex.render({"machine": "m", "finished": "f", "install": {}, "tasks": [res]})
+    assert "HarmonyCell reading a knowledge base with the expert wins" in text
+    assert "| HarmonyCell without the knowledge base (generative/cvae) |" in text
+    assert "Worse than it: harmonycell_without_kb (the same search without the knowledge base)." in text
+    assert "reading the stored win, HarmonyCell selected discriminative/attribute-decoder" in text

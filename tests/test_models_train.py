@@ -90,6 +90,8 @@ def test_backbone_trains_in_sandbox(task, tmp_path, path):
     assert pred.shape == (len(meta["queries"]["test"]), len(meta["genes"]))
     log = [json.loads(line) for line in (tmp_path / "node" / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["stop_loss"] < log[0]["stop_loss"] * 1.5  # trained, not diverged
+    # the harness reports its own peak memory (torch alone is over 100 MB resident)
+    assert json.loads((tmp_path / "node" / "harness_result.json").read_text())["peak_rss_mb"] > 100
     # held-out perturbations get distinct predictions (their features, not one shared shift)
     ctrl = adata.X[(adata.obs["split"] == "test").to_numpy() & adata.obs["is_control"].to_numpy()]
     deltas = pred - np.asarray(ctrl.mean(0)).ravel()

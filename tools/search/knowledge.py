@@ -248,8 +248,8 @@ def action_priors(entries: Iterable[Retrieved],
     the largest prior first.
 
     A retrieved expert win outranks every node prior: each prefix of the backbone carrying the
-    expert's idea gets (largest node prior) + similarity, so that backbone is tried first; a
-    stored run that measured it stays a measurement, not a guess, through its own node priors."""
+    expert's idea gets (largest node prior) + similarity, so that backbone is expanded first.
+    Priors only order untried children; once a node is trained, its measured reward (UCT) decides."""
     prior: dict[str, float] = {}
     for e in entries:
         for n in e.run.nodes:
