@@ -643,8 +643,8 @@ def render(results: dict) -> str:
     ours = ", ".join(p.split("/")[1] for p in all_backbone_paths() if p not in EXPERT_IDEAS.values())
     lines += ["", f"What each expert has that HarmonyCell's original backbones (`tools/search/actions.py`: {ours}) "
               "lack, and the backbone that now carries it:", "",
-              *[f"- {name}: {e.idea}" + (f" Carried by `{EXPERT_IDEAS[name]}` since the expert won on Papalexi "
-                                         "(below); see 'What the search learnt'." if name in EXPERT_IDEAS else "")
+              *[f"- {name}: {e.idea}" + (f" Now carried by `{EXPERT_IDEAS[name]}` (next section)."
+                                         if name in EXPERT_IDEAS else " No backbone of ours carries it yet.")
                 for name, e in EXPERTS.items() if e.idea]]
     lines += render_learnt(results)
     for res in results.get("tasks", []):
@@ -663,7 +663,16 @@ def render_learnt(results: dict) -> list[str]:
              + ") is stored in the knowledge base by `python bench/experts.py --kb KB` (or `--kb KB --record-wins` "
              "for results already measured), with the task's profile. A run whose task profile is similar "
              "enough to warm-start retrieves the win and expands that backbone first, at the paradigm and the "
-             "backbone level (`harmonycell kb list` shows stored wins; `harmonycell kb forget-expert ID` drops one)."]
+             "backbone level (`harmonycell kb list` shows stored wins; `harmonycell kb forget-expert ID` drops one).",
+             "", "`discriminative/attribute-decoder` (`tools/search/model_templates/attribute_decoder.py`) takes from "
+             "biolord the separate embedding per attribute (the cell's basal state through a narrow, unit-scaled, "
+             "noise-regularised bottleneck; the perturbation through the shared perturbation encoder), one decoder "
+             "reading their concatenation, and prediction by swapping the perturbation attribute: the decoder's "
+             "contrast between the queried perturbation and none on a control cell's basal state, added to that "
+             "cell. It leaves out biolord's auto-decoder (every cell reconstructed from its own free latent): added "
+             "to the swap loss, that reconstruction term made the decoder ignore the perturbation on the synthetic "
+             "task of `tests/test_models_train.py`. Its early stopping scores per-perturbation means, as queries "
+             "are answered."]
     with_kb = [r for r in results.get("tasks", []) if r.get("kb")]
     for r in with_kb:
         ours = r["entries"].get("harmonycell", {})

@@ -67,6 +67,9 @@ def test_contract_shapes_residual_start_and_unseen_perturbations(path):
     # two perturbations with different features get different embeddings
     z = model.pert({"mask": torch.eye(5)[:2], "dose": torch.ones(2, 5)})
     assert not torch.allclose(z[0], z[1])
+    # the harness's early stopping calls loss() in eval mode
+    if hasattr(model, "loss"):
+        assert torch.isfinite(model.loss(x, pert, x + 0.5))
     # gradients flow end to end through loss() or forward()
     model.train()
     if hasattr(model, "loss"):

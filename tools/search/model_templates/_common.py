@@ -72,3 +72,16 @@ def recon_loss(kind, pred, target):
     if kind == "huber":
         return F.huber_loss(pred, target, delta=1.0)
     return F.mse_loss(pred, target)
+
+
+def pert_groups(pert):
+    """One id per distinct perturbation (mask x dose row) in the batch: the cells of one
+    perturbation form a population (a set)."""
+    return torch.unique(pert["mask"] * pert["dose"], dim=0, return_inverse=True)[1]
+
+
+def group_means(group, *xs):
+    """Each tensor's mean per group id, in group order."""
+    n = int(group.max()) + 1
+    count = torch.zeros(n, 1, device=group.device).index_add_(0, group, torch.ones(len(group), 1, device=group.device))
+    return [torch.zeros(n, x.shape[1], device=x.device).index_add_(0, group, x) / count for x in xs]

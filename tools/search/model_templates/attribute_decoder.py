@@ -54,14 +54,8 @@ class AttributeDecoderModel(nn.Module):
             return recon_loss(self.loss_kind, self.swap(x_ctrl, pert, noisy=True), x_target)
         # early stopping: the swap averaged per perturbation, as a query is answered (a per-cell
         # score would reward collapsing to the mean)
-        _, group = torch.unique(pert["mask"] * pert["dose"], dim=0, return_inverse=True)
-        count = torch.zeros(int(group.max()) + 1, 1, device=x_target.device)
-        count.index_add_(0, group, torch.ones_like(x_target[:, :1]))
+        return recon_loss(self.loss_kind, *group_means(pert_groups(pert), self.forward(x_ctrl, pert), x_target))
 
-        def means(x):
-            return torch.zeros(count.shape[0], x.shape[1], device=x.device).index_add_(0, group, x) / count
-
-        return recon_loss(self.loss_kind, means(self.forward(x_ctrl, pert)), means(x_target))
 
 def build_model(info):
     return AttributeDecoderModel(info)
