@@ -4,7 +4,7 @@
     python bench/experts.py --tasks norman --seeds 0 --experts biolord
     python bench/experts.py --tasks papalexi --folds 3   # nested CV: every fold its own run
     python bench/experts.py --render              # only re-render docs/experts.md from results
-    python bench/experts.py --kb KB --record-wins # store the measured expert wins in a knowledge base
+    python bench/experts.py --kb KB --record-wins --tasks papalexi --folds 3   # store measured wins
     python bench/experts.py --tasks papalexi --folds 3 --kb KB   # HarmonyCell reading those wins
 
 For each task and split seed, a HarmonyCell run (builtin policies) makes the task: its run folder
@@ -166,8 +166,12 @@ def run_command(task: Task, seed: int, budget: int, epochs: int, backend: str, o
 
 
 def runs_root(task: Task, seed: int, folds: int = 1, kb: Path | None = None) -> Path:
-    # a run that read a knowledge base is never reused for one that did not, nor the reverse
-    return CACHE / "runs" / (f"{task.key}-s{seed}" + (f"-k{folds}" if folds > 1 else "") + ("-kb" if kb else ""))
+    # a run that read a knowledge base is never reused for one that did not, nor for another one
+    return CACHE / "runs" / (f"{task.key}-s{seed}" + (f"-k{folds}" if folds > 1 else "") + kb_suffix(kb))
+
+
+def kb_suffix(kb: Path | None) -> str:
+    return f"-kb-{kb.stem}" if kb else ""
 
 
 def harmonycell_run(task: Task, seed: int, budget: int, epochs: int, backend: str = "auto",
@@ -219,12 +223,13 @@ def expert_wins(res: dict) -> list[dict]:
     return out
 
 
-def record_wins(res: dict, kb: Path) -> list[int]:
-    """Store each expert win of ``res`` in the knowledge base, with the task's profile."""
+def record_wins(res: dict, kb: Path, experts: list[str] | None = None) -> list[int]:
+    """Store each expert win of ``res`` (of ``experts`` only, when given) in the knowledge base,
+    with the task's profile."""
     from harmonycell.tools.search.knowledge import ExpertWin, KnowledgeBase, embed
 
     store, ids = KnowledgeBase(kb), []
-    wins = expert_wins(res)
+    wins = [w for w in expert_wins(res) if experts is None or w["expert"] in experts]
     if not wins:
         return ids
     profile = res.get("profile")
@@ -373,7 +378,7 @@ def evaluate_task(task: Task, seed: int, experts: list[str], budget: int, epochs
             e["comparisons"] = [c.model_dump() for c in compare_all(e["rows"], others)]
             e["mean"] = summarise(e["rows"])
     return {"task": task.key, "title": task.title, "kind": task.kind, "seed": seed, "folds": 1,
-            "budget": budget, "epochs": epochs, "backend": backend, "kb": bool(kb),
+            "budget": budget, "epochs": epochs, "backend": backend, "kb": kb.stem if kb else "",
             "profile": task_profile(run_dir, task.kind),
             **{k: v for k, v in scored_run.items() if k != "entries"}, "entries": without_rows(entries)}
 
@@ -455,7 +460,7 @@ def evaluate_task_folds(task: Task, seed: int, folds: int, experts: list[str], b
             if "rows" in e:
                 e["mean"] = summarise(e["rows"])
     return {"task": task.key, "title": task.title, "kind": task.kind, "seed": seed, "folds": folds,
-            "budget": budget, "epochs": epochs, "backend": backend, "kb": bool(kb), "cv": runs[0].parent.name,
+            "budget": budget, "epochs": epochs, "backend": backend, "kb": kb.stem if kb else "", "cv": runs[0].parent.name,
             "n_queries": sum(f["n_queries"] for f in per_fold),
             # one profile for the task: fold 0's training cells (folds differ only in held-out units)
             "profile": task_profile(runs[0], task.kind),
@@ -464,8 +469,9 @@ def evaluate_task_folds(task: Task, seed: int, folds: int, experts: list[str], b
                           "entries": without_rows(f["entries"])} for k, f in enumerate(per_fold)]}
 
 
-def result_key(res: dict) -> tuple[str, int, int, bool]:
-    return res["task"], int(res["seed"]), int(res.get("folds", 1)), bool(res.get("kb"))
+def result_key(res: dict) -> tuple[str, int, int, str]:
+    # "kb": the knowledge base's file stem a run read ("" for none; True in results before stems)
+    return res["task"], int(res["seed"]), int(res.get("folds", 1)), str(res.get("kb") or "")
 
 
 def merge_results(old: dict | None, new: dict) -> dict:
@@ -477,7 +483,7 @@ def merge_results(old: dict | None, new: dict) -> dict:
     order = {k: i for i, k in enumerate(TASKS)}
     tasks = [r for r in old.get("tasks", []) if result_key(r) not in fresh] + new["tasks"]
     tasks.sort(key=lambda r: (int(r.get("folds", 1)) > 1, order.get(r["task"], len(order)), r["seed"],
-                              r.get("folds", 1), bool(r.get("kb"))))
+                              r.get("folds", 1), str(r.get("kb") or "")))
     return {**old, **{k: v for k, v in new.items() if k not in ("install", "tasks")},
             "install": {**old.get("install", {}), **new.get("install", {})}, "tasks": tasks}
 
@@ -554,7 +560,9 @@ def entry_label(name: str, e: dict) -> str:
 
 
 def reading_kb(res: dict) -> str:
-    return ", HarmonyCell reading a knowledge base with the expert wins" if res.get("kb") else ""
+    kb = res.get("kb")
+    return (", HarmonyCell reading a knowledge base with the expert wins"
+            + (f" (`{kb}`)" if isinstance(kb, str) else "")) if kb else ""
 
 
 def settings(res: dict) -> list[str]:
@@ -672,7 +680,15 @@ def render_learnt(results: dict) -> list[str]:
              "cell. It leaves out biolord's auto-decoder (every cell reconstructed from its own free latent): added "
              "to the swap loss, that reconstruction term made the decoder ignore the perturbation on the synthetic "
              "task of `tests/test_models_train.py`. Its early stopping scores per-perturbation means, as queries "
-             "are answered."]
+             "are answered.",
+             "", "`discriminative/set-transformer` (`tools/search/model_templates/set_transformer.py`) takes from "
+             "STATE the set: the cells of a batch that share a perturbation attend to each other (self-attention "
+             "masked to the set), so a set of control cells maps to a set of perturbed cells; a query's control "
+             "cells are one set. STATE's distributional loss (energy distance between the predicted and observed "
+             "sets) is a refinement, `hparams:energy_weight=...`, off by default: added to the paired loss, even "
+             "at weight 0.01 it stalled the first epochs on the synthetic task of `tests/test_models_train.py`. "
+             "Training batches stay random cells, not sets of one condition: batches of whole sets (8 conditions "
+             "a batch) trained far slower there."]
     with_kb = [r for r in results.get("tasks", []) if r.get("kb")]
     for r in with_kb:
         ours = r["entries"].get("harmonycell", {})
@@ -702,7 +718,8 @@ def main() -> int:
                     help="a knowledge base: HarmonyCell's runs read it (so stored expert wins steer the search) "
                          "and every expert win measured here is stored in it; default: none (--no-kb)")
     ap.add_argument("--record-wins", action="store_true",
-                    help="with --kb: store the expert wins of the results already in bench/results, then stop")
+                    help="with --kb: store the expert wins of the results already in bench/results (of --tasks, "
+                         "--folds and --experts), then stop")
     args = ap.parse_args()
     from harmonycell.tools.record import atomic
 
@@ -719,7 +736,8 @@ def main() -> int:
             print("--record-wins needs --kb PATH: the knowledge base to store the wins in", file=sys.stderr)
             return 2
         for res in json.loads(RESULTS.read_text()).get("tasks", []):
-            record_wins(res, args.kb.expanduser())
+            if res["task"] in args.tasks.split(",") and int(res.get("folds", 1)) == args.folds:
+                record_wins(res, args.kb.expanduser(), experts=args.experts.split(","))
         return 0
     if not args.render:
         experts = [e for e in args.experts.split(",") if e]

@@ -47,8 +47,9 @@ def test_options_in_plain_words_become_one_typed_request(synthetic_dir):
 def test_what_is_missing_is_asked_and_what_is_foreign_is_refused(synthetic_dir, tmp_path):
     assert I.builtin_intent(str(synthetic_dir)).missing() == ["task"]
     assert I.builtin_intent("new drugs").missing() == ["files"]
-    with pytest.raises(InputError, match="no 'transformers' to exclude"):
-        I.builtin_intent("new drugs, no transformers")
+    with pytest.raises(InputError, match="no 'gnns' to exclude"):
+        I.builtin_intent("new drugs, no gnns")
+    assert I.builtin_intent("new drugs, no transformers").exclude == ["set-transformer"]  # our only one
     with pytest.raises(InputError, match="file not found"):
         I.builtin_intent(f"{tmp_path}/nope.h5ad new drugs")
     with pytest.raises(InputError, match="matches no file"):

@@ -102,20 +102,22 @@ def fold_result(task="papalexi", folds=2):
 def test_a_new_result_replaces_only_its_own_task_seed_and_fold_count():
     committed = json.loads(ex.RESULTS.read_text())
     before = {ex.result_key(r) for r in committed["tasks"]}
-    assert {("kang", 0, 1, False), ("norman", 0, 1, False)} <= before
+    assert {("kang", 0, 1, ""), ("norman", 0, 1, "")} <= before
     new = {"machine": "m", "install": {"state": "installed in its own venv"}, "tasks": [fold_result()],
            "finished": "now"}
     merged = ex.merge_results(committed, new)
     keys = [ex.result_key(r) for r in merged["tasks"]]
-    assert set(keys) == before | {("papalexi", 0, 2, False)} and len(keys) == len(set(keys))
+    assert set(keys) == before | {("papalexi", 0, 2, "")} and len(keys) == len(set(keys))
     folds = [k[2] for k in keys]
     assert folds == sorted(folds, key=lambda f: f > 1)  # single splits first, then the cross-validated tasks
     assert merged["install"]["cpa"] == committed["install"]["cpa"] and merged["finished"] == "now"
     again = ex.merge_results(merged, {**new, "tasks": [fold_result(folds=2)]})
     assert [ex.result_key(r) for r in again["tasks"]] == keys
     # a run that read a knowledge base sits beside the one that did not
-    with_kb = ex.merge_results(merged, {**new, "tasks": [{**fold_result(folds=2), "kb": True}]})
-    assert set(ex.result_key(r) for r in with_kb["tasks"]) == set(keys) | {("papalexi", 0, 2, True)}
+    with_kb = ex.merge_results(merged, {**new, "tasks": [{**fold_result(folds=2), "kb": "kb_a"}]})
+    other_kb = ex.merge_results(with_kb, {**new, "tasks": [{**fold_result(folds=2), "kb": "kb_b"}]})
+    assert set(ex.result_key(r) for r in other_kb["tasks"]) == set(keys) | {("papalexi", 0, 2, "kb_a"),
+                                                                             ("papalexi", 0, 2, "kb_b")}
 
 
 def test_only_an_expert_that_beat_our_pick_and_has_a_backbone_of_ours_is_a_win():
@@ -127,12 +129,15 @@ def test_only_an_expert_that_beat_our_pick_and_has_a_backbone_of_ours_is_a_win()
              "ci_low": -0.2, "ci_high": -0.01, "n": 25}]}
     res = {"task": "papalexi", "seed": 0, "folds": 3, "entries": {
         "harmonycell": {"status": "ok"}, "biolord": entry("biolord", "better", 0.101),
-        "state": entry("state", "better", 0.2),       # no backbone of ours carries STATE's idea yet
+        "state": entry("state", "better", 0.2),
         "control_mean": entry("control_mean", "better", 0.4)}}  # a baseline, not an expert
-    assert ex.expert_wins(res) == [{"expert": "biolord", "backbone": "discriminative/attribute-decoder",
-                                    "metric": "PCC_Delta_shift_corrected", "delta": 0.101,
-                                    "lo": 0.101 - 0.05, "hi": 0.101 + 0.05, "n": 25}]
+    assert ex.expert_wins(res)[0] == {"expert": "biolord", "backbone": "discriminative/attribute-decoder",
+                                      "metric": "PCC_Delta_shift_corrected", "delta": 0.101,
+                                      "lo": 0.101 - 0.05, "hi": 0.101 + 0.05, "n": 25}
+    assert [w["backbone"] for w in ex.expert_wins(res)] == ["discriminative/attribute-decoder",
+                                                            "discriminative/set-transformer"]
     res["entries"]["biolord"] = entry("biolord", "indistinguishable", 0.03)
+    res["entries"]["state"] = entry("state", "worse", -0.2)
     assert ex.expert_wins(res) == []
 
 

@@ -56,11 +56,12 @@ ALIASES: dict[str, str] = {
     "generative models": "generative", "discriminative models": "discriminative",
     "vae": "cvae", "vaes": "cvae", "variational autoencoder": "cvae", "flow matching": "flow-matching",
     "flows": "flow-matching", "resnets": "resnet", "residual": "resnet", "gated mlp": "gated-mlp",
-    "gated": "gated-mlp", "attribute decoder": "attribute-decoder", "pathway": "pathway-masked",
+    "gated": "gated-mlp", "attribute decoder": "attribute-decoder", "set transformer": "set-transformer",
+    "transformer": "set-transformer", "transformers": "set-transformer", "pathway": "pathway-masked",
     "pathways": "pathway-masked",
 }
 # model families a person may name that the action space does not have: refused, not ignored
-FOREIGN = r"transformers?|gnns?|graph neural networks?|diffusion(?: models?)?|gans?|lstms?|rnns?|linear models?|foundation models?"
+FOREIGN = r"gnns?|graph neural networks?|diffusion(?: models?)?|gans?|lstms?|rnns?|linear models?|foundation models?"
 NEG = r"(?:no|without|exclude|excluding|skip|not|avoid|don'?t use|do not use|never use|drop|remove)\s+(?:the\s+|any\s+)?"
 MODELS = "|".join(sorted((re.escape(a) for a in ALIASES), key=len, reverse=True))
 EXCLUDE_RE = re.compile(NEG + rf"({MODELS}|{FOREIGN})(?:\s+models?|\s+backbones?)?\b", re.I)

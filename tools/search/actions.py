@@ -136,6 +136,12 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
                     Param("basal_noise", "float", 0.0, 5.0, 0.5, "hparams",
                           help="std of the training noise on the unit-scaled basal state", move="scale")),
              residual=False),
+    Backbone("set-transformer", "discriminative", "set_transformer",
+             "cells of one perturbation attend to each other: a set of control cells maps to a set of"
+             " perturbed cells (STATE's idea); an energy distance between sets is a refinement",
+             extra=(Param("energy_weight", "float", 0.0, 10.0, 0.0, "hparams",
+                          help="weight of the energy distance between predicted and observed sets",
+                          move="switch-on"),)),
     Backbone("cvae", "generative", "cvae",
              "conditional VAE: latent cell state, decoder conditioned on control + perturbation",
              extra=(Param("latent_dim", "int", 2, 256, 32, "hparams", help="latent size", move="halve-double"),

@@ -168,7 +168,8 @@ class RunRecord:
 
 # The backbone of ours that carries each expert's architectural idea (docs/experts.md says what
 # the idea is). An expert without an entry has no counterpart yet, and its wins are not stored.
-EXPERT_IDEAS: dict[str, str] = {"biolord": "discriminative/attribute-decoder"}
+EXPERT_IDEAS: dict[str, str] = {"biolord": "discriminative/attribute-decoder",
+                                "state": "discriminative/set-transformer"}
 
 
 @dataclass
