@@ -671,7 +671,9 @@ def render_learnt(results: dict) -> list[str]:
              + ") is stored in the knowledge base by `python bench/experts.py --kb KB` (or `--kb KB --record-wins` "
              "for results already measured), with the task's profile. A run whose task profile is similar "
              "enough to warm-start retrieves the win and expands that backbone first, at the paradigm and the "
-             "backbone level (`harmonycell kb list` shows stored wins; `harmonycell kb forget-expert ID` drops one).",
+             "backbone level, until a retrieved run has trained that backbone: from then on its measured reward "
+             "ranks it like any other (`harmonycell kb list` shows stored wins; `harmonycell kb forget-expert ID` "
+             "drops one).",
              "", "`discriminative/attribute-decoder` (`tools/search/model_templates/attribute_decoder.py`) takes from "
              "biolord the separate embedding per attribute (the cell's basal state through a narrow, unit-scaled, "
              "noise-regularised bottleneck; the perturbation through the shared perturbation encoder), one decoder "

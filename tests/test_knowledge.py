@@ -145,6 +145,13 @@ def test_an_expert_win_on_a_similar_task_puts_its_backbone_first_and_not_on_a_di
     assert "knowledge-base prior" in choice.reason
     far = kb.retrieve(e_norman)
     assert far.mode == "tabula rasa" and far.expert_wins == [] and action_priors(far.entries, far.expert_wins) == {}
+    # once a similar run has trained the expert's backbone, its measurement replaces the win
+    measured = record("measured-run", KANG, e_kang, best=0.6)
+    measured.nodes.append(NodeRecord("discriminative/attribute-decoder", 0.05, 0.0, "ok"))
+    kb.add(measured)
+    again = kb.retrieve(e_other)
+    priors = action_priors(again.entries, again.expert_wins)
+    assert again.expert_wins and priors["discriminative/attribute-decoder"] < priors["discriminative/resnet"]
 
 
 def test_an_expert_win_alone_warm_starts_a_similar_task(tmp_path):

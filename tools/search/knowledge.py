@@ -249,8 +249,10 @@ def action_priors(entries: Iterable[Retrieved],
     the largest prior first.
 
     A retrieved expert win outranks every node prior: each prefix of the backbone carrying the
-    expert's idea gets (largest node prior) + similarity, so that backbone is expanded first.
-    Priors only order untried children; once a node is trained, its measured reward (UCT) decides."""
+    expert's idea gets (largest node prior) + similarity, so that backbone is expanded first. Once
+    a retrieved run has trained that backbone, the win is a guess beside a measurement and is
+    dropped: the backbone keeps only its node priors. Priors only order untried children; once a
+    node is trained, its measured reward (UCT) decides."""
     prior: dict[str, float] = {}
     for e in entries:
         for n in e.run.nodes:
@@ -260,6 +262,8 @@ def action_priors(entries: Iterable[Retrieved],
                 prior[key] = max(prior.get(key, 0.0), e.weight * n.reward)
     top = max(prior.values(), default=0.0)
     for win, sim in expert_wins:
+        if win.backbone in prior:  # a similar run measured it
+            continue
         for key in _prefixes(win.backbone):
             prior[key] = max(prior.get(key, 0.0), top + sim)
     return prior
