@@ -687,10 +687,12 @@ def render_learnt(results: dict) -> list[str]:
              "STATE the set: the cells of a batch that share a perturbation attend to each other (self-attention "
              "masked to the set), so a set of control cells maps to a set of perturbed cells; a query's control "
              "cells are one set. STATE's distributional loss (energy distance between the predicted and observed "
-             "sets) is a refinement, `hparams:energy_weight=...`, off by default: added to the paired loss, even "
-             "at weight 0.01 it stalled the first epochs on the synthetic task of `tests/test_models_train.py`. "
-             "Training batches stay random cells, not sets of one condition: batches of whole sets (8 conditions "
-             "a batch) trained far slower there."]
+             "sets) is a refinement, `hparams:energy_weight=...`, off by default: added to the paired loss at "
+             "weight 0.01 and 0.1 it lowered the held-out DeltaPCC on the synthetic task of "
+             "`bench/backbone_synthetic.py` (one seed each, no interval: `bench/results/backbone_synthetic.json`), "
+             "and on the task of `tests/test_models_train.py` it stalled the first epochs. Training batches stay "
+             "random cells, not sets of one condition: batches of whole sets (8 conditions a batch) trained far "
+             "slower while it was built."]
     with_kb = [r for r in results.get("tasks", []) if r.get("kb")]
     for r in with_kb:
         ours = r["entries"].get("harmonycell", {})

@@ -35,8 +35,9 @@ class SetTransformerModel(nn.Module):
     cells, x_pred = x_ctrl + head(...). A query's control cells are one set. STATE's other idea,
     a distributional loss, is here as a refinement: ``energy_weight`` > 0 adds the energy distance
     between each predicted set and the observed cells of its perturbation to the paired loss. It
-    is off by default: on the synthetic task of tests/test_models_train.py even a weight of 0.01
-    stalled the first epochs, and early stopping then kept an untrained model. Early stopping
+    is off by default: on the synthetic tasks we train on (bench/backbone_synthetic.py, and the
+    task of tests/test_models_train.py) it lowered or stalled learning of the per-perturbation
+    effects, which is all a query is scored on. Early stopping
     scores per-perturbation means, which is what a query is answered with (the energy term spreads
     the predicted cells, which a per-cell score against random partners would punish).
     """
