@@ -239,7 +239,8 @@ def record_wins(res: dict, kb: Path, experts: list[str] | None = None) -> list[i
     vec = embed([profile])[0]
     label = f"{res['task']} seed {res['seed']}" + (f", {res['folds']}-fold" if int(res.get("folds", 1)) > 1 else "")
     for w in wins:
-        ids.append(store.add_expert_win(ExpertWin(task=label, profile=profile, embedding=vec, source="bench/experts.py (bench/results/experts.json)", **w)))
+        ids.append(store.add_expert_win(ExpertWin(task=label, profile=profile, embedding=vec,
+                                                  source="bench/experts.py (bench/results/experts.json)", **w)))
         print(f"[experts] {label}: {w['expert']} beat HarmonyCell's pick ({w['delta']:+.3f} [{w['lo']:.3f}, "
               f"{w['hi']:.3f}], n={w['n']}); stored in {store.path}: a similar task tries {w['backbone']} first", flush=True)
     return ids
