@@ -232,10 +232,9 @@ def record_wins(res: dict, kb: Path, experts: list[str] | None = None) -> list[i
     wins = [w for w in expert_wins(res) if experts is None or w["expert"] in experts]
     if not wins:
         return ids
-    profile = res.get("profile")
-    if profile is None:  # a result from before profiles were recorded: its run folder's
-        run = runs_root(TASKS[res["task"]], int(res["seed"]), int(res.get("folds", 1)), None)
-        profile = task_profile(run / res["cv"] / "repeat0-fold0" if "cv" in res else run / res["run"], res["kind"])
+    if "profile" not in res:
+        raise SystemExit(f"the {res['task']} result predates recorded task profiles: re-run it to store its wins")
+    profile = res["profile"]
     vec = embed([profile])[0]
     label = f"{res['task']} seed {res['seed']}" + (f", {res['folds']}-fold" if int(res.get("folds", 1)) > 1 else "")
     for w in wins:

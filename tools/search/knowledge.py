@@ -24,6 +24,7 @@ import json
 import os
 import sqlite3
 import threading
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -314,19 +315,22 @@ class KnowledgeBase:
             con.close()
         return kb_id
 
-    def runs(self) -> list[RunRecord]:
+    def _select(self, *queries: str) -> list[list[tuple]]:
+        """Each query's rows, read in one connection; none at all when the base does not exist yet
+        (reading never creates the file)."""
         if not self.path.exists():
-            return []
-        con = self._connect()
-        try:
-            rows = con.execute("SELECT id, run_id, created, task_kind, profile, embedding, selected_path,"
-                               " selected_reward, start FROM runs ORDER BY id").fetchall()
-            nodes: dict[int, list[NodeRecord]] = {}
-            for run, action, reward, val, status in con.execute(
-                    "SELECT run, action, reward, val_metric, status FROM nodes ORDER BY rowid"):
-                nodes.setdefault(run, []).append(NodeRecord(action, reward, val, status))
-        finally:
-            con.close()
+            return [[] for _ in queries]
+        with closing(self._connect()) as con:
+            return [con.execute(q).fetchall() for q in queries]
+
+    def runs(self) -> list[RunRecord]:
+        rows, node_rows = self._select(
+            "SELECT id, run_id, created, task_kind, profile, embedding, selected_path, selected_reward, start"
+            " FROM runs ORDER BY id",
+            "SELECT run, action, reward, val_metric, status FROM nodes ORDER BY rowid")
+        nodes: dict[int, list[NodeRecord]] = {}
+        for run, action, reward, val, status in node_rows:
+            nodes.setdefault(run, []).append(NodeRecord(action, reward, val, status))
         return [RunRecord(run_id=r[1], created=r[2], task_kind=r[3], profile=r[4],
                           embedding=np.frombuffer(r[5], dtype=np.float32), selected_path=r[6],
                           selected_reward=r[7], start=r[8], nodes=nodes.get(r[0], []), id=r[0])
@@ -355,8 +359,7 @@ class KnowledgeBase:
         if win.backbone not in EXPERT_IDEAS.values():
             raise InputError(f"{win.backbone!r} is not a backbone that carries an expert's idea",
                              where=f"expert {win.expert}", fix=f"use one of {sorted(set(EXPERT_IDEAS.values()))}")
-        con = self._connect()
-        try:
+        with closing(self._connect()) as con:
             cur = con.execute(
                 "INSERT INTO expert_wins (created, task, profile, embedding, model, expert, backbone, metric,"
                 " delta, lo, hi, n, source) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -364,30 +367,19 @@ class KnowledgeBase:
                  EMBEDDING_MODEL, win.expert, win.backbone, win.metric, float(win.delta), float(win.lo),
                  float(win.hi), int(win.n), win.source))
             return int(cur.lastrowid)
-        finally:
-            con.close()
 
     def expert_wins(self) -> list[ExpertWin]:
-        if not self.path.exists():
-            return []
-        con = self._connect()
-        try:
-            rows = con.execute("SELECT id, created, task, profile, embedding, expert, backbone, metric, delta,"
-                               " lo, hi, n, source FROM expert_wins ORDER BY id").fetchall()
-        finally:
-            con.close()
+        (rows,) = self._select("SELECT id, created, task, profile, embedding, expert, backbone, metric, delta,"
+                               " lo, hi, n, source FROM expert_wins ORDER BY id")
         return [ExpertWin(id=r[0], created=r[1], task=r[2], profile=r[3],
                           embedding=np.frombuffer(r[4], dtype=np.float32), expert=r[5], backbone=r[6],
                           metric=r[7], delta=r[8], lo=r[9], hi=r[10], n=r[11], source=r[12]) for r in rows]
 
     def forget_expert_win(self, win_id: int) -> None:
-        con = self._connect()
-        try:
+        with closing(self._connect()) as con:
             if con.execute("DELETE FROM expert_wins WHERE id = ?", (win_id,)).rowcount == 0:
                 raise InputError(f"no expert result with id {win_id} in the knowledge base", where=str(self.path),
                                  fix="see the ids with `harmonycell kb list`")
-        finally:
-            con.close()
 
     def retrieve(self, embedding: np.ndarray, threshold: float = WARM_START_THRESHOLD) -> Retrieval:
         e = np.asarray(embedding, np.float32)
