@@ -12,6 +12,8 @@ OUT ?= runs
 setup:
 	# bubblewrap: the sandbox's wall without a Docker engine (apt, when root; else a note)
 	bash .ci/install-bwrap.sh
+	# gene knowledge (org.Hs.eg.db) into the user's data folder; absent: data-only gene features
+	bash .ci/install-genedb.sh
 	# the pinned CPU build first, so the project's torch range never pulls CUDA packages
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[test,mlflow]"

@@ -2,7 +2,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import pytest
+
+from harmonycell.tools.genes.db import ENV_PATH, default_path
+
+# The installed gene database, pinned before the per-test data folder below would hide it.
+os.environ.setdefault(ENV_PATH, str(default_path()))
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = (REPO / ".." / "shared" / "data" / "real").resolve()

@@ -1,0 +1,1 @@
+"""Offline gene knowledge: symbols, aliases, Ensembl ids, GO and KEGG from org.Hs.eg.db."""
