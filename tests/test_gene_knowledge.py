@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from harmonycell.tools.genes.db import GeneDB, GeneKnowledgeMissing
-from harmonycell.tools.genes.features import go_embedding, pathway_membership
+from harmonycell.tools.genes.features import go_embedding, knowledge_features, pathway_membership
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +73,12 @@ def test_missing_database_is_one_clear_error(tmp_path):
     bad.write_bytes(b"not a database")
     with pytest.raises(GeneKnowledgeMissing, match="cannot read"):
         GeneDB(bad)
+
+
+def test_knowledge_features_of_a_vocabulary_say_what_they_could_not_read(db):
+    """Aliases are read as their current gene; a drug and a reporter keep zero rows and are named."""
+    k = knowledge_features(["JAK2", "MLK4", "DMSO", "LacZ"], db)
+    assert k.symbols == {"JAK2": "JAK2", "MLK4": "MAP3K21"} and k.unknown == ["DMSO", "LacZ"]
+    assert k.matrix[:2].any(axis=1).all() and not k.matrix[2:].any()
+    emb = go_embedding(db)
+    np.testing.assert_array_equal(k.matrix[1], emb.get("MAP3K21"))

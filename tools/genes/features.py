@@ -125,3 +125,31 @@ def pathway_membership(db: GeneDB, genes: list[str]) -> tuple[np.ndarray, list[s
         for p in member.get(g, ()):
             out[r, col[p]] = 1.0
     return out, paths
+
+
+@dataclass
+class KnowledgeFeatures:
+    """Gene-knowledge features of a perturbation vocabulary, and what could not be featurised."""
+
+    matrix: np.ndarray  # (vocabulary, dim); a zero row where the gene is unknown
+    source: str
+    symbols: dict[str, str]  # vocabulary entry -> the current symbol it was read as
+    unknown: list[str]  # entries the database does not know (a drug, a reporter, a non-human gene)
+
+
+def knowledge_features(vocab: list[str], db: GeneDB | None = None) -> KnowledgeFeatures:
+    """GO-embedding rows for the perturbations of ``vocab`` that are human genes (names resolved
+    through aliases and Ensembl ids first); unknown entries keep a zero row and are listed, so a
+    model falls back to its data features for them."""
+    own = db is None
+    db = GeneDB() if own else db
+    try:
+        emb = go_embedding(db)
+        res = db.resolve(vocab)
+        symbols = {v: r.symbol for v, r in res.items() if r.symbol is not None and r.symbol in emb}
+        rows = [symbols.get(v, "") for v in vocab]
+        matrix, _ = emb.matrix(rows)
+        return KnowledgeFeatures(matrix, emb.source, symbols, [v for v in vocab if v not in symbols])
+    finally:
+        if own:
+            db.close()
