@@ -6,8 +6,7 @@ from pathlib import Path
 
 from harmonycell.agents.base import StepAgent
 from harmonycell.agents.messages import Artifact, AuditDone, RunRequest
-from harmonycell.tools.record import atomic
-from harmonycell.tools.data.audit import SCALE_WORDS, AuditReport, audit_h5ad
+from harmonycell.tools.data.audit import SCALE_WORDS, AuditReport, audit_h5ad, write_audit
 
 
 class DataAuditor(StepAgent):
@@ -17,12 +16,11 @@ class DataAuditor(StepAgent):
         reports, summaries = [], []
         for path in map(Path, req.inputs):
             json_path = self.ctx.run.audit_dir / f"{path.stem}.json"
-            if json_path.exists():  # a resumed run: the audit of this input is already done
+            if json_path.exists():  # made at the door, or by this agent before a resume: carried
                 rep = AuditReport.model_validate_json(json_path.read_text())
             else:
                 rep = audit_h5ad(path)
-                atomic.write_text(json_path.with_suffix(".md"), rep.to_markdown())
-                atomic.write_text(json_path, rep.model_dump_json(indent=2))
+                json_path = write_audit(rep, self.ctx.run.audit_dir)
             ref = self.ctx.artifact(json_path)
             kind = SCALE_WORDS.get(rep.x.scale, "unclear scale")
             summaries.append(f"{rep.name}: {rep.n_cells} cells x {rep.n_genes} genes, {kind}, "

@@ -22,7 +22,8 @@ from harmonycell.tools.evaluation.compare import usefulness
 from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
 from harmonycell.tools.report.markdown import headline_text
 from harmonycell.tools.report.publish import write_report_html
-from harmonycell.tools.schema import SPLIT, TaskKind, context_labels, split_condition
+from harmonycell.tools.schema import SPLIT, TaskKind
+from harmonycell.tools.tasks.registry import task_kind
 from harmonycell.tools.data.taskdata import load_meta
 from harmonycell.tools.record.transcript import read_records
 from harmonycell.tools.search.tree import Tree
@@ -30,51 +31,13 @@ from harmonycell.tools.search.tree import Tree
 INTEGRITY = ("provenance", "split_integrity", "sandbox_saw_no_test_targets", "code_is_clean")
 
 
-def _units_by_split(obs) -> dict[str, set[str]]:
-    pert = obs[~obs["is_control"].astype(bool)]
-    return {s: {u for c in pert.loc[pert[SPLIT] == s, "condition_name"].astype(str).unique()
-                for u in split_condition(c)} for s in ("train", "val", "test")}
-
-
 def split_integrity(adata, task: TaskKind) -> Check:
     """The split keeps the task's promise, checked at the level it promises: genes (single
     perturbations) for unseen-perturbation, pairs with seen singles for unseen-combination,
     whole contexts for unseen-cell-context."""
-    obs = adata.obs
-    pert = obs[~obs["is_control"].astype(bool)]
-    ctx = context_labels(pert)
-    split = pert[SPLIT].astype(str)
-    train, test = split == "train", split == "test"
-    conds = pert["condition_name"].astype(str)
-    problems: list[str] = []
-    if task is TaskKind.unseen_cell_context:
-        overlap = set(ctx[test]) & set(ctx[~test])
-        what, n_units = "cell contexts", len(set(ctx[test]))
-        if overlap:
-            problems.append(f"held-out contexts also in training or validation: {sorted(overlap)[:5]}")
-    elif task is TaskKind.unseen_combination:
-        pairs = set(conds[test])
-        what, n_units = "pairs", len(pairs)
-        if pairs & set(conds[~test]):
-            problems.append(f"held-out pairs also in training or validation: {sorted(pairs & set(conds[~test]))[:5]}")
-        seen = set(conds[train])
-        unseen_singles = sorted({p for c in pairs for p in split_condition(c) if p not in seen})
-        if unseen_singles:
-            problems.append(f"singles of held-out pairs not in training: {unseen_singles[:5]}")
-        if any(len(split_condition(c)) < 2 for c in pairs):
-            problems.append("a held-out condition is not a combination")
-    else:
-        # every test condition holds a perturbation that no training or validation condition
-        # holds, alone or in a combination; the declared test units appear in none of them
-        units = _units_by_split(obs)
-        seen = units["train"] | units["val"]
-        what, n_units = "perturbations (alone or inside a combination)", len(units["test"] - seen)
-        known = sorted(c for c in set(conds[test]) if not set(split_condition(c)) - seen)
-        if known:
-            problems.append(f"test conditions made only of perturbations seen in training or validation: {known[:5]}")
-        declared = set(adata.uns.get("split_info", {}).get("test_units", []))
-        if declared & seen:
-            problems.append(f"held-out perturbations also in a training or validation condition: {sorted(declared & seen)[:5]}")
+    pert = adata.obs[~adata.obs["is_control"].astype(bool)]
+    test = pert[SPLIT].astype(str) == "test"
+    problems, what, n_units = task_kind(task).integrity(adata)
     n_test = int(test.sum())
     if n_test == 0:
         problems.append("no test cells")
@@ -91,16 +54,10 @@ def split_integrity(adata, task: TaskKind) -> Check:
 
 def held_out_unit(adata, task: TaskKind) -> tuple[str, int]:
     """(plural noun of the task's held-out unit, how many are held out) for the headline."""
-    obs = adata.obs
-    pert = obs[~obs["is_control"].astype(bool)]
-    test = pert[pert[SPLIT].astype(str) == "test"]
-    if task is TaskKind.unseen_cell_context:
-        return "cell contexts", int(context_labels(test).nunique())
-    if task is TaskKind.unseen_combination:
-        return "pairs", int(test["condition_name"].nunique())
-    units = _units_by_split(obs)
-    genes = set(pert["pert_type"].astype(str)) <= {"crispr"}
-    return ("genes" if genes else "perturbations"), len(units["test"] - units["train"] - units["val"])
+    pert = adata.obs[~adata.obs["is_control"].astype(bool)]
+    crispr_only = set(pert["pert_type"].astype(str)) <= {"crispr"}
+    kind = task_kind(task)
+    return kind.noun(crispr_only), kind.integrity(adata)[2]
 
 
 def sandbox_blind(run, adata, task: TaskKind) -> Check:
@@ -109,13 +66,7 @@ def sandbox_blind(run, adata, task: TaskKind) -> Check:
     meta = load_meta(run.sandbox_data)
     with np.load(run.sandbox_data / "train.npz") as z:
         n_train, train_ctx = len(z["X"]), {meta["contexts"][int(i)] for i in np.unique(z["context"])}
-    if task is TaskKind.unseen_cell_context:
-        leaked = {q["context"] for q in meta["queries"]["test"]} & train_ctx
-    elif task is TaskKind.unseen_combination:
-        leaked = {q["condition"] for q in meta["queries"]["test"]} & set(meta["train_conditions"])
-    else:  # no held-out gene inside any training condition, alone or in a combination
-        trained = {u for c in meta["train_conditions"] for u in split_condition(c)}
-        leaked = {q["condition"] for q in meta["queries"]["test"] if not set(split_condition(q["condition"])) - trained}
+    leaked = task_kind(task).leaked(meta, train_ctx)
     expected = int((adata.obs[SPLIT] == "train").sum())
     ok = not leaked and n_train == expected
     return Check(name="sandbox_saw_no_test_targets", passed=ok,

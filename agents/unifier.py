@@ -1,4 +1,5 @@
-"""Unifier: mapping spec per input -> validate -> apply -> merge -> HVG -> split -> task data."""
+"""Unifier: mapping spec per input -> validate -> apply -> merge -> split -> genes chosen on
+training cells -> task data."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from harmonycell.agents.policies.unifier import LLMUnifier
 from harmonycell.tools.data.audit import AuditReport
 from harmonycell.agents.messages import Artifact, AuditDone, UnifyDone
 from harmonycell.tools.schema import SPLIT
+from harmonycell.tools.tasks.registry import task_kind
 from harmonycell.tools.data.taskdata import export_sandbox_data, load_meta
 from harmonycell.tools.data.unify import unify, write_unify_outputs
 from harmonycell.tools.data.validate import load_specs
@@ -23,16 +25,12 @@ def dropped_cells(report: dict) -> int:
 
 
 def held_out_units(info: dict) -> tuple[str, dict[str, list[str]]]:
-    """What the split holds out, named: (unit, split -> units), from the split's own record."""
-    if info.get("test_context"):
-        held = {"test": info.get("test_contexts") or [info["test_context"]]}
-        if info.get("val_context"):
-            held["val"] = [info["val_context"]]
-        elif info.get("val_conditions"):
-            held["val"] = list(info["val_conditions"])
-        return "cell context", held
-    unit = "combination" if info.get("task") == "unseen-combination" else "perturbation"
-    return unit, {s: list(info[f"{s}_conditions"]) for s in ("test", "val") if info.get(f"{s}_conditions")}
+    """What the split holds out, named by its task kind: (unit, split -> units), from the split's
+    own record."""
+    if not info.get("task"):
+        return "perturbation", {}
+    kind = task_kind(info["task"])
+    return kind.unit, kind.held_out(info)
 
 
 def held_units(units: list[str], show: int = 3) -> str:
@@ -65,9 +63,12 @@ class Unifier(StepAgent):
             specs = self._llm_specs() if self.ctx.llm_policy("unifier") else {}
             # the user's own specs (--specs) win over the model's; both are validated alike
             specs.update(load_specs(Path(cfg.specs_dir)) if cfg.specs_dir else {})
+            # the DataAuditor's audits are carried: unify does not fingerprint the inputs again
+            audits = {p.stem: AuditReport.model_validate_json(p.read_text())
+                      for p in sorted(run.audit_dir.glob("*.json"))}
             outcome = unify([Path(p) for p in done.inputs], task=cfg.task, seed=cfg.seed, specs=specs or None,
                             hold_out=cfg.hold_out or None,
-                            fold=tuple(cfg.fold) if cfg.fold else None)
+                            fold=tuple(cfg.fold) if cfg.fold else None, audits=audits)
             write_unify_outputs(outcome, run.unify_dir)
             adata = outcome.adata
             # meta.json is written last, so its presence means the export is complete

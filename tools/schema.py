@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+from harmonycell.tools.errors import InputError
+
 OBS_FIELDS = (
     "cell_type",
     "batch_id",
@@ -32,8 +34,6 @@ class TaskKind(str, Enum):
 
     @classmethod
     def parse(cls, value: str) -> "TaskKind":
-        from harmonycell.tools.errors import InputError
-
         try:
             return cls(value)
         except ValueError:

@@ -18,6 +18,7 @@ from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
 from harmonycell.tools.record import atomic
 from harmonycell.tools.record.runfolder import RunFolder, create_run, new_run_id
 from harmonycell.tools.report.markdown import comparisons_table, headline_text
+from harmonycell.tools.tasks.registry import task_kind
 
 
 def fold_result(run: RunFolder, repeat: int, fold: int) -> FoldResult:
@@ -34,18 +35,15 @@ def fold_result(run: RunFolder, repeat: int, fold: int) -> FoldResult:
 def held_out_units(parent: Path, runs: list[str]) -> tuple[str, set[str]]:
     """(plural noun, the units held out over one repeat's folds) from the folds' split.json."""
     held: set[str] = set()
-    kind = "perturbation"
+    kind = task_kind("unseen-perturbation")
     crispr_only = True
     for name in runs:
         split = json.loads((parent / name / "unify" / "split.json").read_text())
-        kind = split.get("held_out_unit", kind)
-        held |= set(split.get({"perturbation": "test_units", "combination": "test_conditions",
-                               "cell context": "test_contexts"}[kind], []))
+        kind = task_kind(split["task"])
+        held |= set(kind.test_units(split))
         report = json.loads((parent / name / "unify" / "unify_report.json").read_text())
         crispr_only &= all(set(i.get("pert_type", {})) <= {"crispr"} for i in report.get("inputs", []))
-    noun = {"cell context": "cell contexts", "combination": "pairs"}.get(
-        kind, "genes" if crispr_only else "perturbations")
-    return noun, held
+    return kind.noun(crispr_only), held
 
 
 def _cell(s) -> str:

@@ -89,16 +89,20 @@ def start(files: list[Path], task: str, out: Path, llm_config: Path | None = Non
                          fix="add --llm-config FILE, or drop the limits")
     llm = load_llm_config(llm_config, max_tokens_total=max_llm_tokens,
                           max_cost_usd=max_llm_cost).model_dump() if llm_config else None
+    from harmonycell.tools.data.audit import write_audit
     from harmonycell.tools.data.validate import door
 
     TaskKind.parse(task)
     specs = options.get("specs_dir")
-    for note in door(files, out, task=task, specs_dir=Path(specs) if specs else None, llm=bool(llm),
-                     seed=options.get("seed"), budget=options.get("budget_nodes"), epochs=options.get("epochs")):
+    checked = door(files, out, task=task, specs_dir=Path(specs) if specs else None, llm=bool(llm),
+                   seed=options.get("seed"), budget=options.get("budget_nodes"), epochs=options.get("epochs"))
+    for note in checked.notes:
         console.print(f"[dim]input {note}[/]", highlight=False)
     if specs:
         options["specs_dir"] = str(Path(specs).resolve())
     run = create_run(out, files, task, llm=llm, **options)
+    for audit in checked.audits.values():  # the door's audits: the DataAuditor carries them
+        write_audit(audit, run.audit_dir)
     transcript = Transcript(run.root)
     for kind, source, type_, content in opening:
         transcript.append(kind, source, type_, content)

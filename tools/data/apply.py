@@ -6,7 +6,6 @@ file costs a few vectorised passes. Nothing here guesses: every decision is in t
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -195,10 +194,6 @@ class GeneIds:
     symbol: pd.Series  # per var row
     ensembl: pd.Series  # per var row; None where unknown
     id_type: str  # what the original index held
-
-
-def strip_version(s: str) -> str:
-    return re.sub(r"\.\d+$", "", s)
 
 
 def gene_ids(spec: MappingSpec, var: pd.DataFrame) -> GeneIds:

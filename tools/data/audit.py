@@ -18,6 +18,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from harmonycell.tools.errors import InputError
+from harmonycell.tools.record import atomic
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ENSEMBL_RE = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
@@ -252,12 +253,17 @@ def fingerprint_x(xnode, chunk_nnz: int | None = None) -> XFingerprint:
         n_data = int(data.shape[0])
         for start in range(0, n_data, chunk_nnz):
             chunk = np.asarray(data[start:start + chunk_nnz])
+            bad_before = st["nonfinite"]
             consume(chunk)
-            fin = np.where(np.isfinite(chunk), chunk, 0).astype(np.float64)
+            # a float64 copy of a whole chunk would cost more memory than X itself: a copy only
+            # when non-finite values must be zeroed, and per-gene sums piece by piece
+            fin = chunk if st["nonfinite"] == bad_before else np.where(np.isfinite(chunk), chunk, 0)
             if storage == "csr_matrix":
                 gidx = np.asarray(xnode["indices"][start:start + chunk_nnz])
-                gene_sum += np.bincount(gidx, weights=fin, minlength=n_genes)
-                gene_sq += np.bincount(gidx, weights=fin * fin, minlength=n_genes)
+                for i in range(0, len(fin), PIECE):
+                    piece, g = fin[i:i + PIECE], gidx[i:i + PIECE]
+                    gene_sum += np.bincount(g, weights=piece, minlength=n_genes)
+                    gene_sq += np.bincount(g, weights=np.square(piece, dtype=np.float64), minlength=n_genes)
             if storage == "csr_matrix" and n_data <= chunk_nnz:
                 nonempty = np.flatnonzero(np.diff(indptr) > 0)
                 if len(nonempty):  # one chunk: per-row sums in X's dtype, as scanpy computes them
@@ -274,7 +280,7 @@ def fingerprint_x(xnode, chunk_nnz: int | None = None) -> XFingerprint:
                 np.add.at(cell_sums, idx, chunk.astype(np.float64))
                 cols = np.searchsorted(indptr, np.arange(start, start + len(chunk)), side="right") - 1
                 gene_sum += np.bincount(cols, weights=fin, minlength=n_genes)
-                gene_sq += np.bincount(cols, weights=fin * fin, minlength=n_genes)
+                gene_sq += np.bincount(cols, weights=np.square(fin, dtype=np.float64), minlength=n_genes)
         if n_data < total:  # implicit zeros
             st["mn"], st["mx"] = min(st["mn"], 0.0), max(st["mx"], 0.0)
     mn, mx, s, nnz, nonint, nonfinite, neg = (st[k] for k in ("mn", "mx", "s", "nnz", "nonint", "nonfinite", "neg"))
@@ -431,3 +437,18 @@ def audit_h5ad(path: str | Path) -> AuditReport:
         obs_names_examples=[str(v) for v in obs.index[:5]],
         var=profile_var(var), layers=layers, obsm=obsm,
     )
+
+
+def write_audit(report: AuditReport, folder: Path) -> Path:
+    """FOLDER/<name>.md and FOLDER/<name>.json (atomic); returns the JSON's path."""
+    json_path = Path(folder) / f"{report.name}.json"
+    atomic.write_text(json_path.with_suffix(".md"), report.to_markdown())
+    atomic.write_text(json_path, report.model_dump_json(indent=2))
+    return json_path
+
+
+def describes(report: AuditReport | None, path: Path, n_cells: int, n_genes: int) -> bool:
+    """Whether an audit made earlier (at the door, by the DataAuditor) is of this file as read now:
+    then it is carried, not made again."""
+    return (report is not None and Path(report.path).resolve() == Path(path).resolve()
+            and (report.n_cells, report.n_genes) == (n_cells, n_genes))

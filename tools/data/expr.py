@@ -90,7 +90,7 @@ class _Method:
         self.target, self.name = target, name
 
 
-class Evaluator:
+class ExprEvaluator:
     def __init__(self, expression: str, obs: pd.DataFrame):
         self.expression, self.obs = expression, obs
 
@@ -358,7 +358,7 @@ def as_bool(v):
     return bool(v)
 
 
-def check_pattern(pat: str, ev: Evaluator) -> None:
+def check_pattern(pat: str, ev: ExprEvaluator) -> None:
     """Regexes are data too: bound their size and refuse nested quantifiers, the usual shape of
     catastrophic backtracking such as ``(a+)+``."""
     if len(pat) > MAX_PATTERN_CHARS:
@@ -391,7 +391,7 @@ def describe(node: ast.AST) -> str:
 
 def evaluate(expression: str, obs: pd.DataFrame) -> pd.Series:
     """Evaluate ``expression`` over ``obs``; always returns a Series aligned with ``obs``."""
-    out = Evaluator(expression, obs).run()
+    out = ExprEvaluator(expression, obs).run()
     if isinstance(out, (_Str, _Method)) or isinstance(out, pd.DataFrame) or isinstance(out, list):
         raise reject(f"an expression whose value is a {type(out).__name__.strip('_')}", expression,
                      "is not a column of values")

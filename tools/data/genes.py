@@ -57,7 +57,9 @@ def hvg_mask(adata: AnnData, rows: np.ndarray, n_top: int) -> np.ndarray:
     """Highly variable genes ranked on ``rows`` only (a boolean mask over all genes)."""
     import scanpy as sc
 
-    sub = AnnData(X=adata.X[rows], obs=adata.obs.iloc[rows][["dataset_id"]].copy(),
+    every = len(rows) == adata.n_obs  # no split: X itself (scanpy's seurat flavour copies it anyway)
+    sub = AnnData(X=adata.X if every else adata.X[rows],
+                  obs=(adata.obs if every else adata.obs.iloc[rows])[["dataset_id"]].copy(),
                   var=pd.DataFrame(index=adata.var_names.astype(str)))
     batch = "dataset_id" if sub.obs["dataset_id"].nunique() > 1 else None
     with warnings.catch_warnings():

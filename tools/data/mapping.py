@@ -20,6 +20,8 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from harmonycell.tools.data.audit import AuditReport, ObsColumn
+from harmonycell.tools.errors import HarmonyCellError, SpecError
+from harmonycell.tools.record import atomic
 
 SCHEMA_PATH = Path(__file__).with_name("mapping_spec.schema.json")
 
@@ -159,8 +161,6 @@ def render_prompt(audit: AuditReport, builtin: "MappingSpec | None" = None) -> s
 
 def export_json_schema(path: Path = SCHEMA_PATH) -> Path:
     """Write MappingSpec's JSON schema (the document an LLM policy must produce)."""
-    from harmonycell.tools.record import atomic
-
     return atomic.write_text(path, json_schema_text())
 
 
@@ -448,8 +448,6 @@ def donor_from_sample(obs: pd.DataFrame, sample_col: str, labels: list[str]) -> 
 
 def explain_missing_label(audit: AuditReport, obs: pd.DataFrame) -> None:
     """Raise the specific error when a label column exists but has no controls or only controls."""
-    from harmonycell.tools.errors import SpecError
-
     for col in audit.obs:
         if col.name not in obs.columns or col.numeric:
             continue
@@ -491,8 +489,6 @@ def flag_expression(col: str) -> str:
 def infer_with_flag(audit: AuditReport, obs: pd.DataFrame, flag: str, dataset_id: str | None) -> "MappingSpec":
     """Controls named by a flag column, perturbations by a label column that has no control word
     (often empty for controls)."""
-    from harmonycell.tools.errors import SpecError
-
     named = [c for c in audit.obs if c.name in obs.columns and c.name != flag and not c.numeric
              and name_score(c.name, CONDITION_NAMES) > 0 and name_score(c.name, CELL_TYPE_NAMES + DONOR_NAMES) == 0]
     if not named:
@@ -507,8 +503,6 @@ def infer_with_flag(audit: AuditReport, obs: pd.DataFrame, flag: str, dataset_id
 
 def infer_mapping(audit: AuditReport, obs: pd.DataFrame, dataset_id: str | None = None) -> MappingSpec:
     """The builtin policy: a MappingSpec from an audit and the obs table, by names and values."""
-    from harmonycell.tools.errors import SpecError
-
     cands = condition_candidates(audit, obs)
     flag = control_flag_column(audit, obs)
     if not cands and flag:
@@ -623,8 +617,6 @@ def explain(audit: AuditReport, obs: pd.DataFrame) -> tuple[str, "MappingSpec | 
     perturbation-column candidates, control labels with the rule that matched each, the cell
     type / donor / batch / dose columns, and the counts-vs-log decision. Returns (markdown, spec);
     spec is None (and the reason is in the text) when the file cannot be mapped."""
-    from harmonycell.tools.errors import HarmonyCellError
-
     lines = ["", "## What the Unifier will do (builtin policy)", "", "Perturbation-column candidates, best first:"]
     cands = condition_candidates(audit, obs)
     for score, name, labels, why in cands[:6]:

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from harmonycell.tools.record import atomic
+from harmonycell.tools.tasks.registry import task_kind
 from harmonycell.tools.schema import (
     CONTROL_LABEL,
     OBSM_DOSE,
@@ -153,9 +154,10 @@ def export_sandbox_data(adata: AnnData, out_dir: Path) -> dict:
 
 
 def holdout_unit(adata: AnnData) -> str:
-    """``context`` for the unseen-cell-context task, else ``condition``."""
-    task = str((adata.uns.get("split_info") or {}).get("task", ""))
-    return "context" if task == "unseen-cell-context" else "condition"
+    """What the task's kind holds out of the training cells for early stopping: ``condition`` or
+    ``context`` (``condition`` when the data carry no task)."""
+    task = (adata.uns.get("split_info") or {}).get("task")
+    return task_kind(str(task)).inner_unit if task else "condition"
 
 
 def npy_bytes(a: np.ndarray) -> bytes:

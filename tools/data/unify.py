@@ -3,8 +3,9 @@
 Per input: read, reject bad input (duplicate names, NaN/inf/negative X), infer or take the
 mapping spec, validate and repair it against the data, map obs, drop cells whose perturbation is
 unknown, normalise raw counts only. Then merge inputs on genes (Ensembl where every input has
-it, else symbols), select highly variable genes, build the perturbation vocabulary, mask and
-dose, and split when a task is given. ``write_unify_outputs`` writes it all atomically.
+it, else symbols), build the perturbation vocabulary, mask and dose, split when a task is given,
+and only then choose the task's genes, on training cells alone (``genes``).
+``write_unify_outputs`` writes it all atomically.
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ from pydantic import BaseModel, Field
 
 from harmonycell.tools.record import atomic
 from harmonycell.tools.data.apply import AppliedObs, GeneIds, apply_obs, gene_ids
-from harmonycell.tools.data.audit import AuditReport, XFingerprint, check_h5ad_file
+from harmonycell.tools.data.audit import (
+    AuditReport,
+    check_h5ad_file,
+    describes,
+    fingerprint_matrix,
+    profile_obs,
+    profile_var,
+)
+from harmonycell.tools.data.harmonise import fold_label_case, harmonise_cell_types
+from harmonycell.tools.data.species import species_of
 from harmonycell.tools.errors import HarmonyCellError, InputError, SpecError
 from harmonycell.tools.data.mapping import SPEC_FIELDS, MappingSpec, infer_mapping
 from harmonycell.tools.schema import (
@@ -44,6 +54,16 @@ from harmonycell.tools.data.genes import (
     select_task_genes,
 )
 from harmonycell.tools.data.splits import assign_splits
+from harmonycell.tools.data.validate import (
+    check_duplicate_inputs,
+    check_gene_names,
+    check_options,
+    check_same_species,
+    check_unify_out,
+    check_x,
+    dataset_ids,
+    shared_gene_check,
+)
 
 
 class FieldReport(BaseModel):
@@ -134,18 +154,6 @@ def as_csr32(X) -> sp.csr_matrix:
     return sp.csr_matrix(np.asarray(X, dtype=np.float32))
 
 
-def fingerprint_in_memory(X: sp.csr_matrix) -> XFingerprint:
-    from harmonycell.tools.data.audit import fingerprint_matrix
-
-    return fingerprint_matrix(X)
-
-
-def check_matrix(path: Path, audit: AuditReport) -> None:
-    from harmonycell.tools.data.validate import check_x
-
-    check_x(audit, str(path))
-
-
 def check_names(path: Path, adata: AnnData) -> None:
     if not adata.obs_names.is_unique:
         dup = adata.obs_names[adata.obs_names.duplicated()][:3].tolist()
@@ -194,12 +202,15 @@ def normalise(adata: AnnData, spec: MappingSpec) -> None:
             sc.pp.log1p(adata)
 
 
-def prepare(path: Path, spec: MappingSpec | None, dataset_id: str) -> Prepared:
+def prepare(path: Path, spec: MappingSpec | None, dataset_id: str, audit: AuditReport | None = None) -> Prepared:
+    """One input, read once; ``audit`` (made at the door or by the DataAuditor) is carried when it
+    describes this file, else X is fingerprinted from memory."""
     adata = read_h5ad(path)
     check_names(path, adata)
     adata.X = as_csr32(adata.X)
-    audit = audit_from_memory(path, adata)
-    check_matrix(path, audit)
+    if not describes(audit, path, adata.n_obs, adata.n_vars):
+        audit = audit_from_memory(path, adata)
+    check_x(audit, str(path))
     obs = adata.obs
     if spec is None:
         spec = infer_mapping(audit, obs, dataset_id=dataset_id)
@@ -208,9 +219,6 @@ def prepare(path: Path, spec: MappingSpec | None, dataset_id: str) -> Prepared:
     spec, repairs = validate_and_repair(spec, audit, obs, adata.var)
     applied = apply_obs(spec, obs)
     genes = gene_ids(spec, adata.var)
-    from harmonycell.tools.data.species import species_of
-    from harmonycell.tools.data.validate import check_gene_names
-
     check_gene_names(genes.symbol, genes.ensembl, str(path))
     species = species_of(genes.symbol, genes.ensembl)
     # keep only what the canonical file needs: drop layers, obsm etc. before any copy
@@ -229,8 +237,6 @@ def prepare(path: Path, spec: MappingSpec | None, dataset_id: str) -> Prepared:
 def audit_from_memory(path: Path, adata: AnnData) -> AuditReport:
     """The audit, but with X fingerprinted from memory (the file was just read: no second pass
     over the disk)."""
-    from harmonycell.tools.data.audit import fingerprint_matrix, profile_obs, profile_var
-
     return AuditReport(
         path=str(path), name=path.stem, n_cells=adata.n_obs, n_genes=adata.n_vars,
         x=fingerprint_matrix(adata.X), obs=profile_obs(adata.obs),
@@ -278,34 +284,7 @@ def gene_table(preps: list[Prepared]) -> tuple[str, pd.DataFrame, list[np.ndarra
     return kind, var, rows, lost
 
 
-def describe_ids(genes: GeneIds) -> str:
-    ens = genes.ensembl.notna().mean() if len(genes.ensembl) else 0.0
-    sym = genes.symbol[genes.ensembl.isna()] if ens < 1 else genes.symbol.iloc[:0]
-    parts = []
-    if ens > 0:
-        parts.append(f"Ensembl ids for {ens:.0%} of genes (e.g. {genes.ensembl.dropna().iloc[0]})")
-    if len(sym):
-        parts.append(f"names like {', '.join(map(str, sym.iloc[:3]))}")
-    return " and ".join(parts) or "no gene names"
-
-
-def shared_gene_check(keys: list[tuple[str, GeneIds]], paths: list[str]) -> None:
-    """Refuse inputs that share no gene, saying what each one holds (not a generic hint)."""
-    use_ens = all(g.ensembl.notna().mean() > 0.9 for _, g in keys)
-    sets = [set(g.ensembl.dropna()) if use_ens else set(g.symbol.str.upper()) for _, g in keys]
-    common = set.intersection(*sets) if sets else set()
-    if common:
-        return
-    desc = "; ".join(f"{d} has {describe_ids(g)}" for d, g in keys)
-    raise InputError(f"the inputs share no gene ({desc})", where=", ".join(paths),
-                     fix="give every input the same kind of gene identifier (a var column of symbols or of "
-                         "Ensembl ids in each, named in a mapping spec's gene_symbol_column/gene_id_column)")
-
-
 def merge(preps: list[Prepared]) -> tuple[AnnData, str, list[int]]:
-    from harmonycell.tools.data.harmonise import fold_label_case, harmonise_cell_types
-    from harmonycell.tools.data.validate import check_same_species
-
     check_same_species([(p.spec.dataset_id, *p.species) for p in preps])
     shared_gene_check([(p.spec.dataset_id, p.genes) for p in preps], [p.audit.path for p in preps])
     kind, var, rows, lost = gene_table(preps)
@@ -328,24 +307,6 @@ def merge(preps: list[Prepared]) -> tuple[AnnData, str, list[int]]:
     merged = AnnData(X=X, obs=o, var=var)
     merged.uns["harmonised"] = {"labels": label_merges, "cell_types": ct_merges}
     return merged, kind, lost
-
-
-def select_hvg(adata: AnnData, n_hvg: int) -> AnnData:
-    import scanpy as sc
-
-    if adata.n_vars <= n_hvg:
-        return adata
-    batch = "dataset_id" if adata.obs["dataset_id"].nunique() > 1 else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sc.pp.highly_variable_genes(adata, n_top_genes=n_hvg, flavor="seurat", batch_key=batch, subset=True)
-    for c in ("highly_variable", "means", "dispersions", "dispersions_norm", "highly_variable_nbatches",
-              "highly_variable_intersection", "highly_variable_rank"):
-        if c in adata.var:
-            del adata.var[c]
-    adata.uns.pop("hvg", None)
-    adata.uns.pop("log1p", None)
-    return adata
 
 
 def perturbation_arrays(obs: pd.DataFrame) -> tuple[list[str], sp.csr_matrix, sp.csr_matrix]:
@@ -405,20 +366,12 @@ def input_report(p: Prepared, lost: int) -> InputReport:
     )
 
 
-def dataset_ids(paths: list[Path]) -> list[str]:
-    ids, seen = [], {}
-    for p in paths:
-        stem = p.stem
-        seen[stem] = seen.get(stem, 0) + 1
-        ids.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
-    return ids
-
-
 def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, n_hvg: int = N_HVG,
           specs: dict[str, MappingSpec] | None = None, fold: tuple[int, int] | None = None,
-          hold_out: list[str] | None = None) -> UnifyOutcome:
+          hold_out: list[str] | None = None, audits: dict[str, AuditReport] | None = None) -> UnifyOutcome:
     """Unify ``paths`` into one canonical AnnData. ``specs`` (stem -> spec) come from a caller's
-    policy (e.g. an LLM); they are validated and repaired exactly like builtin ones. ``fold``
+    policy (e.g. an LLM); they are validated and repaired exactly like builtin ones. ``audits``
+    (stem -> audit) are the inputs' audits made earlier, carried instead of made again. ``fold``
     (k, K): the test units are fold k of a seeded K-fold partition (see ``splits``); ``hold_out``
     names the cell types the test must hold out (unseen-cell-context)."""
     paths = [Path(p) for p in paths]
@@ -426,9 +379,7 @@ def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, 
         raise InputError("no input files", where="unify", fix="pass one or more .h5ad files")
     if isinstance(task, str):
         task = TaskKind.parse(task)
-    specs = specs or {}
-    from harmonycell.tools.data.validate import check_duplicate_inputs, check_options
-
+    specs, audits = specs or {}, audits or {}
     check_options(n_hvg=n_hvg)
     for path in paths:
         check_h5ad_file(path)
@@ -436,7 +387,8 @@ def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, 
     preps = []
     for path, did in zip(paths, dataset_ids(paths)):
         try:
-            preps.append(prepare(path, specs.get(did) or specs.get(path.stem), did))
+            preps.append(prepare(path, specs.get(did) or specs.get(path.stem), did,
+                                 audits.get(did) or audits.get(path.stem)))
         except HarmonyCellError as e:
             if e.where is None or str(path) not in str(e.where):
                 e.where = f"{path}: {e.where}" if e.where else str(path)
@@ -490,8 +442,6 @@ def write_unify_outputs(outcome: UnifyOutcome, out_dir: Path) -> dict[str, Path]
     import re
     import shutil
     import tempfile
-
-    from harmonycell.tools.data.validate import check_unify_out
 
     out_dir = Path(out_dir)
     check_unify_out(out_dir)

@@ -2,7 +2,8 @@
 
 One place for every check that can be made before a run starts, so a bad input ends with one
 line (what, where, what to do) and exit code 2, and nothing is written. The same checks are
-called by the Unifier's engine on the data it reads (one definition of each rule).
+called by the Unifier's engine on the data it reads (one definition of each rule); this module
+never imports the engine.
 """
 
 from __future__ import annotations
@@ -10,9 +11,21 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from harmonycell.tools.data.apply import GeneIds, apply_obs, gene_ids
+from harmonycell.tools.data.audit import AuditReport, audit_h5ad, open_h5ad, read_obs_var_backed
+from harmonycell.tools.data.harmonise import fold_label_case, harmonise_cell_types
+from harmonycell.tools.data.mapping import MappingSpec, infer_mapping
+from harmonycell.tools.data.spec_check import validate_and_repair
+from harmonycell.tools.data.species import numeric_share, species_of
 from harmonycell.tools.errors import InputError, SpecError
+from harmonycell.tools.record import atomic
+from harmonycell.tools.tasks.registry import task_kind
 
 MIN_CELLS = 10
 MIN_GENES = 10
@@ -82,12 +95,17 @@ def check_unify_out(out: Path) -> str | None:
 # --- input files ------------------------------------------------------------------------------
 def check_duplicate_inputs(paths: list[Path]) -> None:
     """The same file twice (or two files with the same bytes) would be train and test data."""
-    from harmonycell.tools.record import atomic
-
+    sizes: dict[int, int] = {}
+    for p in paths:
+        size = Path(p).resolve().stat().st_size
+        sizes[size] = sizes.get(size, 0) + 1
     seen: dict[str, Path] = {}
     for p in paths:
         rp = Path(p).resolve()
-        key = f"{rp.stat().st_size}:{atomic.sha256_file(rp)}"
+        size = rp.stat().st_size
+        if sizes[size] < 2:  # files of different sizes differ: no need to read a whole file to know
+            continue
+        key = f"{size}:{atomic.sha256_file(rp)}"
         if key in seen:
             same = "is the same file as" if seen[key] == rp else "has the same content (sha256) as"
             raise InputError(f"{p} {same} {seen[key]}", where="inputs",
@@ -96,8 +114,6 @@ def check_duplicate_inputs(paths: list[Path]) -> None:
 
 
 def check_files(paths: list[Path]) -> None:
-    from harmonycell.tools.data.audit import open_h5ad
-
     if not paths:
         raise InputError("no input files given", where="inputs", fix="pass one or more .h5ad files")
     for p in paths:
@@ -144,8 +160,6 @@ def check_x(audit, where: str) -> None:
 
 
 def check_gene_names(symbols, ensembl, where: str) -> None:
-    from harmonycell.tools.data.species import numeric_share
-
     if numeric_share(symbols) >= 0.5 and (ensembl is None or ensembl.notna().mean() < 0.5):
         raise InputError("gene names are plain numbers (e.g. '0', '1', ...), not gene identifiers",
                          where=f"{where} var_names",
@@ -163,8 +177,6 @@ def check_same_species(items: list[tuple[str, str, str]]) -> None:
 
 def load_specs(spec_dir: Path | None) -> dict:
     """``--specs DIR``: <dataset>.json mapping specs, each validated against the schema."""
-    from harmonycell.tools.data.mapping import MappingSpec
-
     if spec_dir is None:
         return {}
     spec_dir = Path(spec_dir)
@@ -183,23 +195,58 @@ def load_specs(spec_dir: Path | None) -> dict:
     return specs
 
 
+# --- inputs together ---------------------------------------------------------------------------
+def dataset_ids(paths: list[Path]) -> list[str]:
+    ids, seen = [], {}
+    for p in paths:
+        stem = p.stem
+        seen[stem] = seen.get(stem, 0) + 1
+        ids.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return ids
+
+
+def describe_ids(genes: GeneIds) -> str:
+    ens = genes.ensembl.notna().mean() if len(genes.ensembl) else 0.0
+    sym = genes.symbol[genes.ensembl.isna()] if ens < 1 else genes.symbol.iloc[:0]
+    parts = []
+    if ens > 0:
+        parts.append(f"Ensembl ids for {ens:.0%} of genes (e.g. {genes.ensembl.dropna().iloc[0]})")
+    if len(sym):
+        parts.append(f"names like {', '.join(map(str, sym.iloc[:3]))}")
+    return " and ".join(parts) or "no gene names"
+
+
+def shared_gene_check(keys: list[tuple[str, GeneIds]], paths: list[str]) -> None:
+    """Refuse inputs that share no gene, saying what each one holds (not a generic hint)."""
+    use_ens = all(g.ensembl.notna().mean() > 0.9 for _, g in keys)
+    sets = [set(g.ensembl.dropna()) if use_ens else set(g.symbol.str.upper()) for _, g in keys]
+    common = set.intersection(*sets) if sets else set()
+    if common:
+        return
+    desc = "; ".join(f"{d} has {describe_ids(g)}" for d, g in keys)
+    raise InputError(f"the inputs share no gene ({desc})", where=", ".join(paths),
+                     fix="give every input the same kind of gene identifier (a var column of symbols or of "
+                         "Ensembl ids in each, named in a mapping spec's gene_symbol_column/gene_id_column)")
+
+
 # --- the door ---------------------------------------------------------------------------------
-def preflight_data(paths: list[Path], specs: dict | None = None, mapping: bool = True, task=None) -> list[str]:
+@dataclass
+class Checked:
+    """What the door learnt: a note per input (what will be done) and its audit, carried on to
+    the DataAuditor and the Unifier instead of being made again."""
+    notes: list[str] = field(default_factory=list)
+    audits: dict[str, AuditReport] = field(default_factory=dict)  # by input path, as given
+
+
+def preflight_data(paths: list[Path], specs: dict | None = None, mapping: bool = True, task=None) -> Checked:
     """Audit each input and dry-run the mapping and the task's split on the mapped labels:
-    everything unify would refuse, refused now. Returns notes (what will be done), one per input."""
-    import pandas as pd
-
-    from harmonycell.tools.data.apply import apply_obs, gene_ids
-    from harmonycell.tools.data.audit import audit_h5ad, read_obs_var_backed
-    from harmonycell.tools.data.mapping import infer_mapping
-    from harmonycell.tools.data.species import species_of
-    from harmonycell.tools.data.spec_check import validate_and_repair
-    from harmonycell.tools.data.unify import dataset_ids
-
+    everything unify would refuse, refused now."""
     specs = specs or {}
-    notes, species, keys, mapped = [], [], [], []
+    checked = Checked()
+    notes, species, keys, mapped = checked.notes, [], [], []
     for path, did in zip(paths, dataset_ids(paths)):
         audit = audit_h5ad(path)
+        checked.audits[str(path)] = audit
         check_x(audit, str(path))
         notes.append(f"{did}: {audit.x.reason}")
         if not mapping:
@@ -222,31 +269,22 @@ def preflight_data(paths: list[Path], specs: dict | None = None, mapping: bool =
         keys.append((did, genes))
     check_same_species(species)
     if len(keys) > 1:
-        from harmonycell.tools.data.unify import shared_gene_check
-
         shared_gene_check(keys, [str(p) for p in paths])
     if task is not None and mapped:
         check_task(pd.concat(mapped, axis=0), task)
-    return notes
+    return checked
 
 
 def check_task(obs, task) -> None:
     """Dry run of the task's split on the mapped labels (the split itself reads only obs)."""
-    import numpy as np
-
-    from harmonycell.tools.data.harmonise import fold_label_case, harmonise_cell_types
-    from harmonycell.tools.data.splits import KINDS
-    from harmonycell.tools.schema import TaskKind
-
     obs = obs.copy()
     obs["condition_name"], _ = fold_label_case(obs["condition_name"])
     obs["cell_type"], _ = harmonise_cell_types(obs["cell_type"])
-    kind = TaskKind.parse(task) if isinstance(task, str) else task
-    KINDS[kind](obs.reset_index(drop=True), np.random.default_rng(0))
+    task_kind(task).split(obs.reset_index(drop=True), np.random.default_rng(0))
 
 
 def door(files: list[Path], out: Path, *, task=None, specs_dir: Path | None = None, llm: bool = False,
-         **options) -> list[str]:
+         **options) -> Checked:
     """Every check that can be made before a run: options, output folder, files, data, mapping.
     With an LLM policy the mapping is the model's to write, so only the builtin dry run is skipped."""
     check_options(**options)

@@ -134,14 +134,6 @@ def first_available(results: list[tuple[np.ndarray, np.ndarray]], names: list[st
     return out, counts, source
 
 
-def context_control_means(adata: AnnData, ctx_code: np.ndarray, n_ctx: int, split: str
-                          ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Per context: control mean of ``split`` (falling back to train, then all controls)."""
-    sets = control_code_sets(adata, ctx_code, split)
-    res = stacked_group_means(adata.X, [(c, n_ctx) for c in sets])
-    return first_available(res, ["split", "train", "all"])
-
-
 def targets_for(adata: AnnData, split: str) -> Targets:
     """The pseudo-bulk targets of ``split`` (see the module docstring for every definition)."""
     _check(adata, split)
