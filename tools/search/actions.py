@@ -126,14 +126,13 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     Backbone("ridge", "simple", "ridge",
              "ridge regression from the perturbation's features to its pseudo-bulk effect (Ahlmann-Eltze"
              " et al.'s linear model); the penalty is chosen on the inner split",
+             # tuned on the inner split inside fit(), so not searched again
              extra=(Param("alpha", "float", 1e-4, 1e4, 1.0, "hparams", log=True,
-                          help="ridge penalty relative to the features' scale (centre of the inner-split grid)",
-                          move="scale"),),
+                          help="ridge penalty relative to the features' scale (centre of the inner-split grid)"),),
              ignores=_NO_NETWORK, closed_form=True),
     Backbone("nearest-gene", "simple", "nearest_gene",
              "the similarity-weighted mean effect of the k training perturbations with the nearest features",
-             extra=(Param("k", "int", 1, 100, 5, "hparams", help="neighbours averaged (centre of the grid)",
-                          move="halve-double"),),
+             extra=(Param("k", "int", 1, 100, 5, "hparams", help="neighbours averaged (centre of the grid)"),),
              ignores=_NO_NETWORK, closed_form=True),
     Backbone("resnet", "discriminative", "resnet",
              "pre-norm residual MLP blocks over [control encoding, perturbation embedding]"),
@@ -242,6 +241,13 @@ class ActionPath:
 
     def child(self, segment: str) -> "ActionPath":
         return parse_action(f"{self.text()}{SEP}{segment}")
+
+
+def closed_form(action: str) -> bool:
+    """Whether ``action`` is (or opens a paradigm of only) closed-form models: seconds to fit."""
+    path = parse_action(action)
+    names = [path.backbone] if path.backbone else backbones_of(path.paradigm)
+    return bool(names) and all(BACKBONES[b].closed_form for b in names)
 
 
 def backbones_of(paradigm: str) -> list[str]:

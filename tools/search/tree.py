@@ -27,6 +27,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field
 
+from harmonycell.tools.search.actions import closed_form
 from harmonycell.tools.evaluation.metrics import HIGHER_IS_BETTER, SEARCH_METRIC, oriented
 from harmonycell.tools.record import atomic
 
@@ -238,6 +239,10 @@ def pick_by_prior(tree: Tree, node: Node, options: list[str], priors: dict[str, 
         top = [o for s, o in scored if s == best]
         pick = _rng(tree, node).choice(sorted(top))
         return pick, f"knowledge-base prior {best:.3f} (warm start) chose {pick} among {len(options)} untried"
+    cheap = [o for o in options if closed_form(o)]  # in the action space's order
+    if cheap:  # the simple models win many published comparisons and cost seconds: they go first
+        pick = cheap[0]
+        return pick, f"builtin prior: closed-form models first, {pick} among {len(options)} untried"
     pick = _rng(tree, node).choice(sorted(options))
     return pick, f"uniform prior (seed {tree.seed}) chose {pick} among {len(options)} untried"
 
