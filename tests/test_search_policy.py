@@ -72,9 +72,10 @@ def test_closed_form_models_come_first_then_the_networks():
         assert choices[1].actions == ["simple/nearest-gene"]
         assert "closed-form models first" in choices[0].reason and "closed-form models first" in choices[1].reason
         assert choices[2].actions[0] in ("discriminative", "generative")
-    # a knowledge-base prior outranks the builtin one
-    _, choices = search(toy_reward, 1, priors={"generative": 0.6, "generative/cvae": 0.6})
-    assert choices[0].actions == ["generative", "generative/cvae"]
+    # a knowledge-base prior orders the networks, after the closed-form fits
+    _, choices = search(toy_reward, 3, priors={"generative": 0.6, "generative/cvae": 0.6})
+    assert choices[0].actions == ["simple", "simple/ridge"]
+    assert choices[2].actions == ["generative", "generative/cvae"] and "knowledge-base prior" in choices[2].reason
 
 
 def test_expansion_follows_a_seeded_prior_not_list_order():
@@ -100,7 +101,7 @@ def test_uct_is_named_only_where_it_chose_among_several():
 def test_knowledge_base_priors_steer_the_first_expansions():
     priors = {"generative": 0.6, "generative/flow-matching": 0.6,
               "generative/flow-matching/hparams:sigma=0.3": 0.6}
-    _, choices = search(toy_reward, 2, seed=0, priors=priors)
+    _, choices = search(toy_reward, 2, seed=0, priors=priors, menu=excluding(child_actions, {"simple"}))
     assert choices[0].actions == ["generative", "generative/flow-matching"]
     assert "knowledge-base prior" in choices[0].reason
     assert choices[1].actions == ["generative/flow-matching/hparams:sigma=0.3"]

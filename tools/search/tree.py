@@ -233,16 +233,18 @@ def _rng(tree: Tree, node: Node) -> random.Random:
 
 
 def pick_by_prior(tree: Tree, node: Node, options: list[str], priors: dict[str, float]) -> tuple[str, str]:
+    # the simple models win many published comparisons and cost seconds: they are fitted first,
+    # warm start or not, so every network is measured against them
+    cheap = [o for o in options if closed_form(o)]  # in the action space's order
+    if cheap:
+        pick = cheap[0]
+        return pick, f"builtin prior: closed-form models first, {pick} among {len(options)} untried"
     scored = [(priors.get(o, 0.0), o) for o in options]
     best = max(s for s, _ in scored)
     if best > 0:
         top = [o for s, o in scored if s == best]
         pick = _rng(tree, node).choice(sorted(top))
         return pick, f"knowledge-base prior {best:.3f} (warm start) chose {pick} among {len(options)} untried"
-    cheap = [o for o in options if closed_form(o)]  # in the action space's order
-    if cheap:  # the simple models win many published comparisons and cost seconds: they go first
-        pick = cheap[0]
-        return pick, f"builtin prior: closed-form models first, {pick} among {len(options)} untried"
     pick = _rng(tree, node).choice(sorted(options))
     return pick, f"uniform prior (seed {tree.seed}) chose {pick} among {len(options)} untried"
 
