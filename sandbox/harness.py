@@ -16,8 +16,10 @@ Data folder (written on the host by ``harmonycell.tools.data.taskdata``):
 
 Model module contract: ``build_model(info) -> torch.nn.Module`` whose ``forward(x_ctrl, pert)``
 returns the predicted perturbed expression, ``pert = {"mask": (B, P), "dose": (B, P)}``.
-Optional methods: ``loss(x_ctrl, pert, x_target)`` (e.g. an ELBO) and ``predict(x_ctrl, pert)``
-(e.g. the mean of a generative model); defaults are the configured loss on ``forward``.
+Optional methods: ``loss(x_ctrl, pert, x_target)`` (e.g. an ELBO), ``predict(x_ctrl, pert)``
+(e.g. the mean of a generative model), and ``fit(train)`` (a closed-form fit on the training
+cells and controls, with the inner split marked; a model left with no trainable parameter skips
+gradient training); defaults are the configured loss on ``forward``.
 
 Outputs in NODE_DIR: pred_val.npy, pred_test.npy (queries x genes, float32),
 train_log.jsonl (one line per epoch) and harness_result.json.
@@ -152,6 +154,16 @@ def train(model, data: dict, cfg: dict, device: torch.device, out: Path) -> dict
     mask = torch.as_tensor(tr["mask"], dtype=torch.float32)
     dose = torch.as_tensor(tr["dose"], dtype=torch.float32)
     hold = inner_split(tr, cfg["inner_val_fraction"], rng, data["meta"].get("holdout_unit", "condition"))
+    t0 = time.time()
+    if hasattr(model, "fit"):  # a closed-form model fits itself, choosing on the inner split only
+        model.fit({"X": tr["X"], "mask": tr["mask"], "dose": tr["dose"], "context": tr["context"],
+                   "is_control": tr["is_control"], "hold": hold,
+                   "ctrl_X": ctrls["X"][train_ctrl], "ctrl_context": ctrl_ctx})
+    if not any(p.requires_grad for p in model.parameters()):
+        (out / "train_log.jsonl").write_text("")
+        log("fitted in closed form: no gradient training")
+        return {"epochs_run": 0, "best_epoch": None, "best_stop_loss": None,
+                "train_seconds": round(time.time() - t0, 3), "fit": "closed form"}
     fit_idx, stop_idx = np.flatnonzero(~hold), np.flatnonzero(hold)
     bs = max(2, min(cfg["batch_size"], len(fit_idx)))
     loss_fn = make_loss(model, cfg["loss"])
@@ -163,7 +175,6 @@ def train(model, data: dict, cfg: dict, device: torch.device, out: Path) -> dict
         return loss_fn(xc, pert, X[rows].to(device))
 
     best, best_state, best_epoch, bad = math.inf, None, -1, 0
-    t0 = time.time()
     log_path = out / "train_log.jsonl"
     epoch = -1
     with open(log_path, "w") as log_fh:

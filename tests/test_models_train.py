@@ -33,6 +33,27 @@ def task(tmp_path_factory):
     return adata, data
 
 
+def toy_training(info, cells=20):
+    """What the harness hands fit(): cells of perturbations 0-3 (4 is unseen), effects linear in
+    their features, one context, training controls; perturbation 3 is the inner split."""
+    rng = np.random.default_rng(0)
+    F = info["pert_features"].numpy()
+    A = rng.normal(size=(F.shape[1], info["n_genes"]))
+    rows, X, mask = [], [], []
+    for p in range(4):
+        m = np.zeros(info["n_perts"], np.float32)
+        m[p] = 1
+        for _ in range(cells):
+            mask.append(m)
+            X.append(F[p] @ A + rng.normal(scale=0.1, size=info["n_genes"]))
+            rows.append(p)
+    mask = np.array(mask)
+    return {"X": np.array(X, np.float32), "mask": mask, "dose": np.ones_like(mask),
+            "context": np.zeros(len(X), int), "is_control": np.zeros(len(X), bool),
+            "hold": np.array(rows) == 3, "ctrl_X": rng.normal(scale=0.1, size=(30, info["n_genes"])),
+            "ctrl_context": np.zeros(30, int)}
+
+
 def load_module(code: str):
     mod = types.ModuleType("rendered_model")
     exec(compile(code, "model.py", "exec"), mod.__dict__)  # test-only: templates are trusted here
@@ -60,6 +81,17 @@ def test_contract_shapes_residual_start_and_unseen_perturbations(path):
     predict = getattr(model, "predict", model.forward)
     out = predict(x, pert)
     assert out.shape == (6, 12) and torch.isfinite(out).all()
+    if action.spec.closed_form:
+        assert torch.allclose(out, x)  # unfitted: no effect yet
+        assert not any(p.requires_grad for p in model.parameters())  # the harness skips training
+        model.fit(toy_training(info))
+        one = {"mask": torch.eye(5), "dose": torch.ones(5, 5)}
+        effects = predict(torch.zeros(5, 12), one)
+        # perturbation 4 was never trained on: its effect comes from its feature, not the shared
+        # (mean) shift; the trained ones keep their own effects
+        assert not torch.allclose(effects[4], effects[:4].mean(0), atol=1e-3)
+        assert torch.linalg.matrix_rank(effects[:4]) >= 3
+        return
     if action.paradigm == "discriminative" and action.spec.residual:
         # delta heads start at zero: an untrained model predicts the control cell (residual form)
         assert torch.allclose(out, x)
@@ -85,16 +117,21 @@ def test_backbone_trains_in_sandbox(task, tmp_path, path):
     adata, data = task
     # pathway-masked sizes itself by n_modules x units_per_module: width is not offered for it
     fast = FAST.replace(",width=96", "") if path.endswith("pathway-masked") else FAST
-    mc = codegen.generate(f"{path}/{fast}", data)
+    closed_form = parse_action(path).spec.closed_form
+    mc = codegen.generate(path if closed_form else f"{path}/{fast}", data)
     result = run_training(LocalBackend(), data, mc.code, mc.config, tmp_path / "node", timeout_s=300)
     assert result.ok, result.stderr_tail
     meta = load_meta(data)
     pred = np.load(tmp_path / "node" / "pred_test.npy")
     assert pred.shape == (len(meta["queries"]["test"]), len(meta["genes"]))
-    log = [json.loads(line) for line in (tmp_path / "node" / "train_log.jsonl").read_text().splitlines()]
-    assert log[-1]["stop_loss"] < log[0]["stop_loss"] * 1.5  # trained, not diverged
+    summary = json.loads((tmp_path / "node" / "harness_result.json").read_text())
+    if closed_form:  # fitted once, no epochs
+        assert summary["fit"] == "closed form" and summary["epochs_run"] == 0
+    else:
+        log = [json.loads(line) for line in (tmp_path / "node" / "train_log.jsonl").read_text().splitlines()]
+        assert log[-1]["stop_loss"] < log[0]["stop_loss"] * 1.5  # trained, not diverged
     # the harness reports its own peak memory (torch alone is over 100 MB resident)
-    assert json.loads((tmp_path / "node" / "harness_result.json").read_text())["peak_rss_mb"] > 100
+    assert summary["peak_rss_mb"] > 100
     # held-out perturbations get distinct predictions (their features, not one shared shift)
     ctrl = adata.X[(adata.obs["split"] == "test").to_numpy() & adata.obs["is_control"].to_numpy()]
     deltas = pred - np.asarray(ctrl.mean(0)).ravel()

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from harmonycell.agents.planner import builtin_policy, same_model
+from harmonycell.agents.planner import builtin_policy, excluding, same_model
 from harmonycell.tools.search import tree as T
 from harmonycell.tools.search.actions import child_actions
 from harmonycell.tools.search.failure_routing import route_scored
@@ -19,11 +19,11 @@ def grow(tree: T.Tree, choice: T.Choice) -> T.Node:
     return tree.add(parent, choice.actions[-1])
 
 
-def search(reward_of, n: int, seed: int = 0, priors=None) -> tuple[T.Tree, list[T.Choice]]:
+def search(reward_of, n: int, seed: int = 0, priors=None, menu=child_actions) -> tuple[T.Tree, list[T.Choice]]:
     tree = T.Tree(seed=seed, priors=priors or {})
     choices = []
     for _ in range(n):
-        c = builtin_policy(tree, "", tree.priors)
+        c = builtin_policy(tree, "", tree.priors, menu)
         if c is None:
             break
         choices.append(c)
@@ -36,7 +36,7 @@ def search(reward_of, n: int, seed: int = 0, priors=None) -> tuple[T.Tree, list[
 
 def toy_reward(action: str) -> float:
     rnd = random.Random(action)
-    base = {"resnet": 0.5, "gated-mlp": 0.45, "pathway-masked": 0.3, "attribute-decoder": 0.38, "set-transformer": 0.42,
+    base = {"ridge": 0.4, "nearest-gene": 0.33, "resnet": 0.5, "gated-mlp": 0.45, "pathway-masked": 0.3, "attribute-decoder": 0.38, "set-transformer": 0.42,
             "cvae": 0.35,
             "flow-matching": 0.4}
     return base[action.split("/")[1]] + 0.1 * rnd.random() * action.count("/")
@@ -45,7 +45,7 @@ def toy_reward(action: str) -> float:
 def test_the_tree_has_paradigm_nodes_that_aggregate_their_backbones():
     tree, _ = search(toy_reward, 12)
     paradigms = [n for n in tree.nodes.values() if n.level == "paradigm"]
-    assert {p.action for p in paradigms} == {"discriminative", "generative"}
+    assert {p.action for p in paradigms} == {"simple", "discriminative", "generative"}
     for p in paradigms:
         assert p.status == "decision"
         below = [n for n in tree.nodes.values() if n.status == "ok" and n.action.startswith(p.action + "/")]
@@ -54,21 +54,37 @@ def test_the_tree_has_paradigm_nodes_that_aggregate_their_backbones():
         assert p.q_sum == pytest.approx(sum(n.reward for n in below))
 
 
-def test_sixteen_expansions_cover_both_paradigms_and_refine():
-    tree, choices = search(toy_reward, 16)
+def test_sixteen_expansions_cover_every_paradigm_and_refine():
+    tree, choices = search(toy_reward, 18)  # the two closed-form fits, then sixteen expansions
     trained = [n for n in tree.nodes.values() if n.status == "ok"]
-    assert len(trained) == 16
-    assert {n.action.split("/")[0] for n in trained} == {"discriminative", "generative"}
+    assert len(trained) == 18
+    assert {n.action.split("/")[0] for n in trained} == {"simple", "discriminative", "generative"}
     assert sum(n.level == "refinement" for n in trained) >= 3
     assert any(n.level == "refinement" and n.action.count("/") >= 3 for n in trained)  # two rounds deep
 
 
+def test_closed_form_models_come_first_then_the_networks():
+    """Without a knowledge-base prior the simple paradigm is fitted first (seconds each), both of
+    its backbones, before any network; then the search widens to the other paradigms."""
+    for seed in range(4):
+        _, choices = search(toy_reward, 3, seed=seed)
+        assert choices[0].actions == ["simple", "simple/ridge"]
+        assert choices[1].actions == ["simple/nearest-gene"]
+        assert "closed-form models first" in choices[0].reason and "closed-form models first" in choices[1].reason
+        assert choices[2].actions[0] in ("discriminative", "generative")
+    # a knowledge-base prior orders the networks, after the closed-form fits
+    _, choices = search(toy_reward, 3, priors={"generative": 0.6, "generative/cvae": 0.6})
+    assert choices[0].actions == ["simple", "simple/ridge"]
+    assert choices[2].actions == ["generative", "generative/cvae"] and "knowledge-base prior" in choices[2].reason
+
+
 def test_expansion_follows_a_seeded_prior_not_list_order():
-    firsts = {search(toy_reward, 1, seed=s)[1][0].actions[-1] for s in range(12)}
+    networks = excluding(child_actions, {"simple"})
+    firsts = {search(toy_reward, 1, seed=s, menu=networks)[1][0].actions[-1] for s in range(12)}
     assert len(firsts) >= 3  # not always discriminative/resnet
-    again = {search(toy_reward, 1, seed=s)[1][0].actions[-1] for s in range(12)}
+    again = {search(toy_reward, 1, seed=s, menu=networks)[1][0].actions[-1] for s in range(12)}
     assert firsts == again  # same seeds, same choices
-    c = search(toy_reward, 1, seed=3)[1][0]
+    c = search(toy_reward, 1, seed=3, menu=networks)[1][0]
     assert "uniform prior (seed 3)" in c.reason and "UCT" not in c.reason
 
 
@@ -78,13 +94,14 @@ def test_uct_is_named_only_where_it_chose_among_several():
     assert uct_steps, "a 16-node search descends by UCT somewhere"
     for c in choices:
         for s in c.steps:
-            assert s.startswith(("UCT chose", "uniform prior", "knowledge-base prior")) or "only live child" in s
+            assert s.startswith(("UCT chose", "uniform prior", "knowledge-base prior", "builtin prior")) \
+                or "only live child" in s
 
 
 def test_knowledge_base_priors_steer_the_first_expansions():
     priors = {"generative": 0.6, "generative/flow-matching": 0.6,
               "generative/flow-matching/hparams:sigma=0.3": 0.6}
-    _, choices = search(toy_reward, 2, seed=0, priors=priors)
+    _, choices = search(toy_reward, 2, seed=0, priors=priors, menu=excluding(child_actions, {"simple"}))
     assert choices[0].actions == ["generative", "generative/flow-matching"]
     assert "knowledge-base prior" in choices[0].reason
     assert choices[1].actions == ["generative/flow-matching/hparams:sigma=0.3"]

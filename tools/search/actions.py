@@ -99,6 +99,8 @@ class Backbone:
     ignores: tuple[str, ...] = ()
     # x_ctrl + a delta head that starts at zero, so an untrained model predicts the control cell
     residual: bool = True
+    # fitted in closed form (the harness calls fit(); no optimiser): a loss refinement means nothing
+    closed_form: bool = False
 
     @property
     def params(self) -> dict[str, Param]:
@@ -112,11 +114,26 @@ class Paradigm:
 
 
 PARADIGMS: dict[str, Paradigm] = {
+    "simple": Paradigm("simple", "closed-form models on perturbation features, fitted in seconds"),
     "discriminative": Paradigm("discriminative", "deterministic f(x_ctrl, p) -> delta"),
     "generative": Paradigm("generative", "a distribution P(x | x_ctrl, p), scored on its mean"),
 }
 
+# what a closed-form model never reads: no optimiser, no epochs, no network
+_NO_NETWORK = ("lr", "weight_decay", "batch_size", "patience", "dropout", "width", "depth", "emb_dim")
+
 BACKBONES: dict[str, Backbone] = {b.name: b for b in (
+    Backbone("ridge", "simple", "ridge",
+             "ridge regression from the perturbation's features to its pseudo-bulk effect (Ahlmann-Eltze"
+             " et al.'s linear model); the penalty is chosen on the inner split",
+             # tuned on the inner split inside fit(), so not searched again
+             extra=(Param("alpha", "float", 1e-4, 1e4, 1.0, "hparams", log=True,
+                          help="ridge penalty relative to the features' scale (centre of the inner-split grid)"),),
+             ignores=_NO_NETWORK, closed_form=True),
+    Backbone("nearest-gene", "simple", "nearest_gene",
+             "the similarity-weighted mean effect of the k training perturbations with the nearest features",
+             extra=(Param("k", "int", 1, 100, 5, "hparams", help="neighbours averaged (centre of the grid)"),),
+             ignores=_NO_NETWORK, closed_form=True),
     Backbone("resnet", "discriminative", "resnet",
              "pre-norm residual MLP blocks over [control encoding, perturbation embedding]"),
     Backbone("gated-mlp", "discriminative", "gated_mlp",
@@ -224,6 +241,13 @@ class ActionPath:
 
     def child(self, segment: str) -> "ActionPath":
         return parse_action(f"{self.text()}{SEP}{segment}")
+
+
+def closed_form(action: str) -> bool:
+    """Whether ``action`` is (or opens a paradigm of only) closed-form models: seconds to fit."""
+    path = parse_action(action)
+    names = [path.backbone] if path.backbone else backbones_of(path.paradigm)
+    return bool(names) and all(BACKBONES[b].closed_form for b in names)
 
 
 def backbones_of(paradigm: str) -> list[str]:
@@ -336,7 +360,8 @@ def expansions(path: ActionPath | None) -> list[str]:
     for name, p in path.spec.params.items():
         for c in moves(p, values[name]):
             out.append(f"{path.text()}{SEP}hparams:{name}={fmt(c)}")
-    out += [f"{path.text()}{SEP}loss:{loss}" for loss in LOSSES if loss != values["loss"]]
+    if not path.spec.closed_form:
+        out += [f"{path.text()}{SEP}loss:{loss}" for loss in LOSSES if loss != values["loss"]]
     return list(dict.fromkeys(out))
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field
 
+from harmonycell.tools.search.actions import closed_form
 from harmonycell.tools.evaluation.metrics import HIGHER_IS_BETTER, SEARCH_METRIC, oriented
 from harmonycell.tools.record import atomic
 
@@ -232,6 +233,12 @@ def _rng(tree: Tree, node: Node) -> random.Random:
 
 
 def pick_by_prior(tree: Tree, node: Node, options: list[str], priors: dict[str, float]) -> tuple[str, str]:
+    # the simple models win many published comparisons and cost seconds: they are fitted first,
+    # warm start or not, so every network is measured against them
+    cheap = [o for o in options if closed_form(o)]  # in the action space's order
+    if cheap:
+        pick = cheap[0]
+        return pick, f"builtin prior: closed-form models first, {pick} among {len(options)} untried"
     scored = [(priors.get(o, 0.0), o) for o in options]
     best = max(s for s, _ in scored)
     if best > 0:

@@ -85,3 +85,44 @@ def group_means(group, *xs):
     n = int(group.max()) + 1
     count = torch.zeros(n, 1, device=group.device).index_add_(0, group, torch.ones(len(group), 1, device=group.device))
     return [torch.zeros(n, x.shape[1], device=x.device).index_add_(0, group, x) / count for x in xs]
+
+
+def training_effects(data):
+    """Pseudo-bulk effects of the training perturbations, for the closed-form (simple) models.
+
+    ``data`` is what the harness hands ``fit``: training cells only (``X``, ``mask``, ``dose``,
+    ``context``, ``is_control``, ``hold``: the inner early-stopping split) and training controls
+    (``ctrl_X``, ``ctrl_context``). Returns (W, D, held): one row per distinct perturbation
+    (mask x dose) -- W its weights over the vocabulary, D its mean effect (cell minus its context's
+    control mean, averaged), held whether its cells are in the inner split."""
+    X = np.asarray(data["X"], dtype=np.float64)
+    ctx = np.asarray(data["context"])
+    ctrl_mean = {}
+    for c in np.unique(ctx):
+        rows = np.asarray(data["ctrl_context"]) == c
+        ctrl_mean[c] = np.asarray(data["ctrl_X"])[rows].mean(0) if rows.any() else np.asarray(data["ctrl_X"]).mean(0)
+    pert = ~np.asarray(data["is_control"], dtype=bool)
+    eff = X[pert] - np.stack([ctrl_mean[c] for c in ctx[pert]])
+    w = (np.asarray(data["mask"], dtype=np.float64) * np.asarray(data["dose"], dtype=np.float64))[pert]
+    keys, group = np.unique(w, axis=0, return_inverse=True)
+    group = group.ravel()
+    n = np.bincount(group).astype(np.float64)
+    D = np.zeros((len(keys), X.shape[1]))
+    np.add.at(D, group, eff)
+    D /= n[:, None]
+    held = np.zeros(len(keys), dtype=bool)
+    np.logical_or.at(held, group, np.asarray(data["hold"], dtype=bool)[pert])
+    return keys, D, held
+
+
+def standardised(F):
+    """Feature columns centred and scaled over the perturbations that have a feature; a row with
+    none (a drug, an unmeasured gene) stays zero, so it still carries no information."""
+    F = np.asarray(F, dtype=np.float64)
+    has = np.abs(F).sum(1) > 0
+    if not has.any():
+        return F
+    sd = F[has].std(0)
+    out = (F - F[has].mean(0)) / np.where(sd > 0, sd, 1.0)
+    out[~has] = 0.0
+    return out
