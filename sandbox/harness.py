@@ -13,6 +13,8 @@ Data folder (written on the host by ``harmonycell.tools.data.taskdata``):
   controls.npz       X, context, split (0 train, 1 val, 2 test) of all control cells
   queries.npz        {val,test}_{mask,dose,context}: what to predict, one row per query
   pert_features.npy  (n_perts, k) perturbation features computed from training data
+  pert_features_go.npy  (n_perts, 64) GO embedding from gene knowledge (absent without the
+                     gene database; a zero row for a perturbation it does not know)
 
 Model module contract: ``build_model(info) -> torch.nn.Module`` whose ``forward(x_ctrl, pert)``
 returns the predicted perturbed expression, ``pert = {"mask": (B, P), "dose": (B, P)}``.
@@ -66,8 +68,9 @@ def load_data(data_dir: Path) -> dict:
     controls = dict(np.load(data_dir / "controls.npz"))
     queries = dict(np.load(data_dir / "queries.npz"))
     features = np.load(data_dir / "pert_features.npy")
+    go = data_dir / "pert_features_go.npy"
     return {"meta": meta, "train": train, "controls": controls, "queries": queries,
-            "features": features}
+            "features": features, "features_go": np.load(go) if go.exists() else None}
 
 
 def load_model_module(path: Path):
@@ -270,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         "n_perts": len(meta["perts"]),
         "n_contexts": len(meta["contexts"]),
         "pert_features": torch.as_tensor(data["features"], dtype=torch.float32),
+        # gene knowledge where the host had it; models must work without it
+        "pert_features_go": None if data["features_go"] is None
+        else torch.as_tensor(data["features_go"], dtype=torch.float32),
         "hparams": cfg.get("hparams", {}),
     }
     model = module.build_model(info).to(device)

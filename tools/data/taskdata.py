@@ -18,6 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
+from harmonycell.tools.genes.db import GeneDB, GeneKnowledgeMissing
+from harmonycell.tools.genes.features import knowledge_features
 from harmonycell.tools.record import atomic
 from harmonycell.tools.tasks.registry import task_kind
 from harmonycell.tools.schema import (
@@ -136,6 +138,7 @@ def export_sandbox_data(adata: AnnData, out_dir: Path) -> dict:
     save_npz(out_dir / "queries.npz", **arrays)
     feats = perturbation_features(adata, train_rows)
     atomic.write_with(out_dir / "pert_features.npy", lambda p: p.write_bytes(npy_bytes(feats)))
+    knowledge = export_knowledge_features(perts, out_dir)
     meta = {
         "genes": [str(g) for g in adata.var_names],
         "perts": perts,
@@ -148,9 +151,25 @@ def export_sandbox_data(adata: AnnData, out_dir: Path) -> dict:
         # what the split holds out; the harness's early stopping holds out the same kind of unit
         # from the training cells (no validation or test target ever enters the sandbox)
         "holdout_unit": holdout_unit(adata),
+        "gene_knowledge": knowledge,
     }
     atomic.write_json(out_dir / "meta.json", meta)
     return meta
+
+
+def export_knowledge_features(perts: list[str], out_dir: Path) -> dict:
+    """``pert_features_go.npy``: each perturbation's GO embedding (a zero row where the gene
+    database does not know it: a drug, a reporter, an unknown name), for the models that read
+    gene knowledge. Without the database, no file: the models use the data features alone."""
+    try:
+        with GeneDB() as db:
+            k = knowledge_features(perts, db)
+            version = db.version
+    except GeneKnowledgeMissing as e:
+        return {"available": False, "why": e.one_line()}
+    atomic.write_with(out_dir / "pert_features_go.npy", lambda p: p.write_bytes(npy_bytes(k.matrix)))
+    return {"available": True, "source": k.source, "version": version, "unknown": k.unknown,
+            "renamed": {v: s for v, s in k.symbols.items() if v != s}}
 
 
 def holdout_unit(adata: AnnData) -> str:

@@ -126,3 +126,12 @@ def standardised(F):
     out = (F - F[has].mean(0)) / np.where(sd > 0, sd, 1.0)
     out[~has] = 0.0
     return out
+
+
+def feature_blocks(info):
+    """The perturbation feature sets a closed-form model may read: the data's (expression-PCA
+    loadings) and, where the host had the gene database, the GO embedding."""
+    blocks = [np.asarray(info["pert_features"], dtype=np.float64)]
+    if info.get("pert_features_go") is not None:
+        blocks.append(np.asarray(info["pert_features_go"], dtype=np.float64))
+    return blocks

@@ -1,7 +1,8 @@
 # --- backbone: simple/nearest-gene ---
 class NearestGeneModel(nn.Module):
     """delta(p) = the similarity-weighted mean effect of the k training perturbations whose
-    features are nearest (cosine) to p's; a combination adds its members' effects.
+    features are nearest (cosine) to p's -- on the GO graph where the gene database knows p, else
+    on the data's expression loadings; a combination adds its members' effects.
 
     k is chosen on the inner split of training perturbations from a grid around ``k``; a
     perturbation with no feature gets the mean training effect."""
@@ -10,12 +11,16 @@ class NearestGeneModel(nn.Module):
 
     def __init__(self, info):
         super().__init__()
-        F = np.asarray(info["pert_features"], dtype=np.float64)
-        norm = np.linalg.norm(F, axis=1, keepdims=True)
-        self.unit = np.where(norm > 0, F / np.where(norm > 0, norm, 1.0), 0.0)
+        # unit vectors per feature set, most informed first (GO, then the data's loadings)
+        self.units = [self._unit(b) for b in reversed(feature_blocks(info))]
         self.k = int(hp(info, "k", 5))
-        self.register_buffer("table", torch.zeros(F.shape[0], info["n_genes"]))
+        self.register_buffer("table", torch.zeros(self.units[0].shape[0], info["n_genes"]))
         self.chosen_k = None
+
+    @staticmethod
+    def _unit(F):
+        norm = np.linalg.norm(F, axis=1, keepdims=True)
+        return np.where(norm > 0, F / np.where(norm > 0, norm, 1.0), 0.0)
 
     def _table(self, W, D, k):
         """Per vocabulary entry, its predicted effect from the single perturbations in (W, D)."""
@@ -23,17 +28,21 @@ class NearestGeneModel(nn.Module):
         idx = np.argmax(W[single], axis=1)
         Ds = D[single] / W[single].max(1, keepdims=True)  # per unit dose
         mean = D.mean(0) if len(D) else np.zeros(D.shape[1])
-        table = np.tile(mean, (self.unit.shape[0], 1))
+        n = self.units[0].shape[0]
+        table = np.tile(mean, (n, 1))
         if not single.any():
             return table
-        sims = self.unit @ self.unit[idx].T  # (vocabulary, training singles)
-        for p in range(self.unit.shape[0]):
-            if not self.unit[p].any():
-                continue
-            order = np.argsort(-sims[p], kind="stable")[:k]
-            s = np.clip(sims[p, order], 0.0, None)
-            if s.sum() > 0:
-                table[p] = (s[:, None] * Ds[order]).sum(0) / s.sum()
+        for p in range(n):
+            # the first feature set that describes p and at least one training perturbation
+            for U in self.units:
+                known = U[idx].any(1)
+                if U[p].any() and known.any():
+                    sims = U[idx[known]] @ U[p]
+                    order = np.argsort(-sims, kind="stable")[:k]
+                    s = np.clip(sims[order], 0.0, None)
+                    if s.sum() > 0:
+                        table[p] = (s[:, None] * Ds[known][order]).sum(0) / s.sum()
+                    break
         return table
 
     def fit(self, data):

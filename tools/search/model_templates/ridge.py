@@ -1,7 +1,8 @@
 # --- backbone: simple/ridge ---
 class RidgeModel(nn.Module):
-    """delta(p) = b + (w_p F) A: ridge regression from a perturbation's features (F, additive over
-    the perturbations of a combination) to its training pseudo-bulk effect, in closed form.
+    """delta(p) = b + (w_p F) A: ridge regression from a perturbation's features (F: the data's
+    expression-PCA loadings beside the GO embedding where there is one; additive over the
+    perturbations of a combination) to its training pseudo-bulk effect, in closed form.
 
     The ridge penalty is chosen on the inner split of training perturbations (never validation or
     test units) from a grid around ``alpha``, then the model is refitted on every training
@@ -12,7 +13,9 @@ class RidgeModel(nn.Module):
 
     def __init__(self, info):
         super().__init__()
-        F = standardised(info["pert_features"])
+        # each feature set standardised on its own, then side by side: a gene the database does
+        # not know keeps a zero GO block and is predicted from its data features
+        F = np.concatenate([standardised(b) for b in feature_blocks(info)], axis=1)
         self.register_buffer("feats", torch.as_tensor(F, dtype=torch.float32))
         self.register_buffer("coef", torch.zeros(F.shape[1], info["n_genes"]))
         self.register_buffer("bias", torch.zeros(info["n_genes"]))
