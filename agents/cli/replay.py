@@ -7,7 +7,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from harmonycell.agents.cli.chat import CHAT_ROUTES
+from harmonycell.agents.cli.drive import drive
 from harmonycell.agents.cli.render import render_record
+from harmonycell.agents.team import ROUTES
 from harmonycell.tools.errors import InputError
 from harmonycell.tools.record.transcript import Transcript, read_records, verify as verify_chain
 
@@ -36,7 +39,7 @@ def replay(run_dir: Path, verify: bool, console: Console, anchor: str | None = N
         if "_invalid" in rec:
             console.print(f"[red]{rec['_invalid']}[/]")
             continue
-        render_record(console, rec, chat=chat)
+        render_record(console, rec, routes=CHAT_ROUTES if chat else ROUTES)
     return 0
 
 
@@ -89,7 +92,6 @@ def rerun(run_dir: Path, out: Path | None, console: Console) -> int:
     import secrets
     import time
 
-    from harmonycell.agents.cli.main import drive
     from harmonycell.tools.record import atomic
     from harmonycell.tools.record.rerun_compare import FLOAT_TOL, compare, run_digest
     from harmonycell.tools.record.runfolder import RunFolder, create_run
