@@ -260,13 +260,29 @@ class Planner(StepAgent):
     def on_Approval(self, a: Approval) -> SearchDone:
         if not a.approved:
             return SearchDone(best_node=None, n_nodes=0, reason=f"the user stopped the run: {a.note or 'declined'}")
-        if a.budget_nodes:
-            self.ctx.config.budget_nodes = a.budget_nodes
-        for change in a.changes:  # the person's steering, already validated by the chat
-            self.ctx.config.exclude = sorted(set(self.ctx.config.exclude) | set(change.exclude))
-            if change.time_limit_s:
-                self.ctx.config.time_limit_s = change.time_limit_s
+        self._steer(a)
         return self.on_UnifyDone(None)
+
+    def _steer(self, a: Approval) -> None:
+        """The person's steering (already validated by the chat) into the run's configuration:
+        task.yaml and the transcript, so `resume` and `replay --rerun` start from it."""
+        cfg = self.ctx.config
+        update: dict = {}
+        if a.budget_nodes:
+            update["budget_nodes"] = a.budget_nodes
+        for change in a.changes:
+            update["exclude"] = sorted(set(update.get("exclude", cfg.exclude)) | set(change.exclude))
+            if change.time_limit_s:
+                update["time_limit_s"] = change.time_limit_s
+        changed = {k: [getattr(cfg, k), v] for k, v in update.items() if getattr(cfg, k) != v}
+        if not changed:
+            return
+        # validated like the recorded configuration it becomes (a bad value fails here, not later)
+        steered = type(cfg).model_validate({**cfg.model_dump(), **update})
+        self.ctx.run.save_config(steered)
+        self.ctx.config = steered
+        self.ctx.transcript.append("event", self.name, "config_changed",
+                                   {"by": "Approval", "note": a.note, "changed": changed})
 
     def apply(self, tree: T.Tree, outcome: NodeScored | NodeAbandoned) -> None:
         """A node's result into the tree (statistics, then failure routing); the caller saves."""
