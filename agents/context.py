@@ -19,6 +19,7 @@ from harmonycell.agents.policies.llm import LLMConfig, session_for_run
 from harmonycell.sandbox.executors import LocalExecutor
 from harmonycell.tools.record.runfolder import RunConfig, RunFolder
 from harmonycell.tools.record.transcript import ArtifactRef, Transcript, content_artifacts
+from harmonycell.tools.search.tree import Tree
 
 
 @dataclass
@@ -39,12 +40,19 @@ class RunContext:
     sink: Callable[[dict], None] = lambda rec: None
     # (node folder, label, epochs) -> a context manager live while one node trains (the CLI's bar)
     progress: Callable[[Path, str, int], AbstractContextManager] = lambda node_dir, label, epochs: nullcontext()
-    tree: Any = None  # the search tree (tools.search.tree.Tree) once loaded: one copy for the run
+    tree: Tree | None = None  # the search tree, read from tree.json once (see search_tree)
 
     def get_executor(self):
         if self.executor is None:
             self.executor = LocalExecutor(self.backend)
         return self.executor
+
+    def search_tree(self) -> Tree:
+        """The run's search tree: read from tree.json once (a resumed run's too), then this one
+        copy, which only the Planner's thread changes and saves."""
+        if self.tree is None:
+            self.tree = Tree.load(self.run.tree_json)
+        return self.tree
 
     def worker_label(self, node_id: str | None) -> str | None:
         """w0, w1, ... for a node of a parallel search; None when nodes run one at a time."""

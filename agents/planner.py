@@ -69,7 +69,7 @@ class Planner(StepAgent):
         self.policy = policy
 
     def _tree(self) -> T.Tree:
-        return T.Tree.load(self.ctx.run.tree_json)
+        return self.ctx.search_tree()
 
     def _menu(self) -> Menu:
         """The action space the search may use: paradigms/backbones the person ruled out are gone."""
@@ -286,15 +286,20 @@ class Planner(StepAgent):
 
     def apply(self, tree: T.Tree, outcome: NodeScored | NodeAbandoned) -> None:
         """A node's result into the tree (statistics, then failure routing); the caller saves."""
+        node = tree.nodes[outcome.node_id]
+        node.attempts = outcome.attempts
         if isinstance(outcome, NodeAbandoned):
+            node.error_tail = outcome.reason
             self._trace(route_abandoned(tree, outcome.node_id, outcome.reason))
             return
         s = outcome
-        node = tree.nodes[s.node_id]
         node.status, node.reward = "ok", s.reward
         node.val_metric = s.metrics.get(SEARCH_METRIC)
         node.wall_s = s.metrics.get("wall_s")
         node.cpu_s = s.metrics.get("cpu_s")
+        node.backend = s.backend
+        node.predictions = {split: a.sha256 for split, a in s.predictions.items()}
+        node.metrics = {k: v for k, v in s.metrics.items() if k not in ("wall_s", "cpu_s")}
         if tree.t_root is None:
             tree.t_root = node.cpu_s if node.cpu_s is not None else node.wall_s
         T.backpropagate(tree, node.id, s.reward)
