@@ -7,8 +7,7 @@ host holds the outputs either way, and the host scores them as always.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 from harmonycell.sandbox.backends import Backend
 from harmonycell.sandbox.jobs import Executor, NodeJob, Placement
@@ -17,7 +16,6 @@ from harmonycell.sandbox.result import ExecutionResult
 from harmonycell.sandbox.slots import Slot, host_cores, host_gpu_count, plan_slots
 from harmonycell.sandbox.training import run_training
 
-__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "NodeJob", "Placement", "make_executor"]
 EXECUTORS = ("local", "ray")
 
 

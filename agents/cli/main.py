@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
-import signal
 import sys
-import warnings
 from pathlib import Path
 from functools import partial
-from typing import Callable, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.prompt import Prompt
 
@@ -22,18 +18,13 @@ from harmonycell.agents.cli import plan as cli_plan
 from harmonycell.agents.cli import report as cli_report
 from harmonycell.agents.cli.chat import converse
 from harmonycell.agents.cli.drive import Person, console, drive, err
-from harmonycell.agents.context import RunContext
-from harmonycell.agents.policies.llm import LLMConfig, load_llm_config
-from harmonycell.agents.messages import RunRequest
-from harmonycell.agents.cli.replay import replay
-from harmonycell.agents.team import build_team, run_team
+from harmonycell.agents.policies.llm import load_llm_config
+from harmonycell.agents.cli.replay import replay, rerun as rerun_run
 from harmonycell.sandbox.engine import reap_run_sandboxes
-from harmonycell.sandbox.backends import HELP as BACKEND_HELP, SandboxFallbackWarning, get_backend
-from harmonycell.sandbox.executors import make_executor
+from harmonycell.sandbox.backends import HELP as BACKEND_HELP
 from harmonycell.tools.record import atomic
 from harmonycell.tools.errors import HarmonyCellError, InputError
 from harmonycell.tools.record.runfolder import RunFolder, create_run
-from harmonycell.tools.report.publish import write_report_html
 from harmonycell.tools.record.transcript import Transcript
 from harmonycell.tools.schema import TaskKind
 from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
@@ -257,8 +248,6 @@ def replay_cmd(run_dir: Path = typer.Argument(..., help="a run folder"),
                                                   "re-execution (default: reruns/ beside the run)")) -> None:
     """Verify a run's transcript, re-render its conversation, or re-execute it (--rerun)."""
     if rerun:
-        from harmonycell.agents.cli.replay import rerun as rerun_run
-
         raise typer.Exit(rerun_run(run_dir, out, console))
     raise typer.Exit(replay(run_dir, verify=verify, console=console, anchor=anchor))
 
