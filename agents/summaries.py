@@ -6,7 +6,7 @@ from harmonycell.agents.unifier import held_units
 from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
 
 
-def _fmt(v) -> str:
+def fmt_value(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else ("n/a" if v is None else str(v))
 
 
@@ -44,22 +44,22 @@ def summary(type_: str, c: dict) -> str:
         return f"{c['node_id']} abandoned after {c['attempts']} attempt(s): {c['reason']}"
     if type_ == "NodeScored":
         m = c["metrics"]
-        return (f"{c['node_id']} val {SEARCH_METRIC} {_fmt(m.get(SEARCH_METRIC))}, DeltaPCC "
-                f"{_fmt(m.get('DeltaPCC'))}, RMSE {_fmt(m.get('RMSE'))}, reward {c['reward']:.3f}")
+        return (f"{c['node_id']} val {SEARCH_METRIC} {fmt_value(m.get(SEARCH_METRIC))}, DeltaPCC "
+                f"{fmt_value(m.get('DeltaPCC'))}, RMSE {fmt_value(m.get('RMSE'))}, reward {c['reward']:.3f}")
     if type_ in ("SearchDone", "SearchReviewed"):
         return f"best {c['best_node']} of {c['n_nodes']} node(s): {c['reason']}"
     if type_ == "TestScored":
         m = c["metrics"]
         tm = c["baselines"].get("train_mean", {})
-        return (f"{c['node_id']} test shift-corrected PearsonΔ {_fmt(m.get('PCC_Delta_shift_corrected'))} "
-                f"(train-mean {_fmt(tm.get('PCC_Delta_shift_corrected'))}), DeltaPCC {_fmt(m.get('DeltaPCC'))} "
-                f"(train-mean {_fmt(tm.get('DeltaPCC'))}), RMSE {_fmt(m.get('RMSE'))}")
+        return (f"{c['node_id']} test shift-corrected PearsonΔ {fmt_value(m.get('PCC_Delta_shift_corrected'))} "
+                f"(train-mean {fmt_value(tm.get('PCC_Delta_shift_corrected'))}), DeltaPCC {fmt_value(m.get('DeltaPCC'))} "
+                f"(train-mean {fmt_value(tm.get('DeltaPCC'))}), RMSE {fmt_value(m.get('RMSE'))}")
     if type_ == "Verdict":
         if c.get("headline"):
             return c["headline"]
         failed = [ch["name"] for ch in c["checks"] if not ch["passed"]]
         return "VALID" if c["valid"] else f"INVALID ({', '.join(failed)})"
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in list(c.items())[:4]) if isinstance(c, dict) else str(c)
+    return ", ".join(f"{k}={fmt_value(v)}" for k, v in list(c.items())[:4]) if isinstance(c, dict) else str(c)
 
 
 def steer_text(c: dict) -> str:

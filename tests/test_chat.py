@@ -223,7 +223,7 @@ def test_chat_with_an_llm_reads_the_request_and_answers_citing_records(synthetic
 
 
 def test_steering_is_recorded_so_resume_and_rerun_honour_it(synthetic_dir, tmp_path):
-    """"no resnet, add 2 nodes", then the chat is killed mid-search: the resumed run goes on with the
+    """Steering ("no resnet, add 2 nodes"), then the chat is killed mid-search: the resumed run goes on with the
     steered settings (read from task.yaml, where the Planner wrote them), and `replay --rerun` of the
     killed-and-resumed run reproduces it."""
     import signal

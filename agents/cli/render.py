@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from harmonycell.agents.team import ROUTES
-from harmonycell.agents.summaries import _fmt, summary
+from harmonycell.agents.summaries import fmt_value, summary
 
 
 COLORS = {
@@ -37,5 +37,5 @@ def render_record(console: Console, rec: dict, routes: dict = ROUTES) -> None:
 def summary_tool(result) -> str:
     if isinstance(result, dict):
         keys = [k for k in ("status", "wall_s", "n_obs", "n_vars", "x_kind", "path") if k in result]
-        return ", ".join(f"{k}={_fmt(result[k])}" for k in keys)
+        return ", ".join(f"{k}={fmt_value(result[k])}" for k in keys)
     return "" if result is None else str(result)[:120]
