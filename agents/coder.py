@@ -7,8 +7,7 @@ from contextlib import nullcontext
 
 from harmonycell.agents.base import StepAgent
 from harmonycell.agents.messages import Artifact, NodeExecuted, NodeFailed, NodePlan
-from harmonycell.agents.cli.progress import node_progress
-from harmonycell.sandbox.executors import NodeJob
+from harmonycell.sandbox.jobs import NodeJob
 from harmonycell.agents.policies.coder import CodeRequest, make_coder
 from harmonycell.tools.search.codegen import cap_epochs
 
@@ -37,7 +36,7 @@ def execute_node(agent: StepAgent, node_id: str, action: str, code: str, config:
                           highlight=False)
 
     # one live bar at a time: with several nodes in flight, their NodePlan lines say when each starts
-    bar = node_progress(ctx.console, node_dir, f"{node_id} {action}", int(config.get("epochs", 100))) \
+    bar = ctx.progress(node_dir, f"{node_id} {action}", int(config.get("epochs", 100))) \
         if one_at_a_time else nullcontext()
     t0 = time.monotonic()
     with bar:

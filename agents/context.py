@@ -1,16 +1,25 @@
-"""What every agent of one run shares: the run folder, its transcript, config and backend."""
+"""What every agent of one run shares: the run folder, its transcript, config and backend.
+
+The run's core never imports the terminal: whoever starts a run (the CLI, a test, a bench) hands
+in what shows it -- a sink for every transcript record and a progress factory for a node in
+training. Left out, the run is silent.
+"""
 
 from __future__ import annotations
 
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from rich.console import Console
 
-from harmonycell.agents.policies.llm import LLMConfig
+from harmonycell.agents.policies.llm import LLMConfig, session_for_run
+from harmonycell.sandbox.executors import LocalExecutor
 from harmonycell.tools.record.runfolder import RunConfig, RunFolder
 from harmonycell.tools.record.transcript import ArtifactRef, Transcript, content_artifacts
+from harmonycell.tools.search.tree import Tree
 
 
 @dataclass
@@ -25,16 +34,25 @@ class RunContext:
     failure: BaseException | None = None
     cancel: threading.Event = field(default_factory=threading.Event)  # set on Ctrl-C: kill the job
     cache: dict[str, Any] = field(default_factory=dict)  # e.g. the loaded unified AnnData
-    chat: bool = False  # a person is in the conversation (chat mode's routes)
     executor: Any = None  # where nodes train (harmonycell.sandbox.executors); None: locally, one at a time
     node_workers: dict[str, int] = field(default_factory=dict)  # node id -> the worker training it
+    # what shows the run: each transcript record as it is written (the CLI renders it)
+    sink: Callable[[dict], None] = lambda rec: None
+    # (node folder, label, epochs) -> a context manager live while one node trains (the CLI's bar)
+    progress: Callable[[Path, str, int], AbstractContextManager] = lambda node_dir, label, epochs: nullcontext()
+    tree: Tree | None = None  # the search tree, read from tree.json once (see search_tree)
 
     def get_executor(self):
         if self.executor is None:
-            from harmonycell.sandbox.executors import LocalExecutor
-
             self.executor = LocalExecutor(self.backend)
         return self.executor
+
+    def search_tree(self) -> Tree:
+        """The run's search tree: read from tree.json once (a resumed run's too), then this one
+        copy, which only the Planner's thread changes and saves."""
+        if self.tree is None:
+            self.tree = Tree.load(self.run.tree_json)
+        return self.tree
 
     def worker_label(self, node_id: str | None) -> str | None:
         """w0, w1, ... for a node of a parallel search; None when nodes run one at a time."""
@@ -45,8 +63,6 @@ class RunContext:
     def llm_policy(self, name: str):
         """The run's LLM session when policy ``name`` may use it now (configured, budget left)."""
         if self.llm_session is None and self.llm is not None:
-            from harmonycell.agents.policies.llm import session_for_run
-
             self.llm_session = session_for_run(self.llm, self.transcript)
         s = self.llm_session
         return s if s is not None and s.available(name) else None
@@ -63,14 +79,10 @@ class RunContext:
         data = content.model_dump(mode="json")
         rec = self.transcript.append("message", source, type(content).__name__, data,
                                      content_artifacts(data), worker=self.worker_label(data.get("node_id")))
-        from harmonycell.agents.cli.render import render_record
-
-        render_record(self.console, rec.model_dump(mode="json"), chat=self.chat)
+        self.sink(rec.model_dump(mode="json"))
 
     def tool_call(self, source: str, tool: str, args: dict, result: Any = None,
                   artifacts: list[ArtifactRef] | None = None) -> None:
         rec = self.transcript.append("tool_call", source, tool, {"args": args, "result": result}, artifacts,
                                      worker=self.worker_label(args.get("node")))
-        from harmonycell.agents.cli.render import render_record
-
-        render_record(self.console, rec.model_dump(mode="json"))
+        self.sink(rec.model_dump(mode="json"))

@@ -31,30 +31,29 @@ class Evaluator(StepAgent):
             self.ctx.cache[key] = targets_for(self.adata(), split)
         return self.ctx.cache[key]
 
-    def _score(self, split: str, pred: Artifact):
-        path = self.ctx.run.root / pred.path
+    def _score(self, split: str, path: str):
         meta = load_meta(self.ctx.run.sandbox_data)
-        report = score_prediction_file(self.adata(), split, path, queries_from_meta(meta, split),
-                                       genes=meta["genes"], targets=self.targets(split))
-        if report.predictions_sha256 != pred.sha256:
-            raise PredictionError("predictions changed after the sandbox wrote them",
-                                  where=pred.path, fix="re-run the node; do not edit node outputs")
-        return report
+        return score_prediction_file(self.adata(), split, self.ctx.run.root / path, queries_from_meta(meta, split),
+                                     genes=meta["genes"], targets=self.targets(split))
 
     def on_NodeExecuted(self, ex: NodeExecuted) -> NodeScored:
+        execution = {"backend": ex.backend, "attempts": ex.attempts, "predictions": ex.predictions}
         if not load_meta(self.ctx.run.sandbox_data)["queries"]["val"]:
             # nothing held out for validation (e.g. a tiny dataset): the node ran, but the search
             # cannot rank it; say so rather than invent a score
             self.ctx.transcript.append("event", self.name, "no_validation_split",
                                        {"node": ex.node_id, "effect": "no validation score: reward 0, nodes are not ranked"})
             return NodeScored(node_id=ex.node_id, metrics={"wall_s": ex.wall_s},
-                              reward=T.reward(None, ex.wall_s, None))
-        report = self._score("val", ex.predictions["val"])
+                              reward=T.reward(None, ex.wall_s, None), **execution)
+        pred = ex.predictions["val"]
+        report = self._score("val", pred.path)
+        if report.predictions_sha256 != pred.sha256:
+            raise PredictionError("predictions changed after the sandbox wrote them",
+                                  where=pred.path, fix="re-run the node; do not edit node outputs")
         m = dict(report.aggregate)
-        tree = T.Tree.load(self.ctx.run.tree_json)
         # cost in CPU seconds (load-independent); wall time only where the backend gave none
         cost = ex.cpu_s if ex.cpu_s is not None else ex.wall_s
-        t_root = tree.t_root or cost
+        t_root = self.ctx.search_tree().t_root or cost
         # the reward reads the honest metric (shift-corrected), never the inflated DeltaPCC
         r = T.reward(T.normalised_metric(m.get(SEARCH_METRIC)), cost, t_root)
         m["wall_s"], m["cpu_s"] = ex.wall_s, ex.cpu_s
@@ -63,7 +62,7 @@ class Evaluator(StepAgent):
                            {SEARCH_METRIC: m.get(SEARCH_METRIC), "DeltaPCC": m.get("DeltaPCC"),
                             "RMSE": m.get("RMSE"), "train_mean_val": m["train_mean_val"],
                             "sha256": report.predictions_sha256})
-        return NodeScored(node_id=ex.node_id, metrics=m, reward=r)
+        return NodeScored(node_id=ex.node_id, metrics=m, reward=r, **execution)
 
     def _train_mean_val(self) -> float | None:
         """The train-mean baseline's search metric on validation (failure routing's yardstick)."""
@@ -87,9 +86,10 @@ class Evaluator(StepAgent):
                            [self.ctx.artifact(run.root / "baselines.json")])
         if done.best_node is None:
             return TestScored(node_id=None, baselines=base, n_queries=baselines.n_queries)
-        pred = Artifact(path=self.ctx.rel(run.node_dir(done.best_node) / "pred_test.npy"),
-                        sha256=atomic.sha256_file(run.node_dir(done.best_node) / "pred_test.npy"))
-        report = self._score("test", pred)
+        # the file as scored now; the Judge holds its sha256 against the one the sandbox recorded
+        path = self.ctx.rel(run.node_dir(done.best_node) / "pred_test.npy")
+        report = self._score("test", path)
+        pred = Artifact(path=path, sha256=report.predictions_sha256)
         scores_path = run.node_dir(done.best_node) / "test_scores.json"
         atomic.write_text(scores_path, report.model_dump_json(indent=2))
         scores = self.ctx.artifact(scores_path)

@@ -25,8 +25,6 @@ from harmonycell.tools.report.publish import write_report_html
 from harmonycell.tools.schema import SPLIT, TaskKind
 from harmonycell.tools.tasks.registry import task_kind
 from harmonycell.tools.data.taskdata import load_meta
-from harmonycell.tools.record.transcript import read_records
-from harmonycell.tools.search.tree import Tree
 
 INTEGRITY = ("provenance", "split_integrity", "sandbox_saw_no_test_targets", "code_is_clean")
 
@@ -74,13 +72,13 @@ def sandbox_blind(run, adata, task: TaskKind) -> Check:
                  else f"test targets in sandbox data: {sorted(leaked)[:5]}; {n_train} vs {expected} train cells")
 
 
-def node_backend(transcript_path, node_id: str | None) -> str | None:
-    """The sandbox backend that ran ``node_id``'s scored attempt, as the transcript says."""
-    backend = None
-    for rec in read_records(transcript_path):
-        if rec.get("type") == "NodeExecuted" and rec["content"]["node_id"] == node_id:
-            backend = rec["content"].get("backend")
-    return backend
+def provenance(t: TestScored, sandbox_sha: str | None, now: str) -> Check:
+    """The scored test predictions are byte-for-byte the file the sandbox wrote: the sha256 the
+    sandbox recorded (on the node's record), the one the Evaluator scored, and the file now."""
+    ok = sandbox_sha is not None and sandbox_sha == t.predictions.sha256 == now
+    return Check(name="provenance", passed=ok,
+                 detail=f"scored file sha256 {now[:12]} matches the sandbox's output" if ok
+                 else f"sandbox wrote {str(sandbox_sha)[:12]}, scored {t.predictions.sha256[:12]}, on disk {now[:12]}")
 
 
 def isolation_check(backend: str | None) -> Check:
@@ -107,20 +105,22 @@ class Judge(StepAgent):
 
     def on_TestScored(self, t: TestScored) -> Verdict:
         run, cfg = self.ctx.run, self.ctx.config
+        tree = self.ctx.search_tree()  # each node's record: its backend, attempts, the sandbox's sha256s
+        node = tree.nodes[t.node_id] if t.node_id is not None else None
         adata = self.ctx.cache.get("adata") or ad.read_h5ad(run.unified)
         checks = [split_integrity(adata, cfg.task), sandbox_blind(run, adata, cfg.task)]
         if t.node_id is None:
             checks.append(Check(name="provenance", passed=False, detail="no node trained successfully"))
         else:
-            checks.append(self._provenance(t))
+            checks.append(provenance(t, node.predictions.get("test"), atomic.sha256_file(run.root / t.predictions.path)))
             code = (run.node_dir(t.node_id) / "model.py").read_text()
             problems = check_code(code)
             checks.append(Check(name="code_is_clean", passed=not problems,
                                 detail="model code reads no files, network or processes" if not problems
                                 else "; ".join(problems)))
             checks += self._beats(t)
-        backend = node_backend(run.transcript, t.node_id) if t.node_id is not None else None
-        if t.node_id is not None:
+        backend = node.backend if node is not None else None
+        if node is not None:
             checks.append(isolation_check(backend))
         valid = all(c.passed for c in checks if c.name in INTEGRITY) and t.node_id is not None
         useful, deciding = usefulness(t.comparisons)
@@ -133,7 +133,6 @@ class Judge(StepAgent):
                              n_queries=t.n_queries, unit=unit, n_units=n_units, metric=SEARCH_METRIC)
         if backend is not None and not is_isolated(backend):
             line += f" -- UNISOLATED: the selected node ran on {backend}, without a sandbox wall"
-        tree = Tree.load(run.tree_json)
         unify = json.loads((run.unify_dir / "unify_report.json").read_text()) if (run.unify_dir / "unify_report.json").exists() else {}
         fallbacks = {}
         if (run.root / "baselines.json").exists():
@@ -165,18 +164,6 @@ class Judge(StepAgent):
         atomic.write_text(run.root / "verdict.json", verdict.model_dump_json(indent=2))
         write_report_html(run.root)
         return verdict
-
-    def _provenance(self, t: TestScored) -> Check:
-        """The scored test predictions are byte-for-byte the file the sandbox wrote."""
-        sandbox_sha = None
-        for rec in read_records(self.ctx.run.transcript):
-            if rec.get("type") == "NodeExecuted" and rec["content"]["node_id"] == t.node_id:
-                sandbox_sha = rec["content"]["predictions"]["test"]["sha256"]
-        now = atomic.sha256_file(self.ctx.run.root / t.predictions.path)
-        ok = sandbox_sha is not None and sandbox_sha == t.predictions.sha256 == now
-        return Check(name="provenance", passed=ok,
-                     detail=f"scored file sha256 {now[:12]} matches the sandbox's output" if ok
-                     else f"sandbox wrote {str(sandbox_sha)[:12]}, scored {t.predictions.sha256[:12]}, on disk {now[:12]}")
 
     @staticmethod
     def _beats(t: TestScored) -> list[Check]:

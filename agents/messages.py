@@ -119,6 +119,10 @@ class NodeScored(BaseModel):
     node_id: str
     metrics: dict[str, float | None]
     reward: float
+    # what the execution said, carried on to the search tree's node
+    backend: str | None = None
+    attempts: int = 1
+    predictions: dict[str, Artifact] = Field(default_factory=dict)  # as the sandbox wrote them
 
 
 class SearchDone(BaseModel):

@@ -14,14 +14,20 @@ import time
 from functools import lru_cache
 from typing import Callable
 
+import anndata as ad
+
 from harmonycell.agents.base import StepAgent
 from harmonycell.agents.policies.planner import propose_expansion
+from harmonycell.agents.search import run_search
 from harmonycell.agents.messages import Approval, NodeAbandoned, NodePlan, NodeScored, SearchDone, UnifyDone
 from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
 from harmonycell.tools.search import tree as T
 from harmonycell.tools.search.actions import child_actions, parse_action
 from harmonycell.tools.search.budget import estimate_node_seconds, fmt_duration, nodes_that_fit
+from harmonycell.tools.data.taskdata import load_meta
 from harmonycell.tools.search.failure_routing import reopen_best, route_abandoned, route_scored
+from harmonycell.tools.search.knowledge import (KnowledgeBase, NodeRecord, RunRecord, action_priors, embed,
+                                                task_profile_text)
 
 Policy = Callable[[T.Tree, str, dict, Callable[[str], list[str]]], "T.Choice | None"]
 Menu = Callable[[str], list[str]]
@@ -63,7 +69,7 @@ class Planner(StepAgent):
         self.policy = policy
 
     def _tree(self) -> T.Tree:
-        return T.Tree.load(self.ctx.run.tree_json)
+        return self.ctx.search_tree()
 
     def _menu(self) -> Menu:
         """The action space the search may use: paradigms/backbones the person ruled out are gone."""
@@ -80,15 +86,11 @@ class Planner(StepAgent):
 
     def _adata(self):
         if "adata" not in self.ctx.cache:
-            import anndata as ad
-
             self.ctx.cache["adata"] = ad.read_h5ad(self.ctx.run.unified)
         return self.ctx.cache["adata"]
 
     def _profile(self) -> str:
         if "task_profile" not in self.ctx.cache:
-            from harmonycell.tools.search.knowledge import task_profile_text
-
             self.ctx.cache["task_profile"] = task_profile_text(self._adata(), self.ctx.config.task.value)
         return self.ctx.cache["task_profile"]
 
@@ -101,8 +103,6 @@ class Planner(StepAgent):
             self.ctx.transcript.append("event", self.name, "knowledge_base",
                                        {**tree.kb, "priors": tree.priors, "replayed": True})
         elif cfg.use_kb:
-            from harmonycell.tools.search.knowledge import KnowledgeBase, action_priors, embed
-
             kb = KnowledgeBase(cfg.kb_path)
             profile = self._profile()
             retrieval = kb.retrieve(embed([profile])[0])
@@ -146,8 +146,6 @@ class Planner(StepAgent):
                                    highlight=False)
 
     def _size(self) -> tuple[int, int]:
-        from harmonycell.tools.data.taskdata import load_meta
-
         meta = load_meta(self.ctx.run.sandbox_data)
         return int(meta["n_train_cells"]), len(meta["genes"])
 
@@ -184,8 +182,6 @@ class Planner(StepAgent):
         cfg = self.ctx.config
         if not cfg.use_kb or cfg.kb_replay is not None or not tree.trained():
             return
-        from harmonycell.tools.search.knowledge import KnowledgeBase, NodeRecord, RunRecord, embed
-
         profile = self._profile()
         rec = RunRecord(run_id=cfg.run_id, task_kind=cfg.task.value, profile=profile,
                         embedding=embed([profile])[0],
@@ -254,39 +250,56 @@ class Planner(StepAgent):
     def _builtin_choice(self, tree: T.Tree) -> T.Choice | None:
         return self.policy(tree, self._profile() if self.ctx.config.use_kb else "", tree.priors, self._menu())
 
-    def on_UnifyDone(self, done: UnifyDone | None) -> NodePlan | SearchDone:
+    def on_UnifyDone(self, done: UnifyDone | None) -> SearchDone:
         tree = self._tree()
         if tree.started_at is None:
             self._start(tree)
             tree.save(self.ctx.run.tree_json)
-        if self.ctx.get_executor().parallel:
-            from harmonycell.agents.parallel import search_in_parallel
+        return run_search(self)
 
-            return search_in_parallel(self)
-        return self._next(tree)
-
-    def on_Approval(self, a: Approval) -> NodePlan | SearchDone:
+    def on_Approval(self, a: Approval) -> SearchDone:
         if not a.approved:
             return SearchDone(best_node=None, n_nodes=0, reason=f"the user stopped the run: {a.note or 'declined'}")
-        if a.budget_nodes:
-            self.ctx.config.budget_nodes = a.budget_nodes
-        for change in a.changes:  # the person's steering, already validated by the chat
-            self.ctx.config.exclude = sorted(set(self.ctx.config.exclude) | set(change.exclude))
-            if change.time_limit_s:
-                self.ctx.config.time_limit_s = change.time_limit_s
+        self._steer(a)
         return self.on_UnifyDone(None)
+
+    def _steer(self, a: Approval) -> None:
+        """The person's steering (already validated by the chat) into the run's configuration:
+        task.yaml and the transcript, so `resume` and `replay --rerun` start from it."""
+        cfg = self.ctx.config
+        update: dict = {}
+        if a.budget_nodes:
+            update["budget_nodes"] = a.budget_nodes
+        for change in a.changes:
+            update["exclude"] = sorted(set(update.get("exclude", cfg.exclude)) | set(change.exclude))
+            if change.time_limit_s:
+                update["time_limit_s"] = change.time_limit_s
+        changed = {k: [getattr(cfg, k), v] for k, v in update.items() if getattr(cfg, k) != v}
+        if not changed:
+            return
+        # validated like the recorded configuration it becomes (a bad value fails here, not later)
+        steered = type(cfg).model_validate({**cfg.model_dump(), **update})
+        self.ctx.run.save_config(steered)
+        self.ctx.config = steered
+        self.ctx.transcript.append("event", self.name, "config_changed",
+                                   {"by": "Approval", "note": a.note, "changed": changed})
 
     def apply(self, tree: T.Tree, outcome: NodeScored | NodeAbandoned) -> None:
         """A node's result into the tree (statistics, then failure routing); the caller saves."""
+        node = tree.nodes[outcome.node_id]
+        node.attempts = outcome.attempts
         if isinstance(outcome, NodeAbandoned):
+            node.error_tail = outcome.reason
             self._trace(route_abandoned(tree, outcome.node_id, outcome.reason))
             return
         s = outcome
-        node = tree.nodes[s.node_id]
         node.status, node.reward = "ok", s.reward
         node.val_metric = s.metrics.get(SEARCH_METRIC)
         node.wall_s = s.metrics.get("wall_s")
         node.cpu_s = s.metrics.get("cpu_s")
+        node.backend = s.backend
+        node.predictions = {split: a.sha256 for split, a in s.predictions.items()}
+        node.metrics = {k: v for k, v in s.metrics.items() if k not in ("wall_s", "cpu_s")}
         if tree.t_root is None:
             tree.t_root = node.cpu_s if node.cpu_s is not None else node.wall_s
         T.backpropagate(tree, node.id, s.reward)

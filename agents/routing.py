@@ -2,9 +2,10 @@
 
 Each agent declares what it consumes and produces in its handlers' signatures
 (``on_<Type>(self, msg: Type) -> A | B``); the routing table and the team's graph are derived
-from them, so adding an agent touches its own file and the team's list. A routing table rather
-than an LLM selector keeps the conversation deterministic, testable and resumable. Message types
-no agent handles end the conversation.
+from them (the team's in ``agents.team``, a node's in ``agents.search``), so adding an agent
+touches its own file and the team's list. A routing table rather than an LLM selector keeps the
+conversation deterministic, testable and resumable. Message types no agent handles end the
+conversation.
 """
 
 from __future__ import annotations
@@ -14,18 +15,6 @@ import typing
 from typing import Sequence
 
 from pydantic import BaseModel
-
-from harmonycell.agents.auditor import DataAuditor
-from harmonycell.agents.coder import Coder
-from harmonycell.agents.debugger import Debugger
-from harmonycell.agents.evaluator import Evaluator
-from harmonycell.agents.judge import Judge
-from harmonycell.agents.planner import Planner
-from harmonycell.agents.unifier import Unifier
-
-# The team, in the order the conversation first reaches them.
-TEAM: tuple[type, ...] = (DataAuditor, Unifier, Planner, Coder, Debugger, Evaluator, Judge)
-
 
 def _types(hint) -> tuple[type[BaseModel], ...]:
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
@@ -49,7 +38,8 @@ def handlers(cls: type) -> dict[type[BaseModel], tuple[type[BaseModel], ...]]:
 
 def derive(agents: Sequence[type]) -> tuple[dict[type[BaseModel], str], dict[str, tuple[type[BaseModel], ...]]]:
     """(routes, produces) for a team; an agent later in ``agents`` takes over a type an earlier
-    one handles too (the chat's User intercepts UnifyDone on its way to the Planner)."""
+    one handles too (the chat's User, ``agents.cli.chat``, intercepts UnifyDone on its way to the
+    Planner)."""
     routes: dict[type[BaseModel], str] = {}
     produces: dict[str, tuple[type[BaseModel], ...]] = {}
     for cls in agents:
@@ -60,21 +50,6 @@ def derive(agents: Sequence[type]) -> tuple[dict[type[BaseModel], str], dict[str
     return routes, produces
 
 
-ROUTES, PRODUCES = derive(TEAM)
-
-
-def _chat() -> tuple[dict, dict]:
-    from harmonycell.agents.cli.chat import User
-
-    return derive((*TEAM, User))
-
-
-# Chat mode puts the person (the User agent's handlers) between the data and the search and between
-# search rounds: they approve, size and steer it, or send the result on to the test
-# (SearchReviewed). Their Steer and Question messages are recorded, not routed.
-CHAT_ROUTES, CHAT_PRODUCES = _chat()
-
-
-def next_speaker(content: BaseModel, routes: dict[type[BaseModel], str] = ROUTES) -> str | None:
+def next_speaker(content: BaseModel, routes: dict[type[BaseModel], str]) -> str | None:
     """The agent that handles ``content`` next, or None when the conversation is over."""
     return routes.get(type(content))

@@ -1,5 +1,9 @@
 """The team: seven agents in an autogen GraphFlow whose edges are the routing table (which is
-derived from the agents' own handlers, see ``agents.routing``)."""
+derived from the agents' own handlers, see ``agents.routing``).
+
+A node's own messages (NodePlan -> Coder -> [Debugger] -> Evaluator -> back to the Planner) are
+carried by ``agents.search.carry_node`` inside the Planner's search, one node or several at a
+time; the table still names their routes, and the graph's edges for them stay unused."""
 
 from __future__ import annotations
 
@@ -11,10 +15,21 @@ from autogen_agentchat.conditions import SourceMatchTermination
 from autogen_agentchat.messages import StructuredMessage
 from autogen_agentchat.teams import DiGraphBuilder, GraphFlow
 
+from harmonycell.agents.auditor import DataAuditor
 from harmonycell.agents.base import wrap
+from harmonycell.agents.coder import Coder
 from harmonycell.agents.context import RunContext
+from harmonycell.agents.debugger import Debugger
+from harmonycell.agents.evaluator import Evaluator
+from harmonycell.agents.judge import Judge
 from harmonycell.agents.messages import CONTENT_TYPES, RunRequest, Verdict
-from harmonycell.agents.routing import PRODUCES, ROUTES, TEAM
+from harmonycell.agents.planner import Planner
+from harmonycell.agents.routing import derive
+from harmonycell.agents.unifier import Unifier
+
+# The team, in the order the conversation first reaches them.
+TEAM: tuple[type, ...] = (DataAuditor, Unifier, Planner, Coder, Debugger, Evaluator, Judge)
+ROUTES, PRODUCES = derive(TEAM)
 
 
 def _is(t):

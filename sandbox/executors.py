@@ -7,48 +7,16 @@ host holds the outputs either way, and the host scores them as always.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
-from typing import Callable, Protocol
-
-from pydantic import BaseModel
+from typing import Callable
 
 from harmonycell.sandbox.backends import Backend
+from harmonycell.sandbox.jobs import Executor, NodeJob, Placement
+from harmonycell.sandbox.ray_executor import RayExecutor
 from harmonycell.sandbox.result import ExecutionResult
 from harmonycell.sandbox.slots import Slot, host_cores, host_gpu_count, plan_slots
 from harmonycell.sandbox.training import run_training
 
 EXECUTORS = ("local", "ray")
-
-
-class NodeJob(BaseModel):
-    """One node's training: code and config, the task's sandbox data, the host's node folder."""
-
-    node_id: str
-    code: str
-    config: dict
-    data_dir: Path
-    node_dir: Path
-    timeout_s: float = 900.0
-    run_id: str | None = None
-
-
-class Placement(BaseModel):
-    worker: str  # w0, w1, ...: the slot of this run
-    executor: str  # local | ray
-    where: str  # "this machine", or the Ray node id that ran it
-    host: str = ""
-    retried: str | None = None  # why the first attempt was lost (a Ray worker died), if it was
-
-
-class Executor(Protocol):
-    name: str
-    workers: int
-    parallel: bool  # several nodes may be in flight (the search runs through agents.parallel)
-
-    def run(self, job: NodeJob, worker: int, cancel: threading.Event | None = None,
-            on_retry: Callable[[str], None] | None = None) -> tuple[ExecutionResult, Placement]: ...
-
-    def close(self) -> None: ...
 
 
 class LocalExecutor:
@@ -83,8 +51,6 @@ def make_executor(name: str, backend: Backend, backend_name: str, workers: int |
                   ray_address: str | None = None, allow_unwalled: bool = False) -> Executor:
     """The run's executor; ``workers`` None: 1 locally, the cluster's CPUs on Ray."""
     if name == "ray":
-        from harmonycell.sandbox.ray_executor import RayExecutor
-
         return RayExecutor(address=ray_address, backend_name=backend_name, workers=workers,
                            allow_unwalled=allow_unwalled)
     return LocalExecutor(backend, workers or 1)

@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from harmonycell.sandbox.executors import NodeJob, Placement
+from harmonycell.sandbox.backends import get_backend
+from harmonycell.sandbox.jobs import NodeJob, Placement
+from harmonycell.sandbox.training import run_training
 from harmonycell.sandbox.result import ExecutionResult
 from harmonycell.tools.errors import InputError, SandboxError
 from harmonycell.tools.record import atomic
@@ -71,9 +73,6 @@ def train_on_worker(digest: str, files: dict[str, bytes], job: dict, backend_nam
                     allow_unwalled: bool, cpus: float) -> dict:
     """The Ray task body (runs on the worker): the sandbox on local copies, the node folder back."""
     import ray
-
-    from harmonycell.sandbox.backends import get_backend
-    from harmonycell.sandbox.training import run_training
 
     data = _materialise(digest, files)
     scratch = Path(tempfile.mkdtemp(dir=data.parent.parent, prefix="node-"))

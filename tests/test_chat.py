@@ -220,3 +220,45 @@ def test_chat_with_an_llm_reads_the_request_and_answers_citing_records(synthetic
     assert got["by"] == "llm" and got["task"] == "unseen-cell-context" and got["budget_nodes"] == 1
     questions = [r["content"] for r in recs if r["type"] == "Question"]
     assert [q["by"] for q in questions] == ["llm", "llm"] and questions[0]["sources"] == ["unify/unify_report.json"]
+
+
+def test_steering_is_recorded_so_resume_and_rerun_honour_it(synthetic_dir, tmp_path):
+    """Steering ("no resnet, add 2 nodes"), then the chat is killed mid-search: the resumed run goes on with the
+    steered settings (read from task.yaml, where the Planner wrote them), and `replay --rerun` of the
+    killed-and-resumed run reproduces it."""
+    import signal
+    import subprocess
+
+    import yaml
+
+    cli = [sys.executable, "-m", "harmonycell.agents.cli"]
+    out = tmp_path / "runs"
+    child = spawn(out)
+    child.expect(said("What would you like to predict"))
+    child.sendline(f"{synthetic_dir} I want to predict how an unseen cell line responds, in 1 node")
+    child.expect(said("Start the model search with 1 node"))
+    child.sendline("no resnet, add 2 nodes")
+    child.expect(said("noted. The search will try discriminative/gated-mlp"))
+    child.expect(said("Start the model search with 3 node"))
+    child.sendline("y")
+    child.expect(said("Evaluator -> Planner NodeScored"))  # the first node is scored: stop here
+    child.kill(signal.SIGKILL)
+    child.close()
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    trained = lambda: [n["action"] for n in json.loads((run_dir / "tree.json").read_text())["nodes"].values()
+                       if n["status"] == "ok"]
+    assert len(trained()) < 3  # the kill came before the steered budget was spent
+    cfg = yaml.safe_load((run_dir / "task.yaml").read_text())
+    assert cfg["budget_nodes"] == 3 and "resnet" in cfg["exclude"]
+    (changed,) = [r["content"] for r in records(run_dir) if r["type"] == "config_changed"]
+    assert changed["changed"]["budget_nodes"] == [1, 3] and changed["changed"]["exclude"][1] == ["resnet"]
+
+    res = subprocess.run([*cli, "resume", str(run_dir)], capture_output=True, text=True, timeout=600, env=env())
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    # the original settings (1 node, resnet allowed) would have stopped at the node already trained
+    done = trained()
+    assert len(done) == 3 and not any(a.split("/")[1] == "resnet" for a in done), done
+
+    again = subprocess.run([*cli, "replay", str(run_dir), "--rerun", "--out", str(tmp_path / "reruns")],
+                           capture_output=True, text=True, timeout=600, env=env())
+    assert again.returncode == 0 and "SAME" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]

@@ -51,7 +51,7 @@ def test_run_produces_report_and_full_conversation(finished_run):
 
 def test_transcript_message_order_follows_routing(finished_run):
     from harmonycell.agents import messages as m
-    from harmonycell.agents.routing import ROUTES
+    from harmonycell.agents.team import ROUTES
 
     run_dir, _ = finished_run
     msgs = [r for r in records(run_dir) if r["kind"] == "message"]

@@ -43,6 +43,27 @@ def test_compare_ignores_times_and_finds_the_first_changed_decision():
     assert "NodePlan: content.action" in compare(a, b).divergence.line()
 
 
+def test_a_stop_and_its_resume_compare_as_one_straight_run():
+    """The person's turns are left out; the data stages a resume re-ran and the re-issued plan of
+    the node in flight at the stop are spliced out, its half-done records with them."""
+    m = lambda seq, source, type_, **c: rec(seq, "message", source, type_, c)
+    straight = [m(0, "user", "RunRequest"), m(1, "Unifier", "UnifyDone"),
+                m(2, "Planner", "NodePlan", node_id="n002", reason="prior"), m(3, "Evaluator", "NodeScored", node_id="n002"),
+                m(4, "Planner", "NodePlan", node_id="n003", reason="uct"), m(5, "Evaluator", "NodeScored", node_id="n003"),
+                m(6, "Planner", "SearchDone")]
+    killed = [m(0, "user", "RunRequest"), m(1, "Unifier", "UnifyDone"), m(2, "User", "Approval"),
+              m(3, "Planner", "NodePlan", node_id="n002", reason="prior"), m(4, "Evaluator", "NodeScored", node_id="n002"),
+              m(5, "Planner", "NodePlan", node_id="n003", reason="uct"), m(6, "Debugger", "NodeFailed", node_id="n003"),
+              rec(7, "event", "harmonycell", "resumed", {}),
+              m(8, "user", "RunRequest"), m(9, "Unifier", "UnifyDone"),
+              m(10, "Planner", "NodePlan", node_id="n003", reason="resumed: re-running"),
+              m(11, "Evaluator", "NodeScored", node_id="n003"), m(12, "Planner", "SearchDone")]
+    assert compare(killed, straight).same
+    # a resume that re-ran a node with another outcome is still caught
+    killed[11]["content"]["node_id"] = "n004"
+    assert "NodeScored: content.node_id" in compare(killed, straight).divergence.line()
+
+
 @pytest.fixture(scope="module")
 def recorded_run(synthetic_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")

@@ -1,5 +1,6 @@
 from harmonycell.agents import messages as m
-from harmonycell.agents.routing import PRODUCES, ROUTES, next_speaker
+from harmonycell.agents.routing import next_speaker
+from harmonycell.agents.team import PRODUCES, ROUTES
 
 
 def test_happy_path_order():
@@ -16,7 +17,7 @@ def test_failures_go_to_debugger_then_back_to_planner():
 
 def test_verdict_ends_conversation():
     v = m.Verdict(valid=True, checks=[])
-    assert next_speaker(v) is None
+    assert next_speaker(v, ROUTES) is None
 
 
 def test_every_message_an_agent_produces_has_a_route_or_ends():
@@ -31,9 +32,8 @@ def test_every_message_an_agent_produces_has_a_route_or_ends():
 
 def test_team_graph_is_the_routing_table(tmp_path, synthetic_dir):
     """The real autogen GraphFlow's edges are exactly the table (normal and chat mode)."""
-    from harmonycell.agents.cli.chat import User
+    from harmonycell.agents.cli.chat import CHAT_PRODUCES, CHAT_ROUTES, User
     from harmonycell.agents.context import RunContext
-    from harmonycell.agents.routing import CHAT_PRODUCES, CHAT_ROUTES
     from harmonycell.agents.team import build_team
     from harmonycell.sandbox.local import LocalBackend
     from harmonycell.tools.record.runfolder import create_run
@@ -53,7 +53,8 @@ def test_team_graph_is_the_routing_table(tmp_path, synthetic_dir):
 def test_routes_are_derived_from_the_agents_handlers():
     """Adding a handler to an agent class is all it takes to route a new message type."""
     from harmonycell.agents.base import StepAgent
-    from harmonycell.agents.routing import TEAM, derive
+    from harmonycell.agents.routing import derive
+    from harmonycell.agents.team import TEAM
 
     class Reviewer(StepAgent):
         def on_Verdict(self, v: m.Verdict) -> m.Approval:

@@ -2,8 +2,7 @@
 
 
 def main() -> None:
-    # imported on call, so that importing an agent module (which may use cli.progress) does not
-    # import the whole command line, and with it the team, half-way through its own import
+    # imported on call: importing one piece of the CLI (render, progress) need not load every command
     from harmonycell.agents.cli.main import main as run
 
     run()

@@ -19,11 +19,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from harmonycell.agents.base import StepAgent
-from harmonycell.agents.cli.render import render_record, summary
+from harmonycell.agents.cli.render import render_record
 from harmonycell.agents.messages import Approval, Question, SearchDone, SearchReviewed, Steer, UnifyDone
 from harmonycell.agents.policies.answers import answer, classify, is_question, planning_available
 from harmonycell.agents.policies.intent import RunIntent, expand_files, read_intent, read_steer, read_task
 from harmonycell.agents.policies.llm import LLMConfig
+from harmonycell.agents.routing import derive
+from harmonycell.agents.team import TEAM
+from harmonycell.agents.summaries import summary
 from harmonycell.tools.data.splits import match_contexts
 from harmonycell.tools.errors import HarmonyCellError, InputError
 from harmonycell.tools.record.runfolder import RunFolder
@@ -54,7 +57,7 @@ class Conversation:
         """A human turn on the run's record (outside the team: before or after it runs)."""
         rec = self._transcript().append("message", "User", type(content).__name__,
                                                content.model_dump(mode="json"))
-        render_record(self.console, rec.model_dump(mode="json"), chat=True)
+        render_record(self.console, rec.model_dump(mode="json"), routes=CHAT_ROUTES)
 
     def reply(self, said: str, say: Callable | None = None) -> None:
         """Answer a question from the run's records; ``say`` records it (the team's ctx.say mid-run)."""
@@ -164,6 +167,12 @@ class User(StepAgent):
         if got is None or not got.approved or (got.budget_nodes or 0) <= done.n_nodes:
             return SearchReviewed(**done.model_dump())  # nothing more to search: on to the test
         return got
+
+
+# Chat mode puts the person (the User agent's handlers) between the data and the search and between
+# search rounds: they approve, size and steer it, or send the result on to the test
+# (SearchReviewed). Their Steer and Question messages are recorded, not routed.
+CHAT_ROUTES, CHAT_PRODUCES = derive((*TEAM, User))
 
 
 # --- before the run: the request in the person's words ------------------------------------------

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
-import signal
 import sys
-import warnings
 from pathlib import Path
 from functools import partial
-from typing import Callable, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.prompt import Prompt
 
@@ -21,18 +17,14 @@ from harmonycell.agents.cli import data as cli_data, evaluation as cli_eval, kb 
 from harmonycell.agents.cli import plan as cli_plan
 from harmonycell.agents.cli import report as cli_report
 from harmonycell.agents.cli.chat import converse
-from harmonycell.agents.context import RunContext
-from harmonycell.agents.policies.llm import LLMConfig, load_llm_config
-from harmonycell.agents.messages import RunRequest
-from harmonycell.agents.cli.replay import replay
-from harmonycell.agents.team import build_team, run_team
+from harmonycell.agents.cli.drive import Person, console, drive, err
+from harmonycell.agents.policies.llm import load_llm_config
+from harmonycell.agents.cli.replay import replay, rerun as rerun_run
 from harmonycell.sandbox.engine import reap_run_sandboxes
-from harmonycell.sandbox.backends import HELP as BACKEND_HELP, SandboxFallbackWarning, get_backend
-from harmonycell.sandbox.executors import make_executor
+from harmonycell.sandbox.backends import HELP as BACKEND_HELP
 from harmonycell.tools.record import atomic
 from harmonycell.tools.errors import HarmonyCellError, InputError
 from harmonycell.tools.record.runfolder import RunFolder, create_run
-from harmonycell.tools.report.publish import write_report_html
 from harmonycell.tools.record.transcript import Transcript
 from harmonycell.tools.schema import TaskKind
 from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
@@ -41,9 +33,6 @@ from harmonycell.tools.search.budget import DEFAULT_TIME_LIMIT
 SPECS_HELP = "folder of <dataset>.json mapping specs to use (validated and repaired); `audit --write-spec` writes one"
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Predict single-cell perturbation responses from heterogeneous .h5ad files.")
-console = Console()
-Person = Callable[[RunContext], object]  # chat mode: makes the User agent for a run's context
-err = Console(stderr=True, soft_wrap=True)
 
 
 TIME_LIMIT_HELP = "wall-clock limit of the search, e.g. 45m, 1h30m, 90s (a bare number is minutes); 'none': no limit"
@@ -108,81 +97,6 @@ def start(files: list[Path], task: str, out: Path, llm_config: Path | None = Non
         transcript.append(kind, source, type_, content)
     drive(run, person)
     return run
-
-
-def drive(run: RunFolder, person: Person | None = None, llm_client=None) -> None:
-    """Run (or resume) the team on a prepared run folder; mark it failed or complete.
-
-    With ``person`` (chat mode) the User agent it makes joins the team between the data and the
-    search and between search rounds; ``llm_client`` replaces the configured endpoint
-    (``replay --rerun`` serves recorded replies).
-    """
-    cfg = run.config()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", SandboxFallbackWarning)
-        # only the builtin Coder's template code may run unwalled where no wall exists
-        backend = get_backend(cfg.backend, allow_unwalled=cfg.llm is None)
-    ctx = RunContext(run=run, config=cfg, transcript=Transcript(run.root), backend=backend,
-                     console=console, llm=LLMConfig.model_validate(cfg.llm) if cfg.llm else None)
-    if ctx.llm is not None:  # one session for all agents: one ledger, one budget
-        from harmonycell.agents.policies.llm import session_for_run
-
-        ctx.llm_session = session_for_run(ctx.llm, ctx.transcript, client=llm_client)
-    for w in caught:  # said loudly, and on the record
-        err.print(f"[bold yellow]warning:[/] {w.message}")
-        ctx.transcript.append("event", "harmonycell", "sandbox_warning", {"warning": str(w.message)})
-    team = None
-    if person is not None:
-        from harmonycell.agents.routing import CHAT_PRODUCES, CHAT_ROUTES
-
-        ctx.chat = True
-        team = build_team(ctx, extra=[person(ctx)], routes=CHAT_ROUTES, produces=CHAT_PRODUCES)
-    console.print(f"[bold]HarmonyCell[/] run [cyan]{cfg.run_id}[/] -> {run.root}")
-
-    def interrupt(signum, frame):  # stop the sandbox job too, not just this process
-        ctx.cancel.set()
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, interrupt)
-    # agents' failures are re-raised as themselves and recorded in the transcript; the runtime's
-    # own logging of the same errors (and of cancelled tasks after Ctrl-C) is noise here
-    for name in ("autogen_core", "autogen_agentchat", "asyncio"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    try:
-        ctx.executor = make_executor(cfg.executor, backend, cfg.backend, cfg.workers, cfg.ray_address,
-                                     allow_unwalled=cfg.llm is None)
-        verdict = run_team(ctx, RunRequest(inputs=[i.path for i in cfg.inputs], task=cfg.task.value,
-                                           seed=cfg.seed), team)
-    except BaseException as exc:
-        if ctx.cancel.is_set():
-            reason = "interrupted by the user; continue with `harmonycell resume`"
-        elif isinstance(exc, HarmonyCellError):
-            reason = exc.one_line()
-        else:
-            reason = f"{type(exc).__name__}: {exc}"
-        ctx.transcript.append("event", "harmonycell", "run_failed", {"error": reason})
-        run.set_status("failed", reason, llm=llm_totals(ctx))
-        if ctx.cancel.is_set():
-            err.print(f"run {cfg.run_id} {reason}")
-            raise KeyboardInterrupt from None
-        raise
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if ctx.executor is not None:
-            ctx.executor.close()
-    run.set_status("complete", llm=llm_totals(ctx))
-    write_report_html(run.root)  # again, now with the Verdict record and the final state
-    console.print(f"report: {run.report_md} (and {run.root / 'report.html'})")
-    # the last line says both verdicts and what was held out (never one word)
-    console.print(f"\n[bold]{verdict.headline or ('VALID' if verdict.valid else 'INVALID')}[/]",
-                  highlight=False, soft_wrap=True)
-
-
-def llm_totals(ctx: RunContext) -> dict | None:
-    """The run's LLM calls, tokens, cost and latency (None: no LLM was configured)."""
-    from harmonycell.agents.policies.llm import usage_summary
-
-    return usage_summary(ctx.llm_session.usage) if ctx.llm_session is not None else None
 
 
 LLM_HELP = "JSON/YAML {provider, base_url, model, api_key_env, ...}: LLM policies for the agents"
@@ -338,8 +252,6 @@ def replay_cmd(run_dir: Path = typer.Argument(..., help="a run folder"),
                                                   "re-execution (default: reruns/ beside the run)")) -> None:
     """Verify a run's transcript, re-render its conversation, or re-execute it (--rerun)."""
     if rerun:
-        from harmonycell.agents.cli.replay import rerun as rerun_run
-
         raise typer.Exit(rerun_run(run_dir, out, console))
     raise typer.Exit(replay(run_dir, verify=verify, console=console, anchor=anchor))
 

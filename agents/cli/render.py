@@ -5,6 +5,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 
+from harmonycell.agents.team import ROUTES
+from harmonycell.agents.summaries import fmt_value, summary
+
 
 COLORS = {
     "user": "bold white", "DataAuditor": "cyan", "Unifier": "blue", "Planner": "magenta",
@@ -13,91 +16,14 @@ COLORS = {
 }
 
 
-def _fmt(v) -> str:
-    return f"{v:.3f}" if isinstance(v, float) else ("n/a" if v is None else str(v))
-
-
-def summary(type_: str, c: dict) -> str:
-    """One human line for a message's content."""
-    if type_ == "RunRequest":
-        return f"task {c['task']} on {len(c['inputs'])} input(s), seed {c['seed']}"
-    if type_ == "AuditDone":
-        return "; ".join(c["summaries"])
-    if type_ == "UnifyDone":
-        if c.get("held_out"):
-            from harmonycell.agents.unifier import held_units  # the unifier imports the agents, which render
-
-            held = "; ".join(f"{split} holds out {held_units(units)}" for split, units in c["held_out"].items())
-        else:
-            held = "perturbations: " + ", ".join(f"{k} {v}" for k, v in c["n_conditions"].items())
-        return f"{c['n_cells']} cells x {c['n_genes']} genes; {held}; {c['dropped_cells']} cells dropped"
-    if type_ == "RunIntent":
-        return f"\"{c.get('said', '')}\" -> {c.get('understood', '')}"
-    if type_ == "Steer":
-        return f"\"{c['said']}\" -> {steer_text(c)}"
-    if type_ == "Approval":
-        if not c["approved"]:
-            return f"stop: {c['note']}"
-        return f"go on with {c['budget_nodes']} node(s)" + (f"; {c['note']}" if c.get("note") else "")
-    if type_ == "Question":
-        cites = f" [{', '.join(c['sources'])}]" if c.get("sources") else ""
-        return f"Q: {c['said']}\n       A ({c.get('by', 'builtin')}): {c['answer']}{cites}"
-    if type_ == "NodePlan":
-        return f"{c['node_id']}: {c['action']} ({c['reason']})"
-    if type_ == "NodeExecuted":
-        return f"{c['node_id']} trained in {c['wall_s']:.1f}s on {c['backend']} (attempt {c['attempts']})"
-    if type_ == "NodeFailed":
-        last = (c["error_tail"].strip().splitlines() or [""])[-1]
-        return f"{c['node_id']} {c['status']}: {last}"
-    if type_ == "NodeAbandoned":
-        return f"{c['node_id']} abandoned after {c['attempts']} attempt(s): {c['reason']}"
-    if type_ == "NodeScored":
-        m = c["metrics"]
-        from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
-
-        return (f"{c['node_id']} val {SEARCH_METRIC} {_fmt(m.get(SEARCH_METRIC))}, DeltaPCC "
-                f"{_fmt(m.get('DeltaPCC'))}, RMSE {_fmt(m.get('RMSE'))}, reward {c['reward']:.3f}")
-    if type_ in ("SearchDone", "SearchReviewed"):
-        return f"best {c['best_node']} of {c['n_nodes']} node(s): {c['reason']}"
-    if type_ == "TestScored":
-        m = c["metrics"]
-        tm = c["baselines"].get("train_mean", {})
-        return (f"{c['node_id']} test shift-corrected PearsonΔ {_fmt(m.get('PCC_Delta_shift_corrected'))} "
-                f"(train-mean {_fmt(tm.get('PCC_Delta_shift_corrected'))}), DeltaPCC {_fmt(m.get('DeltaPCC'))} "
-                f"(train-mean {_fmt(tm.get('DeltaPCC'))}), RMSE {_fmt(m.get('RMSE'))}")
-    if type_ == "Verdict":
-        if c.get("headline"):
-            return c["headline"]
-        failed = [ch["name"] for ch in c["checks"] if not ch["passed"]]
-        return "VALID" if c["valid"] else f"INVALID ({', '.join(failed)})"
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in list(c.items())[:4]) if isinstance(c, dict) else str(c)
-
-
-def steer_text(c: dict) -> str:
-    parts = []
-    if c.get("exclude"):
-        parts.append("exclude " + ", ".join(c["exclude"]))
-    if c.get("time_limit_s"):
-        parts.append(f"time budget {c['time_limit_s'] / 60:g} min")
-    if c.get("add_nodes"):
-        parts.append(f"{c['add_nodes']:+d} node(s)")
-    if c.get("hold_out"):
-        parts.append("hold out " + ", ".join(c["hold_out"]))
-    if c.get("drop_inputs"):
-        parts.append("drop " + ", ".join(c["drop_inputs"]))
-    return "; ".join(parts) or "no change"
-
-
-def render_record(console: Console, rec: dict, chat: bool = False) -> None:
+def render_record(console: Console, rec: dict, routes: dict = ROUTES) -> None:
+    """``routes``: the team's that wrote the record (the chat's, ``agents.cli.chat.CHAT_ROUTES``,
+    where a person was in it), for the arrow to who speaks next."""
     src, type_, kind = rec["source"], rec["type"], rec["kind"]
     color = COLORS.get(src, "white")
     worker = f"[magenta]{rec['worker']}[/] " if rec.get("worker") else ""
     if kind == "message":
-        from harmonycell.agents.routing import CHAT_ROUTES, ROUTES  # routing imports the agents, which render
-
         text = summary(type_, rec.get("content") or {})
-        # the person's own messages, and what they route to, only exist in chat mode
-        routes = CHAT_ROUTES if src == "User" or type_ in {"UnifyDone", "SearchDone"} and chat else ROUTES
         nxt = next((v for k, v in routes.items() if k.__name__ == type_), None)
         arrow = f" -> {nxt}" if nxt else ""
         console.print(f"[dim]{rec['seq']:>4}[/] {worker}[{color}]{src}[/]{arrow} [bold]{type_}[/]: {escape(text)}")
@@ -111,5 +37,5 @@ def render_record(console: Console, rec: dict, chat: bool = False) -> None:
 def summary_tool(result) -> str:
     if isinstance(result, dict):
         keys = [k for k in ("status", "wall_s", "n_obs", "n_vars", "x_kind", "path") if k in result]
-        return ", ".join(f"{k}={_fmt(result[k])}" for k in keys)
+        return ", ".join(f"{k}={fmt_value(result[k])}" for k in keys)
     return "" if result is None else str(result)[:120]

@@ -3,11 +3,22 @@ it in a fresh folder and compare every decision and metric (``--rerun``)."""
 
 from __future__ import annotations
 
+import secrets
+import time
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
 
+from harmonycell.agents.cli.chat import CHAT_ROUTES
+from harmonycell.agents.cli.drive import drive
 from harmonycell.agents.cli.render import render_record
+from harmonycell.agents.policies.llm import ReplayClient
+from harmonycell.agents.team import ROUTES
+from harmonycell.tools.record import atomic
+from harmonycell.tools.record.rerun_compare import FLOAT_TOL, compare, run_digest
+from harmonycell.tools.record.runfolder import RunFolder, create_run_from
+from harmonycell.tools.search.tree import Tree
 from harmonycell.tools.errors import InputError
 from harmonycell.tools.record.transcript import Transcript, read_records, verify as verify_chain
 
@@ -36,14 +47,12 @@ def replay(run_dir: Path, verify: bool, console: Console, anchor: str | None = N
         if "_invalid" in rec:
             console.print(f"[red]{rec['_invalid']}[/]")
             continue
-        render_record(console, rec, chat=chat)
+        render_record(console, rec, routes=CHAT_ROUTES if chat else ROUTES)
     return 0
 
 
 def recorded_duration_s(records: list[dict]) -> float | None:
     """Wall time of the recorded run: its first record to its last."""
-    from datetime import datetime
-
     stamps = [datetime.fromisoformat(r["ts"]) for r in records if "ts" in r]
     return (stamps[-1] - stamps[0]).total_seconds() if len(stamps) > 1 else None
 
@@ -53,8 +62,6 @@ def llm_replay(cfg, records: list[dict]):
     endpoint); None for builtin runs."""
     if cfg.llm is None:
         return None
-    from harmonycell.agents.policies.llm import ReplayClient
-
     calls = [r["content"] for r in records if r.get("kind") == "llm_call" and isinstance(r.get("content"), dict)
              and "messages" in r["content"] and "reply" in r["content"]]
     if not calls:
@@ -69,8 +76,6 @@ def search_as_recorded(run, cfg, records: list[dict]) -> dict:
     """The search's options that reproduce the recorded decisions: the recorded knowledge-base
     retrieval served back (today's KB holds the recorded run itself), and, for a search the clock
     cut short, the number of nodes it trained instead of a wall-clock limit."""
-    from harmonycell.tools.search.tree import Tree
-
     kb = next((r["content"] for r in records if r.get("kind") == "event" and r.get("type") == "knowledge_base"), None)
     if kb is not None and kb.get("mode") == "warm start" and "priors" not in kb:
         raise InputError("this run was warm-started from a knowledge base whose priors the transcript "
@@ -86,14 +91,6 @@ def search_as_recorded(run, cfg, records: list[dict]) -> dict:
 
 def rerun(run_dir: Path, out: Path | None, console: Console) -> int:
     """Re-execute a recorded run in a fresh folder and compare every decision and metric."""
-    import secrets
-    import time
-
-    from harmonycell.agents.cli.main import drive
-    from harmonycell.tools.record import atomic
-    from harmonycell.tools.record.rerun_compare import FLOAT_TOL, compare, run_digest
-    from harmonycell.tools.record.runfolder import RunFolder, create_run
-
     run = RunFolder(run_dir)
     if not run.task_yaml.exists():
         raise InputError("no task.yaml here", where=str(run_dir), fix="pass a run folder, e.g. runs/<run-id>")
@@ -112,11 +109,12 @@ def rerun(run_dir: Path, out: Path | None, console: Console) -> int:
     client = llm_replay(cfg, recorded)
     ran_on = next((r["content"]["backend"] for r in recorded if r.get("type") == "NodeExecuted"), cfg.backend)
     out = Path(out) if out else run.root.parent / "reruns"
-    new = create_run(out, [Path(f.path) for f in cfg.inputs], cfg.task.value,
-                     run_id=f"{cfg.run_id}-rerun-{secrets.token_hex(2)}", seed=cfg.seed,
-                     node_timeout_s=cfg.node_timeout_s, backend=ran_on, llm=cfg.llm, epochs=cfg.epochs,
-                     fold=cfg.fold, specs_dir=cfg.specs_dir, hold_out=cfg.hold_out, exclude=cfg.exclude,
-                     **search_as_recorded(run, cfg, recorded))
+    # the recorded configuration (steering included) with only what a rerun must change: its id,
+    # the backend the nodes really ran on, one node at a time (the recorded order of decisions),
+    # and the search options that reproduce the recorded search
+    new = create_run_from(out, cfg, run_id=f"{cfg.run_id}-rerun-{secrets.token_hex(2)}", backend=ran_on,
+                          executor="local", workers=None, ray_address=None,
+                          **search_as_recorded(run, cfg, recorded))
     t0 = time.monotonic()
     drive(new, llm_client=client)
     took = time.monotonic() - t0

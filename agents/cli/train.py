@@ -19,9 +19,9 @@ from typing import Any
 import typer
 from pydantic import BaseModel, Field
 
-from harmonycell.tools.errors import HarmonyCellError, InputError
+from harmonycell.agents.cli.evaluation import load_task
+from harmonycell.tools.errors import HarmonyCellError, PredictionError
 
-UNIFIED = "unified.h5ad"
 SHOWN = ("DeltaPCC", "PCC_Delta_shift_corrected", "Cosine_delta", "RMSE", "Discrimination_rank")
 
 
@@ -53,20 +53,6 @@ def make_backend(name: str, allow_unwalled: bool = False):
     return get_backend(name, allow_unwalled=allow_unwalled)
 
 
-def load_task(task_dir: Path):
-    import anndata
-
-    path = task_dir / UNIFIED if task_dir.is_dir() else task_dir
-    if not path.exists():
-        raise InputError(f"no {UNIFIED} here", where=str(task_dir),
-                         fix="pass a folder made by `harmonycell unify --task ...`")
-    adata = anndata.read_h5ad(path)
-    if "split" not in adata.obs:
-        raise InputError("has no obs['split']: it was unified without a task", where=str(path),
-                         fix="re-run `harmonycell unify` with --task")
-    return adata
-
-
 def train_node(adata, action: str, node_dir: Path, *, backend: str = "local", seed: int = 0,
                data_dir: Path | None = None, gene_sets: Path | None = None, llm=None,
                timeout_s: float = 3600.0, with_baselines: bool = True,
@@ -74,7 +60,8 @@ def train_node(adata, action: str, node_dir: Path, *, backend: str = "local", se
     """Export (or reuse) the sandbox data, write the node's code, train it in the sandbox, and
     score its val/test predictions on the host beside the baselines."""
     from harmonycell.agents.policies.coder import CodeRequest, make_coder
-    from harmonycell.sandbox.training import run_training
+    from harmonycell.sandbox.executors import LocalExecutor
+    from harmonycell.sandbox.jobs import NodeJob
     from harmonycell.tools.search.actions import parse_action
     from harmonycell.tools.evaluation.baselines import compute_baselines
     from harmonycell.tools.evaluation.scoring import score_prediction_file
@@ -94,7 +81,8 @@ def train_node(adata, action: str, node_dir: Path, *, backend: str = "local", se
                                  gene_sets=gene_sets, gene_symbols=symbols))
     config = {**mc.config, **(config_overrides or {})}
     t0 = time.time()
-    res = run_training(be, data_dir, mc.code, config, node_dir, timeout_s=timeout_s)
+    res, _ = LocalExecutor(be).run(NodeJob(node_id=node_dir.name, code=mc.code, config=config, data_dir=data_dir,
+                                           node_dir=node_dir, timeout_s=timeout_s), worker=0)
     report = TrainReport(action=mc.action, status=res.status, backend=res.backend, policy=mc.policy,
                          fell_back=mc.fell_back, wall_s=round(res.wall_s or time.time() - t0, 2),
                          node_dir=str(node_dir), notes=mc.notes)
@@ -111,6 +99,9 @@ def train_node(adata, action: str, node_dir: Path, *, backend: str = "local", se
         return report
     test = score_prediction_file(adata, "test", node_dir / "pred_test.npy",
                                  expected_queries=meta["queries"]["test"], genes=meta["genes"])
+    if test.predictions_sha256 != res.output("pred_test.npy").sha256:
+        raise PredictionError("predictions changed after the sandbox wrote them", where=str(node_dir / "pred_test.npy"),
+                              fix="re-run the node; do not edit node outputs")
     report.metrics = test.aggregate
     report.predictions_sha256 = test.predictions_sha256
     if meta["queries"]["val"] and res.output("pred_val.npy") is not None:

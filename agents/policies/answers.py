@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 
+from harmonycell.agents.summaries import summary
+from harmonycell.agents.unifier import held_out_units, held_units
 from harmonycell.agents.policies.llm import LLMConfig, ReplyInvalid, ask_validated, build_client, run_sync
 from harmonycell.tools.record.runfolder import RunFolder
 from harmonycell.tools.schema import N_HVG
@@ -146,7 +148,6 @@ def answer_held_out(run: RunFolder, said: str) -> Answer:
     rep = _unify(run)
     if rep is None or not rep.get("split_info"):
         return _not_yet("the split")
-    from harmonycell.agents.unifier import held_out_units, held_units
 
     info = rep["split_info"]
     unit, held = held_out_units(info)
@@ -332,8 +333,6 @@ def records(run: RunFolder) -> dict[str, str]:
     names += [f"audit/{p.name}" for p in sorted(run.audit_dir.glob("*.json"))]
     out = {n: (run.root / n).read_text()[:RECORD_CHARS] for n in names if (run.root / n).exists()}
     if run.transcript.exists():
-        from harmonycell.agents.cli.render import summary
-
         out["transcript.jsonl"] = "\n".join(
             f"#{r['seq']} {r['source']} {r['type']}: {summary(r['type'], r.get('content') or {})}"
             for r in read_records(run.transcript) if r.get("kind") == "message")[:RECORD_CHARS]

@@ -23,6 +23,7 @@ from typing import Callable, Literal
 
 from pydantic import BaseModel
 
+from harmonycell.agents.policies.llm import CODE_BLOCK, ReplyInvalid
 from harmonycell.tools.search.code_checks import check_code
 
 INFO_KEYS = ("n_genes", "n_perts", "n_contexts", "pert_features", "hparams")
@@ -519,10 +520,9 @@ def render_prompt(obs: Observation) -> str:
 CONFIG_KEYS = {"lr", "batch_size", "epochs", "patience", "loss", "weight_decay", "max_train_seconds"}
 
 
-def parse_action(reply: str, obs: Observation) -> Action:
-    """An ``Action`` from a reply; ``ReplyInvalid`` with the reason when it is not usable."""
-    from harmonycell.agents.policies.llm import CODE_BLOCK, ReplyInvalid
-
+def parse_fix(reply: str, obs: Observation) -> Action:
+    """The fix an LLM's reply proposes (an ``Action`` of the repair loop, not a search path of
+    ``tools.search.actions``); ``ReplyInvalid`` with the reason when it is not usable."""
     m = re.search(r"THOUGHT:\s*(.+)", reply)
     thought = m.group(1).strip()[:300] if m else "(no thought given)"
     blocks = CODE_BLOCK.findall(reply)
@@ -558,7 +558,7 @@ class LLMDebugPolicy:
 
     def think(self, obs: Observation) -> tuple[Action | None, str]:
         out = self.session.ask("Debugger", "repair", SYSTEM, render_prompt(obs),
-                               lambda r: parse_action(r, obs), reask=REASK)
+                               lambda r: parse_fix(r, obs), reask=REASK)
         if out.value is not None:
             return out.value, f"LLM action after {out.attempts} reply(ies)"
         return None, out.why_failed()

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from harmonycell.tools.errors import InputError
+from harmonycell.tools.record.transcript import read_records
 
 T = TypeVar("T")
 Provider = Literal["openai", "azure", "anthropic", "gemini", "ollama"]
@@ -456,8 +457,6 @@ class ReplayClient:
 
     @classmethod
     def from_transcript(cls, path: Path, agents: set[str] | None = None) -> "ReplayClient":
-        from harmonycell.tools.record.transcript import read_records
-
         path = Path(path)
         if path.is_dir():
             path = path / "transcript.jsonl"
@@ -502,8 +501,6 @@ def session_for_run(cfg: LLMConfig | None, transcript=None, client=None) -> LLMS
     session = LLMSession(cfg, client=client, sink=sink)
     if transcript is not None and Path(transcript.path).exists():
         # a resumed run: calls made before the stop count against the same budget
-        from harmonycell.tools.record.transcript import read_records
-
         for r in read_records(transcript.path):
             if r.get("kind") == "llm_call" and isinstance(r.get("content"), dict):
                 session._count(r["source"], r["type"], r["content"], replayed=True)

@@ -88,7 +88,36 @@ def short(x: Any, n: int = 120) -> str:
 
 
 def compared(records: Iterable[dict]) -> list[dict]:
-    return [r for r in records if r.get("kind") in COMPARED_KINDS]
+    """The records a rerun must reproduce, as one straight run writes them.
+
+    Left out: the person's turns (chat mode, source ``User``: given, not decided; the settings
+    they changed are in the recorded configuration the rerun starts from), and, at each
+    ``resumed`` event, what a stop and its resume duplicate: the data stages the resumed attempt
+    ran again, and the node that was in flight, whose plan the resumed attempt re-issued (its
+    first plan stays; its half-done records before the stop go)."""
+    out: list[dict] = []
+    redo: list[dict] | None = None  # the resumed attempt's records, before its first Planner message
+    for r in records:
+        if r.get("kind") == "event" and r.get("type") == "resumed":
+            redo = []
+            continue
+        if r.get("kind") not in COMPARED_KINDS or r.get("source") == "User":
+            continue
+        if redo is not None and r.get("source") != "Planner":
+            redo.append(r)
+            continue
+        if redo is not None:
+            seen = {(x["kind"], x["source"], x["type"]) for x in out}
+            out += [x for x in redo if (x["kind"], x["source"], x["type"]) not in seen]
+            redo = None
+            node = (r.get("content") or {}).get("node_id") if r.get("type") == "NodePlan" else None
+            first = next((i for i, x in enumerate(out) if x["type"] == "NodePlan"
+                          and x["content"].get("node_id") == node), None) if node else None
+            if first is not None:  # the node in flight at the stop: its first plan, then this attempt's run
+                del out[first + 1:]
+                continue
+        out.append(r)
+    return out + (redo or [])
 
 
 def _is_artifact(x: Any) -> bool:

@@ -83,6 +83,11 @@ class RunFolder:
     def config(self) -> RunConfig:
         return RunConfig.model_validate(yaml.safe_load(self.task_yaml.read_text()))
 
+    def save_config(self, cfg: RunConfig) -> None:
+        """task.yaml, written whole (atomically): at creation, and when the person steers the run,
+        so that `resume` and `replay --rerun` start from what is in force."""
+        atomic.write_text(self.task_yaml, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
     def status(self) -> RunStatus | None:
         if not self.status_json.exists():
             return None
@@ -130,9 +135,20 @@ def create_run(out_root: Path, inputs: list[Path], task: str, **options) -> RunF
         raise InputError("no input files given", fix="pass one or more .h5ad files")
     files = [check_h5ad(Path(p)) for p in inputs]
     run_id = options.pop("run_id", None) or new_run_id()
-    cfg = RunConfig(run_id=run_id, task=kind, inputs=files, created=_now(), **options)
-    run = RunFolder(Path(out_root) / run_id)
+    return _new_folder(out_root, RunConfig(run_id=run_id, task=kind, inputs=files, created=_now(), **options))
+
+
+def create_run_from(out_root: Path, cfg: RunConfig, **changes) -> RunFolder:
+    """A new run folder with a recorded configuration and only ``changes`` changed (replay --rerun):
+    every other field, a new one included, carries over; the inputs are checked again."""
+    data = {**cfg.model_dump(), **changes, "created": _now(),
+            "inputs": [check_h5ad(Path(f.path)).model_dump() for f in cfg.inputs]}
+    return _new_folder(out_root, RunConfig.model_validate(data))
+
+
+def _new_folder(out_root: Path, cfg: RunConfig) -> RunFolder:
+    run = RunFolder(Path(out_root) / cfg.run_id)
     run.root.mkdir(parents=True, exist_ok=False)
-    atomic.write_text(run.task_yaml, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    run.save_config(cfg)
     run.set_status("running")
     return run

@@ -365,11 +365,6 @@ def expansions(path: ActionPath | None) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def is_trainable(action: str) -> bool:
-    """A paradigm alone is a decision, not a model: only paths with a backbone are trained."""
-    return parse_action(action).backbone is not None
-
-
 def describe() -> dict[str, Any]:
     """The whole action space as JSON-ready data (for prompts, docs, and the CLI)."""
     return {

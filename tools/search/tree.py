@@ -59,8 +59,15 @@ class Node(BaseModel):
     q_max: float = 0.0
     reward: float | None = None
     val_metric: float | None = None  # validation SEARCH_METRIC (tools.evaluation.metrics)
+    # what its execution said (AIDE's journal node): written when the node is scored or abandoned,
+    # read by the Judge and the report instead of the transcript
     wall_s: float | None = None
     cpu_s: float | None = None
+    backend: str | None = None  # the sandbox backend of its scored attempt
+    attempts: int = 0  # sandbox runs, the Debugger's re-runs included
+    predictions: dict[str, str] = Field(default_factory=dict)  # split -> sha256 the sandbox recorded
+    metrics: dict[str, float | None] = Field(default_factory=dict)  # host-scored validation metrics
+    error_tail: str | None = None  # why it was abandoned (the last error)
     prior: float = 1.0  # weight of the exploration term; lowered by a hypothesis failure
     blocked: str | None = None  # why nothing more is expanded below this node
     chosen_by: str = ""  # what picked this node when it was added (prior or routing rule)

@@ -1,0 +1,103 @@
+"""The search: the Planner's nodes carried from plan to score, one at a time or several at once.
+
+``carry_node`` is the one way a node goes from its plan to its score: the Coder writes the code and
+runs it through the executor (local or Ray) in the sandbox, the Debugger repairs a failure, the
+Evaluator scores the predictions on the host and checks them against the sha256 the sandbox
+recorded. ``run_search`` drives it for the Planner. With several workers (``--workers N``, or a
+Ray cluster) the Planner plans a node for every free worker, counting the nodes in flight as
+visits that earned nothing (virtual loss, ``tools.search.tree.in_flight``) so that workers spread
+over the tree; results reach the Planner one at a time, in the order they finish; only the
+Planner's thread changes the tree. A stop (budget, time limit) lets the nodes in flight finish.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from pydantic import BaseModel
+
+from harmonycell.agents.base import StepAgent
+from harmonycell.agents.coder import Coder
+from harmonycell.agents.context import RunContext
+from harmonycell.agents.debugger import Debugger
+from harmonycell.agents.evaluator import Evaluator
+from harmonycell.agents.messages import NodeAbandoned, NodePlan, NodeScored, SearchDone
+from harmonycell.agents.routing import derive, next_speaker
+
+# who carries a node, and the routes between them (read from their handlers)
+NODE_AGENTS: tuple[type[StepAgent], ...] = (Coder, Debugger, Evaluator)
+NODE_ROUTES, _ = derive(NODE_AGENTS)
+OUTCOMES = (NodeScored, NodeAbandoned)  # what goes back to the Planner
+
+
+def node_agents(ctx: RunContext) -> dict[str, StepAgent]:
+    return {cls.__name__: cls(ctx) for cls in NODE_AGENTS}
+
+
+def carry_node(ctx: RunContext, agents: dict[str, StepAgent], plan: NodePlan) -> NodeScored | NodeAbandoned:
+    """One node from its plan to the message that goes back to the Planner, every message recorded."""
+    msg: BaseModel = plan
+    while not isinstance(msg, OUTCOMES):
+        target = next_speaker(msg, NODE_ROUTES)
+        if target is None:
+            raise RuntimeError(f"a node's {type(msg).__name__} has no agent to carry it on")
+        agent = agents[target]
+        msg = getattr(agent, f"on_{type(msg).__name__}")(msg)
+        ctx.say(agent.name, msg)
+    return msg
+
+
+def run_search(planner) -> SearchDone:
+    """Plan, carry and apply nodes until the Planner says the search is done."""
+    ctx = planner.ctx
+    agents = node_agents(ctx)
+    if not ctx.get_executor().parallel:
+        nxt = planner._next(planner._tree())
+        while isinstance(nxt, NodePlan):
+            ctx.say(planner.name, nxt)
+            outcome = carry_node(ctx, agents, nxt)
+            nxt = getattr(planner, f"on_{type(outcome).__name__}")(outcome)
+        return nxt
+    return _in_parallel(planner, agents)
+
+
+def _in_parallel(planner, agents: dict[str, StepAgent]) -> SearchDone:
+    ctx = planner.ctx
+    executor = ctx.get_executor()
+    # loaded once here, not by several workers at once
+    agents["Evaluator"].adata()
+    agents["Evaluator"]._train_mean_val()
+    slots = [{"worker": f"w{s.worker}", "cores": list(s.cores), "gpus": s.gpu_ids}
+             for s in getattr(executor, "slots", [])]
+    ctx.transcript.append("event", planner.name, "parallel_search",
+                          {"workers": executor.workers, "executor": executor.name, "slots": slots})
+    ctx.console.print(f"[bold]parallel search[/] {executor.workers} worker(s) on the {executor.name} executor",
+                      highlight=False)
+    free = list(range(executor.workers))
+    running: dict[Future, NodePlan] = {}
+    result: SearchDone | None = None
+    with ThreadPoolExecutor(max_workers=executor.workers, thread_name_prefix="node") as pool:
+        while True:
+            while free and result is None:
+                tree = planner._tree()
+                nxt = planner._next(tree, busy=frozenset(p.node_id for p in running.values()))
+                if nxt is None:
+                    break
+                if isinstance(nxt, SearchDone):
+                    result = nxt
+                    break
+                ctx.node_workers[nxt.node_id] = free.pop(0)
+                ctx.say(planner.name, nxt)
+                running[pool.submit(carry_node, ctx, agents, nxt)] = nxt
+            if not running:
+                if result is not None:
+                    return result
+                continue
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                plan = running.pop(future)
+                outcome = future.result()  # a worker's failure is the run's (after the others end)
+                tree = planner._tree()
+                planner.apply(tree, outcome)
+                tree.save(ctx.run.tree_json)
+                free.append(ctx.node_workers.pop(plan.node_id))
