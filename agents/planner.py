@@ -22,7 +22,7 @@ from harmonycell.agents.search import run_search
 from harmonycell.agents.messages import Approval, NodeAbandoned, NodePlan, NodeScored, SearchDone, UnifyDone
 from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
 from harmonycell.tools.search import tree as T
-from harmonycell.tools.search.actions import child_actions, parse_action
+from harmonycell.tools.search.actions import child_actions, closed_form, parse_action
 from harmonycell.tools.search.budget import estimate_node_seconds, fmt_duration, nodes_that_fit
 from harmonycell.tools.data.taskdata import load_meta
 from harmonycell.tools.search.failure_routing import reopen_best, route_abandoned, route_scored
@@ -300,10 +300,13 @@ class Planner(StepAgent):
         node.backend = s.backend
         node.predictions = {split: a.sha256 for split, a in s.predictions.items()}
         node.metrics = {k: v for k, v in s.metrics.items() if k not in ("wall_s", "cpu_s")}
-        if tree.t_root is None:
+        # the cost yardstick is the first network trained: a closed-form fit takes seconds and
+        # would make every network look too slow, and say hundreds of nodes fit in the time left
+        network = not closed_form(node.action)
+        if tree.t_root is None and network:
             tree.t_root = node.cpu_s if node.cpu_s is not None else node.wall_s
         T.backpropagate(tree, node.id, s.reward)
-        if len(tree.trained()) == 1:
+        if network and sum(not closed_form(n.action) for n in tree.trained()) == 1:
             self._measured_budget(tree, node)
         if "train_mean_val" in s.metrics:  # no validation split: nothing to compare, no routing
             self._trace(route_scored(tree, node.id, node.val_metric, s.metrics.get("train_mean_val"),

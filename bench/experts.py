@@ -645,10 +645,12 @@ def render(results: dict) -> str:
     for name, e in EXPERTS.items():
         status = results.get("install", {}).get(name, "not attempted")
         lines.append(f"| {name} | {e.paper} | {status} |")
-    from harmonycell.tools.search.actions import all_backbone_paths
+    from harmonycell.tools.search.actions import all_backbone_paths, closed_form
     from harmonycell.tools.search.knowledge import EXPERT_IDEAS
 
-    ours = ", ".join(p.split("/")[1] for p in all_backbone_paths() if p not in EXPERT_IDEAS.values())
+    # the networks the experts' ideas were compared with (the closed-form models came later)
+    ours = ", ".join(p.split("/")[1] for p in all_backbone_paths()
+                     if p not in EXPERT_IDEAS.values() and not closed_form(p))
     lines += ["", f"What each expert has that HarmonyCell's original backbones (`tools/search/actions.py`: {ours}) "
               "lack, and the backbone that now carries it:", "",
               *[f"- {name}: {e.idea}" + (f" Now carried by `{EXPERT_IDEAS[name]}` (next section)."

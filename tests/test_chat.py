@@ -45,10 +45,10 @@ def test_chat_conversation_with_questions_and_steering(synthetic_dir, tmp_path):
     child.logfile_read = open(tmp_path / "session.txt", "w")
     child.expect(said("What would you like to predict"))
     child.sendline(f"{synthetic_dir} I want to predict how an unseen cell line responds, "
-                   f"in 1 node, no generative models")
+                   f"in 1 node, no generative models, no simple models")
     child.expect(said("I understood: 2 input"))
     child.expect("unseen-cell-context")
-    child.expect(said("will not try: generative"))
+    child.expect(said("will not try: generative, simple"))
     # the UnifyDone line names the held-out cell type, not a count of perturbations
     child.expect(said(r"test holds out cell type Line[AB] \(lab"))
     child.expect(said("Start the model search with 1 node"))
@@ -90,7 +90,7 @@ def test_chat_conversation_with_questions_and_steering(synthetic_dir, tmp_path):
     recs = records(run_dir)
     user = [r for r in recs if r["source"] == "User" and r["kind"] == "message"]
     intent = next(r["content"] for r in user if r["type"] == "RunIntent")
-    assert intent["task"] == "unseen-cell-context" and intent["exclude"] == ["generative"]
+    assert intent["task"] == "unseen-cell-context" and intent["exclude"] == ["generative", "simple"]
     assert intent["budget_nodes"] == 1 and len(intent["files"]) == 2
     questions = [r["content"] for r in user if r["type"] == "Question"]
     assert [q["topic"] for q in questions] == ["genes", "held_out", "winner", "baselines", "code", "failures"]
@@ -238,7 +238,7 @@ def test_steering_is_recorded_so_resume_and_rerun_honour_it(synthetic_dir, tmp_p
     child.sendline(f"{synthetic_dir} I want to predict how an unseen cell line responds, in 1 node")
     child.expect(said("Start the model search with 1 node"))
     child.sendline("no resnet, add 2 nodes")
-    child.expect(said("noted. The search will try discriminative/gated-mlp"))
+    child.expect(said("noted. The search will try simple/ridge, simple/nearest-gene, discriminative/gated-mlp"))
     child.expect(said("Start the model search with 3 node"))
     child.sendline("y")
     child.expect(said("Evaluator -> Planner NodeScored"))  # the first node is scored: stop here

@@ -8,14 +8,15 @@ import pytest
 from harmonycell.agents.policies.llm import ReplyInvalid
 from harmonycell.agents.policies.planner import parse_expansion, render_prompt
 from harmonycell.tools.search import tree as T
-from harmonycell.tools.search.actions import child_actions
+from harmonycell.tools.search.actions import child_actions, closed_form
 
 
 TRAINED = "n002"  # root -> n001 (paradigm decision) -> n002 (backbone, trained)
 
 
 def backbones() -> list[str]:
-    return [b for p in child_actions("") for b in child_actions(p)]
+    """The networks (a closed-form backbone has no refinement to propose)."""
+    return [b for p in child_actions("") for b in child_actions(p) if not closed_form(b)]
 
 
 @pytest.fixture

@@ -135,7 +135,7 @@ def test_mlflow_export_logs_every_node_with_params_metrics_and_artifacts(enriche
     assert sorted(by_node) == sorted(nodes)
     best = by_node[data.best_node]
     assert best.data.params["action"] == data.tree["nodes"][data.best_node]["action"]
-    assert best.data.params["config.lr"] == str(data.nodes[data.best_node].config["lr"])
+    assert best.data.params["config.seed"] == str(data.nodes[data.best_node].config["seed"])
     assert best.data.metrics["reward"] == pytest.approx(data.tree["nodes"][data.best_node]["reward"])
     assert "test_DeltaPCC" in best.data.metrics
     curve = client.get_metric_history(best.info.run_id, "train_loss")

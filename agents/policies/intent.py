@@ -59,9 +59,12 @@ ALIASES: dict[str, str] = {
     "gated": "gated-mlp", "attribute decoder": "attribute-decoder", "set transformer": "set-transformer",
     "transformer": "set-transformer", "transformers": "set-transformer", "pathway": "pathway-masked",
     "pathways": "pathway-masked",
+    "simple models": "simple", "closed-form": "simple", "closed form": "simple", "linear": "ridge",
+    "linear models": "ridge", "ridge regression": "ridge", "nearest neighbours": "nearest-gene",
+    "nearest neighbors": "nearest-gene", "knn": "nearest-gene", "nearest gene": "nearest-gene",
 }
 # model families a person may name that the action space does not have: refused, not ignored
-FOREIGN = r"gnns?|graph neural networks?|diffusion(?: models?)?|gans?|lstms?|rnns?|linear models?|foundation models?"
+FOREIGN = r"gnns?|graph neural networks?|diffusion(?: models?)?|gans?|lstms?|rnns?|foundation models?"
 NEG = r"(?:no|without|exclude|excluding|skip|not|avoid|don'?t use|do not use|never use|drop|remove)\s+(?:the\s+|any\s+)?"
 MODELS = "|".join(sorted((re.escape(a) for a in ALIASES), key=len, reverse=True))
 EXCLUDE_RE = re.compile(NEG + rf"({MODELS}|{FOREIGN})(?:\s+models?|\s+backbones?)?\b", re.I)

@@ -87,7 +87,7 @@ class Node(BaseModel):
 
 class Tree(BaseModel):
     nodes: dict[str, Node] = Field(default_factory=lambda: {ROOT: Node(id=ROOT, parent=None, action="", status="decision")})
-    t_root: float | None = None  # cost (CPU s) of the first working node
+    t_root: float | None = None  # cost (CPU s) of the first working network (closed-form fits aside)
     seed: int = 0
     started_at: float | None = None  # epoch seconds when the search began (time limit)
     kb: dict[str, Any] | None = None  # what the knowledge base said (warm start or tabula rasa)
