@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from harmonycell.tools.errors import HarmonyCellError, InputError
 
 UNIFIED = "unified.h5ad"
-SHOWN = ("DeltaPCC", "PCC_Delta_shift_corrected", "Cosine_delta", "RMSE", "Discrimination_rank")
+SHOWN = ("Discrimination_score", "DeltaPCC", "PCC_Delta_shift_corrected", "Cosine_delta", "RMSE")
 
 
 class TrainReport(BaseModel):
