@@ -62,8 +62,11 @@ def summary(type_: str, c: dict) -> str:
     if type_ == "TestScored":
         m = c["metrics"]
         tm = c["baselines"].get("train_mean", {})
-        return (f"{c['node_id']} test shift-corrected PearsonΔ {_fmt(m.get('PCC_Delta_shift_corrected'))} "
-                f"(train-mean {_fmt(tm.get('PCC_Delta_shift_corrected'))}), DeltaPCC {_fmt(m.get('DeltaPCC'))} "
+        from harmonycell.tools.evaluation.metrics import headline_of
+
+        metric, value = headline_of(m)
+        return (f"{c['node_id']} test {metric} {_fmt(value)} "
+                f"(train-mean {_fmt(tm.get(metric))}), DeltaPCC {_fmt(m.get('DeltaPCC'))} "
                 f"(train-mean {_fmt(tm.get('DeltaPCC'))}), RMSE {_fmt(m.get('RMSE'))}")
     if type_ == "Verdict":
         if c.get("headline"):

@@ -161,6 +161,26 @@ def compare_family(diffs: dict[str, tuple[np.ndarray, int]], metric: str, seed: 
     return decide([c for c in raw if c.conclusion != "not applicable"])
 
 
+# Descriptive only (the benches' spread of a pooled mean); never a conclusion: its percentile
+# interval is anti-conservative at small n (bench/interval_calibration.py).
+MIN_N = 3
+N_BOOT = 2000
+
+
+def bootstrap_mean_ci(values: np.ndarray, seed: int = TEST_SEED, n_boot: int = N_BOOT,
+                      confidence: float = 1 - ALPHA) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (resampling its entries)."""
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(1)
+    a = (1 - confidence) / 2
+    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def as_values(metric: str, values: Sequence[float | None]) -> np.ndarray:
+    """Per-query values as floats, an undefined one as NaN (not applicable, never 0)."""
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+
 # Metrics compared against each baseline (the headline decides; the others are reported).
 COMPARED_METRICS = (SEARCH_METRIC, FALLBACK_METRIC, "DeltaPCC", "RMSE")
 
