@@ -10,7 +10,7 @@ from harmonycell.tools.record import atomic
 from harmonycell.tools.search import tree as T
 from harmonycell.tools.evaluation.baselines import compute_baselines
 from harmonycell.tools.evaluation.compare import compare_all
-from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
+from harmonycell.tools.evaluation.metrics import SEARCH_METRIC, headline_of
 from harmonycell.tools.errors import PredictionError
 from harmonycell.tools.evaluation.scoring import score_prediction_file
 from harmonycell.tools.evaluation.pseudobulk import targets_for
@@ -54,8 +54,9 @@ class Evaluator(StepAgent):
         # cost in CPU seconds (load-independent); wall time only where the backend gave none
         cost = ex.cpu_s if ex.cpu_s is not None else ex.wall_s
         t_root = self.ctx.search_tree().t_root or cost
-        # the reward reads the honest metric (shift-corrected), never the inflated DeltaPCC
-        r = T.reward(T.normalised_metric(m.get(SEARCH_METRIC)), cost, t_root)
+        # the reward reads the headline (its declared fallback where it is undefined)
+        metric, value = headline_of(m)
+        r = T.reward(T.normalised_metric(value, metric), cost, t_root)
         m["wall_s"], m["cpu_s"] = ex.wall_s, ex.cpu_s
         m["train_mean_val"] = self._train_mean_val()
         self.ctx.tool_call(self.name, "score_predictions", {"node": ex.node_id, "split": "val"},

@@ -19,7 +19,7 @@ from harmonycell.agents.policies.judge import report_addendum
 from harmonycell.tools.report.markdown import render_report
 from harmonycell.tools.report.plots import plot_report
 from harmonycell.tools.evaluation.compare import usefulness
-from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
+from harmonycell.tools.evaluation.metrics import FALLBACK_METRIC, SEARCH_METRIC
 from harmonycell.tools.report.markdown import headline_text
 from harmonycell.tools.report.publish import write_report_html
 from harmonycell.tools.schema import SPLIT, TaskKind
@@ -130,7 +130,8 @@ class Judge(StepAgent):
         if t.node_id is None:
             failed = ["no node trained"] + failed
         line = headline_text(valid=valid, useful=useful, failed=failed, deciding=deciding,
-                             n_queries=t.n_queries, unit=unit, n_units=n_units, metric=SEARCH_METRIC)
+                             n_queries=t.n_queries, unit=unit, n_units=n_units,
+                             metric=next(iter(deciding.values())).metric if deciding else SEARCH_METRIC)
         if backend is not None and not is_isolated(backend):
             line += f" -- UNISOLATED: the selected node ran on {backend}, without a sandbox wall"
         unify = json.loads((run.unify_dir / "unify_report.json").read_text()) if (run.unify_dir / "unify_report.json").exists() else {}
@@ -171,11 +172,12 @@ class Judge(StepAgent):
         ``better`` (a difference without an interval is not a win)."""
         out = []
         for c in t.comparisons:
-            if c.metric not in (SEARCH_METRIC, "DeltaPCC", "RMSE"):
+            if c.metric not in (SEARCH_METRIC, FALLBACK_METRIC, "DeltaPCC", "RMSE"):
                 continue
-            suffix = {SEARCH_METRIC: "_shift_corrected", "DeltaPCC": "", "RMSE": "_rmse"}[c.metric]
-            ci = ("no interval (n < 3)" if c.ci_low is None
-                  else f"95% CI [{c.ci_low:+.3f}, {c.ci_high:+.3f}]")
+            suffix = {SEARCH_METRIC: "_headline", FALLBACK_METRIC: "_headline_fallback", "DeltaPCC": "",
+                      "RMSE": "_rmse"}[c.metric]
+            ci = ("no interval" if c.ci_low is None
+                  else f"95% sign-flip interval [{c.ci_low:+.3f}, {c.ci_high:+.3f}], Holm p {c.p_holm:.3g}")
             out.append(Check(name=f"beats_{c.baseline}{suffix}", passed=c.conclusion == "better",
                              detail=f"{c.metric} model - {c.baseline}: {c.mean_diff:+.3f}, {ci}, "
                                     f"n={c.n}: {c.conclusion}"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harmonycell.agents.unifier import held_units
-from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
+from harmonycell.tools.evaluation.metrics import headline_of
 
 
 def fmt_value(v) -> str:
@@ -44,15 +44,17 @@ def summary(type_: str, c: dict) -> str:
         return f"{c['node_id']} abandoned after {c['attempts']} attempt(s): {c['reason']}"
     if type_ == "NodeScored":
         m = c["metrics"]
-        return (f"{c['node_id']} val {SEARCH_METRIC} {fmt_value(m.get(SEARCH_METRIC))}, DeltaPCC "
+        metric, value = headline_of(m)
+        return (f"{c['node_id']} val {metric} {fmt_value(value)}, DeltaPCC "
                 f"{fmt_value(m.get('DeltaPCC'))}, RMSE {fmt_value(m.get('RMSE'))}, reward {c['reward']:.3f}")
     if type_ in ("SearchDone", "SearchReviewed"):
         return f"best {c['best_node']} of {c['n_nodes']} node(s): {c['reason']}"
     if type_ == "TestScored":
         m = c["metrics"]
         tm = c["baselines"].get("train_mean", {})
-        return (f"{c['node_id']} test shift-corrected PearsonΔ {fmt_value(m.get('PCC_Delta_shift_corrected'))} "
-                f"(train-mean {fmt_value(tm.get('PCC_Delta_shift_corrected'))}), DeltaPCC {fmt_value(m.get('DeltaPCC'))} "
+        metric, value = headline_of(m)
+        return (f"{c['node_id']} test {metric} {fmt_value(value)} "
+                f"(train-mean {fmt_value(tm.get(metric))}), DeltaPCC {fmt_value(m.get('DeltaPCC'))} "
                 f"(train-mean {fmt_value(tm.get('DeltaPCC'))}), RMSE {fmt_value(m.get('RMSE'))}")
     if type_ == "Verdict":
         if c.get("headline"):

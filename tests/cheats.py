@@ -53,7 +53,7 @@ def walk_up():
 attempt("walk up from the node folder looking for unified.h5ad", walk_up)
 # (d) the network
 attempt("tcp connect 1.1.1.1:53", lambda: socket.create_connection(("1.1.1.1", 53), timeout=3))
-attempt("resolve a name", lambda: socket.getaddrinfo("pypi.org", 443))
+attempt("resolve a name", lambda: socket.getaddrinfo("registry.invalid-host.example", 443))
 attempt("docker socket", lambda: socket.socket(socket.AF_UNIX).connect("/var/run/docker.sock"))
 # (e) write outside the node folder
 def write(path):
@@ -132,3 +132,33 @@ class Idle(torch.nn.Module):
 def build_model(info):
     return Idle(info)
 '''
+
+# ---------------------------------------------------------------- merit cheats (issue 26)
+# Predictions with no learning in them, written as the (queries, genes) matrix a node would
+# save. Each must come out `useful: false` on the host; the oracle (the true held-out means)
+# must come out `useful: true`, or the verdict could not tell the two apart.
+
+
+def merit_cheats(t, train_mean, seed: int = 0) -> dict:
+    """name -> prediction, for ``Targets`` t and the train-mean baseline's prediction."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    shift = train_mean - t.y_ctrl  # the average training effect of each query's context
+    fixed = rng.normal(0, 1, t.y.shape[1])
+    out = {}
+    trick = train_mean.copy()  # the one-line trick: lower the query's own target gene by 1
+    for q, genes in enumerate(t.target_genes):
+        trick[q, genes] -= 1.0
+    out["target-gene trick"] = trick
+    for a in (0.3, 1.0, 2.0):
+        out[f"y_ctrl + {a} x train shift"] = t.y_ctrl + a * shift
+        out[f"y_ctrl + {a} x fixed vector"] = t.y_ctrl + a * fixed
+    out["noise around the training centroid"] = t.pert_mean_train + rng.normal(0, 0.05, t.y.shape)
+    other = np.arange(len(t.queries))
+    for c in np.unique(t.query_context):  # contexts: another query of the same context
+        idx = np.flatnonzero(t.query_context == c)
+        other[idx] = np.roll(idx, 1)
+    out["another query's true profile"] = t.y[other]
+    out["random"] = t.y_ctrl + rng.normal(0, 0.5, t.y.shape)
+    return out

@@ -126,7 +126,7 @@ def test_cli_json_and_table(tmp_path):
     assert res.exit_code == 0, res.output
     payload = json.loads(res.stdout)
     assert payload["split"] == "test"
-    assert set(payload["baselines"]) == {"control_mean", "train_mean", "linear", "additive"}
+    assert set(payload["baselines"]) == {"control_mean", "train_mean", "linear", "additive", "noise_ceiling"}
     assert payload["test_conditions"] == sorted(payload["test_conditions"]) and payload["test_conditions"]
     assert payload["baselines"]["control_mean"]["DeltaPCC"] is None
     assert json.loads((tmp_path / "b.json").read_text()) == payload
@@ -150,7 +150,7 @@ def test_unseen_context_with_one_perturbation_has_no_shift_corrected_signal():
     rep = compute_baselines(ad)
     assert rep.baselines["train_mean"]["PCC_Delta_shift_corrected"] is None
     assert rep.baselines["train_mean"]["DeltaPCC"] > 0.5
-    assert rep.baselines["train_mean"]["Discrimination_rank"] is None  # a single query: no rank
+    assert rep.baselines["train_mean"]["Discrimination_score"] is None  # a single query: no rank
     assert rep.fallbacks["linear"].n == 0  # G000 is a measured gene, seen in other contexts
 
 

@@ -49,7 +49,7 @@ def test_invariances_and_bounds(case, scale, offset):
         assert m["RMSE"] >= 0
         for k in ("DeltaPCC", "Cosine_delta", "PCC_Delta_shift_corrected"):
             assert -1 <= m[k] <= 1
-        for k in ("rank_rmse", "rank_cosine", "rank_pcc", "Discrimination_rank"):
+        for k in ("rank_rmse", "rank_cosine", "rank_pcc", "Discrimination_score"):
             assert m[k] is None or 0 <= m[k] <= 1
     assert base.aggregate["Matrix_Distance"] >= 0
 

@@ -24,8 +24,9 @@ def test_perfect_prediction(targets):
     assert agg["Cosine_delta"] == pytest.approx(1.0)
     assert agg["PCC_Delta_shift_corrected"] == pytest.approx(1.0)
     assert agg["Matrix_Distance"] == pytest.approx(0.0, abs=1e-12)
-    for k in ("Mean_rank_rmse", "LogFC_rank_cosine", "LogFC_rank_pcc", "Discrimination_rank"):
+    for k in ("Mean_rank_rmse", "LogFC_rank_cosine", "LogFC_rank_pcc"):
         assert agg[k] == 0.0
+    assert agg["Discrimination_score"] == 1.0 and agg["PCC_Delta_topDE"] == pytest.approx(1.0)
 
 
 def test_control_mean_prediction_has_no_correlation(targets):
@@ -56,10 +57,10 @@ def test_permuted_perturbations_rank_near_half():
     ranks = []
     for _ in range(20):
         perm = rng.permutation(len(t.queries))
-        ranks.append(score(t, t.y[perm]).aggregate["Discrimination_rank"])
+        ranks.append(score(t, t.y[perm]).aggregate["Discrimination_score"])
     assert len(t.queries) >= 40
     assert abs(np.mean(ranks) - 0.5) < 0.05
-    assert score(t, t.y).aggregate["Discrimination_rank"] == 0.0
+    assert score(t, t.y).aggregate["Discrimination_score"] == 1.0
 
 
 def test_shared_shift_inflates_deltapcc_but_not_shift_corrected(targets):

@@ -7,35 +7,49 @@ import pytest
 
 from harmonycell.tools.evaluation.baselines import compute_baselines
 from harmonycell.tools.evaluation.compare import (
-    N_BOOT,
-    bootstrap_mean_ci,
+    ALPHA,
     compare,
     compare_all,
+    compare_diffs,
+    holm,
+    min_p,
     usefulness,
 )
-from harmonycell.tools.evaluation.metrics import HIGHER_IS_BETTER, SEARCH_METRIC, score
+from harmonycell.tools.evaluation.metrics import FALLBACK_METRIC, HIGHER_IS_BETTER, SEARCH_METRIC, score
 from harmonycell.tools.evaluation.pseudobulk import targets_for
 from harmonycell.tools.report.markdown import headline_text
 from harmonycell.tools.search.tree import Node, Tree, normalised_metric
 from metrics_data import make_canonical
 
 
-def test_interval_known_answers():
-    # a constant difference has a zero-width interval at that value
-    lo, hi = bootstrap_mean_ci(np.full(10, 0.25))
-    assert lo == pytest.approx(0.25) and hi == pytest.approx(0.25)
-    # many +1/-1 differences: mean 0, the interval is the normal one, +-1.96 sd / sqrt(n)
-    d = np.array([1.0, -1.0] * 200)
-    lo, hi = bootstrap_mean_ci(d)
-    half = 1.96 * d.std() / np.sqrt(len(d))
-    assert lo == pytest.approx(-half, abs=0.25 * half) and hi == pytest.approx(half, abs=0.25 * half)
-    # seeded: the same numbers give the same interval
-    assert bootstrap_mean_ci(d) == bootstrap_mean_ci(d)
-    assert N_BOOT >= 1000
+def test_sign_flip_known_answers():
+    # n = 5, every difference positive: p = 2 / 2^5 = 0.0625 > 0.05, so "too few units", never
+    # "better" -- however large the differences (three of +1e-6 used to be "better")
+    for n in (3, 5):
+        c = compare_diffs(np.full(n, 1e-6), "DeltaPCC", "train_mean")
+        assert c.p_value == pytest.approx(min_p(n)) and c.conclusion == "too few units"
+    c = compare_diffs(np.full(6, 0.3), "DeltaPCC", "train_mean")
+    assert c.p_value == pytest.approx(2 / 64) and c.conclusion == "better"
+    # exact enumeration: 8 pairs, one negative of the same size: 2 * (1 + 8) / 256
+    d = np.array([1.0] * 7 + [-1.0])
+    assert compare_diffs(d, "DeltaPCC", "x").p_value == pytest.approx(2 * 9 / 256)
+    # the interval is centred on the mean and seeded
+    c = compare_diffs(np.array([0.1, 0.3, 0.2, 0.4, 0.25, 0.15, 0.35]), "DeltaPCC", "x")
+    assert c.ci_low < c.mean_diff < c.ci_high
+    assert c == compare_diffs(np.array([0.1, 0.3, 0.2, 0.4, 0.25, 0.15, 0.35]), "DeltaPCC", "x")
+    # identical predictions: no difference, p = 1
+    assert compare_diffs(np.zeros(30), "DeltaPCC", "x").conclusion == "indistinguishable"
+
+
+def test_holm_known_answers():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5]) == [0.5]
+    # with three baselines at once, 6 units cannot reach 0.05 even when all agree
+    assert 3 * min_p(6) > ALPHA and 3 * min_p(7) <= ALPHA
 
 
 def test_conclusions_read_the_metric_direction():
-    base = [0.1, 0.2, 0.3, 0.1, 0.2, 0.3]
+    base = [0.1, 0.2, 0.3, 0.1, 0.2, 0.3, 0.1, 0.2]
     up = [b + 0.3 + 0.01 * i for i, b in enumerate(base)]
     assert compare(up, base, "DeltaPCC", "train_mean").conclusion == "better"
     assert compare(base, up, "DeltaPCC", "train_mean").conclusion == "worse"
@@ -48,12 +62,14 @@ def test_conclusions_read_the_metric_direction():
     noisy = [b + (0.2 if i % 2 else -0.2) for i, b in enumerate(base)]
     c = compare(noisy, base, "DeltaPCC", "train_mean")
     assert c.ci_low < 0 < c.ci_high and c.conclusion == "indistinguishable"
-    # two queries are an anecdote: no interval, no conclusion either way
+    # two queries are an anecdote: no conclusion either way
     c = compare([0.9, 0.9], [0.1, 0.1], "DeltaPCC", "train_mean")
-    assert c.n == 2 and c.ci_low is None and c.conclusion == "indistinguishable"
-    # an undefined correlation counts as 0, never dropped
-    c = compare([None, 0.5, 0.5, 0.5], [0.4, 0.4, 0.4, 0.4], "DeltaPCC", "linear")
-    assert c.n == 4 and c.mean_diff == pytest.approx((-0.4 + 0.1 * 3) / 4)
+    assert c.n == 2 and c.conclusion == "too few units"
+    # an undefined value is not applicable: dropped, never counted as 0
+    c = compare([None] + [0.5] * 7, [0.4] * 8, "DeltaPCC", "linear")
+    assert c.n == 7 and c.n_undefined == 1 and c.mean_diff == pytest.approx(0.1)
+    c = compare([0.5] * 8, [None] * 8, "DeltaPCC", "control_mean")
+    assert c.n == 0 and c.mean_diff is None and c.conclusion == "not applicable"
 
 
 def _comparisons(ad, pred):
@@ -73,12 +89,14 @@ def test_random_predictions_are_not_useful_and_the_headline_says_so():
     _, comps = _comparisons(ad, pred)
     useful, deciding = usefulness(comps)
     assert not useful
+    # control_mean's headline is defined (chance), so it is compared like every other baseline
     assert set(deciding) == {"control_mean", "train_mean", "linear"}
-    assert all(c.conclusion != "better" for n, c in deciding.items() if n != "control_mean")
+    assert all(c.conclusion != "better" for c in deciding.values())
     line = headline_text(valid=True, useful=useful, failed=[], deciding=deciding, n_queries=len(t.queries),
                          unit="genes", n_units=12, metric=SEARCH_METRIC)
     assert line.startswith("VALID, NOT BETTER THAN BASELINES")
-    assert "held-out genes" in line and "train_mean: " in line and "BETTER THAN EVERY" not in line
+    assert "held-out genes" in line and "train_mean: " in line and "control_mean: " in line
+    assert "BETTER THAN EVERY" not in line
 
 
 def test_truth_is_useful_and_an_invalid_run_never_is():
@@ -95,13 +113,30 @@ def test_truth_is_useful_and_an_invalid_run_never_is():
     assert bad.startswith("INVALID (provenance), NOT USEFUL")
 
 
+def test_undefined_everywhere_never_decides_and_the_fallback_does():
+    rows = lambda vals, m: [{"condition": f"C{i}", "context": "d|x", "metrics": m(v)} for i, v in enumerate(vals)]
+    # the headline is undefined for all (a single held-out query per pool): the fallback decides
+    model = rows([0.9] * 8, lambda v: {SEARCH_METRIC: None, FALLBACK_METRIC: v})
+    base = {"control_mean": rows([0] * 8, lambda v: {SEARCH_METRIC: None, FALLBACK_METRIC: None}),
+            "train_mean": rows([0.5 + 0.01 * i for i in range(8)],
+                               lambda v: {SEARCH_METRIC: None, FALLBACK_METRIC: v})}
+    comps = compare_all(model, base, metrics=(SEARCH_METRIC, FALLBACK_METRIC))
+    useful, deciding = usefulness(comps)
+    assert set(deciding) == {"train_mean"} and deciding["train_mean"].metric == FALLBACK_METRIC
+    assert useful  # control_mean is not applicable, not a 0 the model trivially beats
+    # nothing applies at all: never useful
+    none = rows([0] * 8, lambda v: {SEARCH_METRIC: None, FALLBACK_METRIC: None})
+    assert usefulness(compare_all(none, {"control_mean": none},
+                                  metrics=(SEARCH_METRIC, FALLBACK_METRIC))) == (False, {})
+
+
 def test_search_ranks_on_the_declared_metric_and_direction():
-    assert SEARCH_METRIC == "PCC_Delta_shift_corrected" and HIGHER_IS_BETTER[SEARCH_METRIC]
+    assert SEARCH_METRIC == "Discrimination_score" and HIGHER_IS_BETTER[SEARCH_METRIC]
     tree = Tree()
-    for nid, v in (("a", 0.1), ("b", 0.4), ("c", -0.2)):
+    for nid, v in (("a", 0.6), ("b", 0.9), ("c", 0.4)):
         tree.nodes[nid] = Node(id=nid, parent="root", action=nid, status="ok", reward=0.5, val_metric=v)
     assert tree.best().id == "b"
-    assert normalised_metric(0.4) == pytest.approx(0.4) and normalised_metric(-0.3) == 0.0
+    assert normalised_metric(0.9) == pytest.approx(0.9) and normalised_metric(0.5) == 0.5
     # a lower-is-better metric maps to a larger reward when smaller
     assert normalised_metric(0.1, "RMSE") > normalised_metric(0.5, "RMSE")
 
@@ -113,10 +148,11 @@ def _rows(vals, metric=SEARCH_METRIC):
 def test_folds_pool_per_query_and_average_repeats():
     from harmonycell.tools.evaluation.crossval import FoldResult, summarise
 
-    # two folds x two repeats; each query is tested once per repeat, the model is 0.2 better
+    # two folds x two repeats; each query is tested once per repeat, the model is 0.2 better;
+    # query C3 is tested in both folds of each repeat (a pair held out twice): one unit still
     folds = []
     for rep in range(2):
-        for k, keys in enumerate(([0, 1, 2], [3, 4, 5])):
+        for k, keys in enumerate(([0, 1, 2, 3], [3, 4, 5, 6])):
             base = [0.1 * i for i in keys]
             model = [b + 0.2 + 0.01 * rep for b in base]
             mk = lambda vals: [{"condition": f"C{i}", "context": "d|x", "metrics": {SEARCH_METRIC: v}}
@@ -125,7 +161,7 @@ def test_folds_pool_per_query_and_average_repeats():
                                     baseline_rows={"train_mean": mk(base)}))
     cv = summarise(folds, 2, 2, metrics=(SEARCH_METRIC,))
     c = cv.comparisons[0]
-    assert cv.n_queries == 6 and c.n == 6  # six queries, not twelve: repeats are averaged
+    assert cv.n_queries == 7 and c.n == 7  # seven queries, not sixteen instances
     assert c.mean_diff == pytest.approx(0.205) and c.conclusion == "better"
     assert cv.spread["model"][SEARCH_METRIC].n_folds == 4
 

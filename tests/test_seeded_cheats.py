@@ -146,3 +146,52 @@ def test_c_a_replaced_prediction_writer_is_scored_as_no_better_than_baselines(ba
     assert useful is False, (metrics, baselines)
     best_pcc = max(b.get("DeltaPCC") or -1 for b in baselines.values())
     assert (metrics.get("DeltaPCC") or -1) <= best_pcc + 1e-6
+
+
+# ---------------------------------------------------------------- merit cheats, host side (issue 26)
+
+def _verdict(ad, t, pred):
+    from harmonycell.tools.evaluation.metrics import score
+    from harmonycell.tools.evaluation.verdict import judge_report
+
+    return judge_report(score(t, pred), ad, "test")
+
+
+@pytest.fixture(scope="module", params=["synthetic", "norman"])
+def merit_task(request):
+    from metrics_data import make_canonical
+
+    from harmonycell.tools.evaluation.baselines import baseline_predictions
+    from harmonycell.tools.evaluation.pseudobulk import targets_for
+
+    if request.param == "synthetic":
+        ad = make_canonical(n_perts=60, seed=41)
+    else:
+        from harmonycell.tools.data.unify import unify
+
+        real = Path(__file__).parents[1] / ".." / "shared" / "data" / "real"
+        ad = unify([real / "norman_mcfaline_perturbench_devel.h5ad"], task="unseen-perturbation",
+                   seed=0).adata
+    t = targets_for(ad, "test")
+    return ad, t, baseline_predictions(ad, "test")["train_mean"]
+
+
+def test_the_oracle_is_useful(merit_task):
+    ad, t, _ = merit_task
+    v = _verdict(ad, t, t.y.copy())
+    assert v.useful, v.headline
+    assert {c.baseline for c in v.comparisons} >= {"control_mean", "train_mean", "linear"}
+
+
+@pytest.mark.parametrize("cheat", ["target-gene trick", "y_ctrl + 0.3 x train shift",
+                                   "y_ctrl + 1.0 x train shift", "y_ctrl + 2.0 x train shift",
+                                   "y_ctrl + 0.3 x fixed vector", "y_ctrl + 1.0 x fixed vector",
+                                   "y_ctrl + 2.0 x fixed vector", "noise around the training centroid",
+                                   "another query's true profile", "random"])
+def test_a_prediction_with_no_learning_is_never_useful(merit_task, cheat):
+    from cheats import merit_cheats
+
+    ad, t, train_mean = merit_task
+    v = _verdict(ad, t, merit_cheats(t, train_mean)[cheat])
+    assert v.useful is False, (cheat, v.headline)
+    assert v.headline.startswith("NOT BETTER THAN BASELINES")

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from harmonycell.agents.cli.evaluation import load_task
 from harmonycell.tools.errors import HarmonyCellError, PredictionError
 
-SHOWN = ("DeltaPCC", "PCC_Delta_shift_corrected", "Cosine_delta", "RMSE", "Discrimination_rank")
+SHOWN = ("Discrimination_score", "DeltaPCC", "PCC_Delta_shift_corrected", "Cosine_delta", "RMSE")
 
 
 class TrainReport(BaseModel):

@@ -21,6 +21,10 @@ training cells only:
   genes is fitted on all contexts' deltas pooled. A query none of whose perturbations is a
   measured gene (a drug, a cytokine, an unmeasured gene) falls back to ``train_mean``; each such
   query is listed in ``fallbacks`` with the reason.
+- ``noise_ceiling`` (``ceiling.py``): not a baseline but the positive control, a split-half
+  technical duplicate of the held-out cells; its aggregate sits in ``baselines`` so that every
+  table shows it beside the model, and it has no ``per_query`` rows, so no comparison or
+  "better than every baseline" ever includes it (its truth is half the cells, not all).
 - ``additive`` (only when combinations are held out): ``delta^_{A+B} = delta_A(train) +
   delta_B(train)`` from the singles of the same context; a query that is not a combination or
   whose singles were not all seen in training falls back to ``train_mean`` (counted).
@@ -34,6 +38,7 @@ from anndata import AnnData
 from pydantic import BaseModel, Field
 
 from harmonycell.tools.data.genes import UNS_PERT_EMBEDDING, perturbation_embedding
+from harmonycell.tools.evaluation.ceiling import CEILING_DEFINITION, NOISE_CEILING, noise_ceiling
 from harmonycell.tools.evaluation.metrics import DEFINITIONS, PerturbationScore, score
 from harmonycell.tools.evaluation.pseudobulk import (
     Targets,
@@ -95,6 +100,7 @@ BASELINE_DEFINITIONS = {
               "pseudo-bulk over all measured genes as its embedding; train_mean where the "
               "perturbation is not a measured gene (listed per query).",
     "additive": "y^_{A+B} = control mean + effect of A + effect of B, singles seen in training.",
+    NOISE_CEILING: CEILING_DEFINITION,
 }
 
 
@@ -260,6 +266,7 @@ def baseline_predictions(adata: AnnData, split: str) -> dict[str, np.ndarray]:
 def compute_baselines(adata: AnnData, split: str = "test", targets: Targets | None = None) -> BaselinesReport:
     t, preds, fallbacks = _all(adata, split, targets)
     reports = {name: score(t, p) for name, p in preds.items()}
+    ceiling = noise_ceiling(adata, split, t)
     return BaselinesReport(
         split=split,
         test_conditions=sorted({q.condition for q in t.queries}),
@@ -267,10 +274,10 @@ def compute_baselines(adata: AnnData, split: str = "test", targets: Targets | No
         n_genes=len(t.genes),
         contexts=sorted({q.context for q in t.queries}),
         control_cells={q.context: int(n) for q, n in zip(t.queries, t.n_ctrl)},  # all controls of the context
-        baselines={n: r.aggregate for n, r in reports.items()},
-        null_counts={n: r.null_counts for n, r in reports.items()},
-        per_context={n: r.per_context for n, r in reports.items()},
+        baselines={**{n: r.aggregate for n, r in reports.items()}, NOISE_CEILING: ceiling.aggregate},
+        null_counts={**{n: r.null_counts for n, r in reports.items()}, NOISE_CEILING: ceiling.null_counts},
+        per_context={**{n: r.per_context for n, r in reports.items()}, NOISE_CEILING: ceiling.per_context},
         fallbacks=fallbacks,
         per_query={n: r.per_perturbation for n, r in reports.items()},
-        baseline_definitions={n: BASELINE_DEFINITIONS[n] for n in preds},
+        baseline_definitions={n: BASELINE_DEFINITIONS[n] for n in [*preds, NOISE_CEILING]},
     )

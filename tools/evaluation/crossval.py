@@ -2,10 +2,11 @@
 per repeat, by a model whose search never saw it.
 
 Each fold contributes, per test query, the model's and every baseline's per-query metrics
-(computed on that fold's own split). Paired differences are first averaged per query over the
-repeats (a query tested R times is one unit, not R independent ones), then compared with the
-seeded bootstrap of ``compare``. Per metric, the spread across folds is reported as mean ± sd of
-the fold aggregates.
+(computed on that fold's own split). Paired differences are first averaged per query over every
+fold and repeat that tested it (a query tested R times, or in two folds as a Norman pair can be,
+is one unit, not several independent ones), then compared with ``compare``'s exact sign-flip
+test, Holm-corrected over the baselines. An undefined value is dropped, never counted as 0.
+Per metric, the spread across folds is reported as mean ± sd of the fold aggregates.
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from harmonycell.tools.evaluation.compare import (
-    BOOT_SEED,
     COMPARED_METRICS,
-    UNDEFINED_FOR,
+    TEST_SEED,
     Comparison,
-    as_values,
-    compare_diffs,
+    compare_family,
 )
 
 
@@ -56,13 +55,10 @@ def _key(row: dict) -> tuple[str, str]:
 
 
 def fold_mean(rows: Sequence[dict], metric: str) -> float | None:
-    """Mean over the fold's queries (an undefined correlation counts as 0, as in comparisons);
-    None when the metric is undefined on every query (e.g. DeltaPCC of control_mean)."""
-    raw = [r["metrics"].get(metric) for r in rows]
-    if all(v is None for v in raw):
-        return None
-    vals = as_values(metric, raw)
-    vals = vals[~np.isnan(vals)]
+    """Mean over the fold's queries where ``metric`` is defined; None when it is defined on none
+    (e.g. DeltaPCC of control_mean)."""
+    vals = np.array([v for v in (r["metrics"].get(metric) for r in rows) if v is not None],
+                    dtype=np.float64)
     return float(vals.mean()) if len(vals) else None
 
 
@@ -72,26 +68,28 @@ def spread(values: list[float | None]) -> MetricSpread:
                         sd=float(v.std(ddof=1)) if len(v) > 1 else None, n_folds=int(len(v)))
 
 
+def unit_diffs(folds: Sequence[FoldResult], baseline: str, metric: str) -> np.ndarray:
+    """Model - baseline per distinct query, averaged over every fold and repeat that tested it
+    (NaN where it is undefined in all of them)."""
+    per_key: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for f in folds:
+        if not f.model_rows or baseline not in f.baseline_rows:
+            continue
+        base = {_key(r): r for r in f.baseline_rows[baseline]}
+        for r in f.model_rows:
+            a, b = r["metrics"].get(metric), base[_key(r)]["metrics"].get(metric)
+            per_key[_key(r)].append(np.nan if a is None or b is None else a - b)
+    with np.errstate(all="ignore"):
+        return np.array([np.nan if np.isnan(v).all() else np.nanmean(v) for v in map(np.array, per_key.values())])
+
+
 def pooled_comparisons(folds: Sequence[FoldResult], metrics: Sequence[str] = COMPARED_METRICS,
-                       seed: int = BOOT_SEED) -> list[Comparison]:
+                       seed: int = TEST_SEED) -> list[Comparison]:
     baselines = sorted({b for f in folds for b in f.baseline_rows})
     out = []
-    for name in baselines:
-        for metric in metrics:
-            if metric in UNDEFINED_FOR.get(name, set()):
-                continue
-            per_key: dict[tuple[str, str], list[float]] = defaultdict(list)
-            for f in folds:
-                if not f.model_rows or name not in f.baseline_rows:
-                    continue
-                base = {_key(r): r for r in f.baseline_rows[name]}
-                for r in f.model_rows:
-                    b = base[_key(r)]
-                    d = (as_values(metric, [r["metrics"].get(metric)])
-                         - as_values(metric, [b["metrics"].get(metric)]))[0]
-                    per_key[_key(r)].append(d)
-            diffs = np.array([np.nanmean(v) for v in per_key.values()]) if per_key else np.zeros(0)
-            out.append(compare_diffs(diffs, metric, name, seed))
+    for metric in metrics:
+        out += compare_family({name: (unit_diffs(folds, name, metric), 0) for name in baselines},
+                              metric, seed)
     return out
 
 

@@ -14,7 +14,8 @@ Conventions that make the numbers hard to fake:
   is ``None`` (``null_counts`` says how many): predicting no shift for the hard perturbations
   cannot raise a mean computed over the easy ones only;
 - rank metrics compare a prediction against the true profiles of every held-out perturbation of
-  the same context; they are ``None`` where the context has a single held-out perturbation.
+  the same context; they are ``None`` where the context has a single held-out perturbation
+  (the headline, ``Discrimination_score``, pools such contexts: see ``pools``).
 Everything is vectorised over queries and genes (row-wise reductions and matrix products).
 """
 
@@ -30,6 +31,7 @@ from harmonycell.tools.evaluation.pseudobulk import Targets
 from harmonycell.tools.data.taskdata import Query
 
 FLAT_TOL = 1e-5
+TOP_DE = 20  # genes of the fallback headline (Systema: PearsonDelta on the top 20 DE genes)
 
 DEFINITIONS: dict[str, str] = {
     "RMSE": "per perturbation sqrt(mean_g (y_p - y^_p)^2) over the task's genes; aggregate = mean "
@@ -58,20 +60,32 @@ DEFINITIONS: dict[str, str] = {
                                  "training cell (unseen cell context) m = its control mean + the "
                                  "average training shift over contexts; null when y^_p - m is "
                                  "flat; aggregate = mean.",
-    "Discrimination_rank": "per perturbation p: among the held-out perturbations q of p's context, "
-                           "the fraction of q != p whose true delta_q is closer (Euclidean) to "
-                           "delta^_p than delta_p, ignoring p's own perturbed gene(s) so that "
-                           "predicting the knocked-down gene alone does not identify p (ties "
-                           "count half); 0 = perfect, 0.5 = random; aggregate = mean.",
+    "Discrimination_score": "THE HEADLINE. Per held-out query p, within its pool (the held-out "
+                            "queries of p's context; the contexts holding a single held-out query "
+                            "are pooled together): 1 - the fraction of other pool members q whose "
+                            "true delta_q is closer (Euclidean) to delta^_p than p's own delta_p "
+                            "(ties count half), over the task's genes minus the perturbed genes of "
+                            "EVERY query of the pool. 1 = the prediction picks out its own "
+                            "perturbation, 0.5 = chance; a predictor that is the same for every "
+                            "query of a pool (control mean, y_ctrl + a*s, train mean) averages "
+                            "exactly 0.5 over the pool; null where the pool holds one query "
+                            "(then the split cannot decide: use --folds); aggregate = mean.",
+    "PCC_Delta_topDE": "THE HEADLINE'S FALLBACK where Discrimination_score is undefined for "
+                       "every query (e.g. one held-out unseen cell context per split, as in Kang): "
+                       f"per query Pearson(delta, delta^) over the {TOP_DE} genes with the "
+                       "largest true |delta|, never a perturbed gene of any held-out query of "
+                       "the context (Systema's PearsonDelta on top DE genes); null when delta^ is "
+                       "flat there (the control mean: not applicable, the bar is train_mean); "
+                       "aggregate = mean.",
 }
 # Per-perturbation columns (each aggregate is the mean of one of these).
 PER_PERT = ("RMSE", "DeltaPCC", "Cosine_delta", "PCC_Delta_shift_corrected", "rank_rmse",
-            "rank_cosine", "rank_pcc", "Discrimination_rank")
+            "rank_cosine", "rank_pcc", "Discrimination_score", "PCC_Delta_topDE")
 AGGREGATE_OF = {
     "RMSE": "RMSE", "DeltaPCC": "DeltaPCC", "Cosine_delta": "Cosine_delta",
     "Mean_rank_rmse": "rank_rmse", "LogFC_rank_cosine": "rank_cosine", "LogFC_rank_pcc": "rank_pcc",
     "PCC_Delta_shift_corrected": "PCC_Delta_shift_corrected",
-    "Discrimination_rank": "Discrimination_rank",
+    "Discrimination_score": "Discrimination_score", "PCC_Delta_topDE": "PCC_Delta_topDE",
 }
 # The paper's evaluator names for numbers reported here under one name each (never printed twice).
 PAPER_NAMES = {"RMSE_Mean": "RMSE", "PCC_Delta": "DeltaPCC", "Cosine_LogFC": "Cosine_delta",
@@ -84,15 +98,40 @@ METRIC_NAMES = tuple(list(AGGREGATE_OF) + ["Matrix_Distance"])
 # metric cannot silently invert them.
 HIGHER_IS_BETTER: dict[str, bool] = {
     "RMSE": False, "DeltaPCC": True, "Cosine_delta": True, "PCC_Delta_shift_corrected": True,
-    "rank_rmse": False, "rank_cosine": False, "rank_pcc": False, "Discrimination_rank": False,
+    "rank_rmse": False, "rank_cosine": False, "rank_pcc": False, "Discrimination_score": True,
+    "PCC_Delta_topDE": True,
     "Mean_rank_rmse": False, "LogFC_rank_cosine": False, "LogFC_rank_pcc": False,
     "Matrix_Distance": False,
 }
-# The validation metric the search's reward and node ranking use, and the Judge decides on
-# (SPEC section 7); DeltaPCC is reported beside it.
-SEARCH_METRIC = "PCC_Delta_shift_corrected"
+# The headline: the validation metric the search's reward and node ranking use, and the test
+# metric the Judge decides `useful` on (SPEC section 7). Why this one (Miller et al. 2025: rank
+# metrics are calibrated; cell-eval's and the Virtual Cell Challenge's discrimination score):
+# - a predictor that is the same for every query of a pool averages exactly chance (0.5): the
+#   ranks of a constant prediction's distances to the pool's truths sum to n(n-1)/2, which is why
+#   the excluded genes are the union over the pool (a per-query exclusion would break this);
+# - the perturbed genes of the pool never count, so lowering the target gene identifies nothing;
+# - shrinking the exact truth toward control can only move other truths closer (score <= 1);
+# - a split-half duplicate of the held-out cells (``ceiling.noise_ceiling``) scores far above
+#   chance on every real dataset we hold (tests/test_headline.py).
+# It is in [0, 1], higher is better, so ``tree.normalised_metric`` maps it onto the reward as is.
+# cell-eval's ``discrimination_score`` is not called: it excludes only each query's own target
+# gene (a constant predictor is then not exactly at chance and the trick above pays), breaks
+# ties by argsort order, and needs cell-level AnnData pairs of a single context.
+SEARCH_METRIC = "Discrimination_score"
+HEADLINE_CHANCE = 0.5
+# Where no pool holds two queries the headline cannot rank anything; the split is then judged
+# (and the search rewarded) on this declared second metric, whose bar is train_mean.
+FALLBACK_METRIC = "PCC_Delta_topDE"
 # Correlations and cosines live in [-1, 1]; the rest are distances/ranks in [0, inf).
-CORRELATIONS = frozenset({"DeltaPCC", "Cosine_delta", "PCC_Delta_shift_corrected"})
+CORRELATIONS = frozenset({"DeltaPCC", "Cosine_delta", "PCC_Delta_shift_corrected", "PCC_Delta_topDE"})
+
+
+def headline_of(values: dict[str, float | None]) -> tuple[str, float | None]:
+    """(metric, value) the run is judged and rewarded on: the headline where it is defined,
+    else its declared fallback (see ``FALLBACK_METRIC``)."""
+    if values.get(SEARCH_METRIC) is not None:
+        return SEARCH_METRIC, values[SEARCH_METRIC]
+    return FALLBACK_METRIC, values.get(FALLBACK_METRIC)
 
 
 def is_better(metric: str, a: float, b: float) -> bool:
@@ -247,16 +286,6 @@ class _Pairs:
     def sq_dist(self) -> np.ndarray:
         return np.maximum(self.a2[:, None] + self.b2[None, :] - 2.0 * self.ab, 0.0)
 
-    def sq_dist_without(self, genes: list[list[int]]) -> np.ndarray:
-        """Squared distance leaving out genes[p] from row p: subtract their terms."""
-        d = self.a2[:, None] + self.b2[None, :] - 2.0 * self.ab
-        rows = np.repeat(np.arange(len(genes)), [len(g) for g in genes])
-        if len(rows):
-            cols = np.concatenate([np.asarray(g, dtype=np.int64) for g in genes])
-            terms = (self.a[rows, cols][:, None] - self.b[:, cols].T) ** 2  # (pairs, n)
-            np.subtract.at(d, rows, terms)
-        return np.maximum(d, 0.0)
-
     def cosine(self) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
             return self.ab / np.sqrt(self.a2[:, None] * self.b2[None, :])
@@ -270,11 +299,31 @@ class _Pairs:
             return cov / np.sqrt(np.maximum(va, 0)[:, None] * np.maximum(vb, 0)[None, :])
 
 
+def pools(targets: Targets) -> list[np.ndarray]:
+    """Query indices ranked against each other by the headline: the held-out queries of each
+    context with at least two of them, and all single-query contexts together (an unseen cell
+    context with one perturbation is then judged on how its response differs from the other
+    held-out contexts'). A pool of one is left out (the headline is null there)."""
+    out, singles = [], []
+    for c in np.unique(targets.query_context):  # contexts
+        idx = np.flatnonzero(targets.query_context == c)
+        (out if len(idx) > 1 else singles).append(idx)
+    if len(singles) > 1:
+        out.append(np.concatenate(singles))
+    return out
+
+
+def pool_target_genes(targets: Targets, idx: np.ndarray) -> np.ndarray:
+    """Columns of the perturbed genes of every query in ``idx`` (excluded from the headline)."""
+    genes = {g for q in idx for g in (targets.target_genes[q] if targets.target_genes else [])}
+    return np.array(sorted(genes), dtype=np.int64)
+
+
 def _context_ranks(targets: Targets, pred: np.ndarray, delta: np.ndarray, dhat: np.ndarray,
                    pcc: np.ndarray, cos: np.ndarray) -> dict[str, np.ndarray]:
     Q, G = pred.shape
     out = {k: np.full(Q, np.nan) for k in ("rank_rmse", "rank_cosine", "rank_pcc",
-                                           "Discrimination_rank")}
+                                           "Discrimination_score")}
     for c in np.unique(targets.query_context):  # contexts, not cells or genes
         idx = np.flatnonzero(targets.query_context == c)
         if len(idx) < 2:
@@ -288,9 +337,12 @@ def _context_ranks(targets: Targets, pred: np.ndarray, delta: np.ndarray, dhat: 
         s = pairs.pearson()
         s[np.isnan(pcc[idx])] = np.nan
         out["rank_pcc"][idx] = _rank_of_own(s, higher_is_closer=True)
-        own = [targets.target_genes[q] for q in idx] if targets.target_genes else [[]] * len(idx)
-        out["Discrimination_rank"][idx] = _rank_of_own(pairs.sq_dist_without(own),
-                                                       higher_is_closer=False)
+    keep = np.ones(G, dtype=bool)
+    for idx in pools(targets):  # pools of queries
+        keep[:] = True
+        keep[pool_target_genes(targets, idx)] = False
+        d = _Pairs(dhat[idx][:, keep], delta[idx][:, keep]).sq_dist()
+        out["Discrimination_score"][idx] = 1.0 - _rank_of_own(d, higher_is_closer=False)
     return out
 
 
@@ -311,7 +363,19 @@ def per_perturbation_metrics(targets: Targets, pred: np.ndarray) -> dict[str, np
                                                      pred - targets.pert_mean_train, flat),
     }
     m.update(_context_ranks(targets, pred, delta, dhat, pcc, cos))
+    m["PCC_Delta_topDE"] = _top_de_pearson(targets, delta, dhat, flat)
     return m
+
+
+def _top_de_pearson(targets: Targets, delta: np.ndarray, dhat: np.ndarray, flat: np.ndarray
+                    ) -> np.ndarray:
+    size = np.abs(delta)
+    for c in np.unique(targets.query_context):  # contexts
+        idx = np.flatnonzero(targets.query_context == c)
+        size[np.ix_(idx, pool_target_genes(targets, idx))] = -np.inf
+    k = min(TOP_DE, delta.shape[1])
+    top = np.argpartition(-size, k - 1, axis=1)[:, :k]
+    return rowwise_pearson(np.take_along_axis(delta, top, 1), np.take_along_axis(dhat, top, 1), flat)
 
 
 def matrix_distance(delta: np.ndarray, dhat: np.ndarray) -> float | None:

@@ -6,7 +6,7 @@ from typing import Mapping
 
 from harmonycell.tools.search.tree import ROOT, Tree
 
-HEADLINE = ("PCC_Delta_shift_corrected", "DeltaPCC", "Cosine_delta", "RMSE", "Discrimination_rank")
+HEADLINE = ("Discrimination_score", "DeltaPCC", "PCC_Delta_shift_corrected", "Cosine_delta", "RMSE")
 
 
 def _f(v) -> str:

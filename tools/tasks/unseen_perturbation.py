@@ -7,9 +7,6 @@ validation unit, else to training.
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-
 from harmonycell.tools.errors import InputError
 from harmonycell.tools.schema import SPLIT, split_condition
 from harmonycell.tools.tasks.base import (
