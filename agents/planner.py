@@ -20,7 +20,7 @@ from harmonycell.agents.base import StepAgent
 from harmonycell.agents.policies.planner import propose_expansion
 from harmonycell.agents.search import run_search
 from harmonycell.agents.messages import Approval, NodeAbandoned, NodePlan, NodeScored, SearchDone, UnifyDone
-from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
+from harmonycell.tools.evaluation.metrics import headline_of
 from harmonycell.tools.search import tree as T
 from harmonycell.tools.search.actions import child_actions, closed_form, parse_action
 from harmonycell.tools.search.budget import estimate_node_seconds, fmt_duration, nodes_that_fit
@@ -294,7 +294,7 @@ class Planner(StepAgent):
             return
         s = outcome
         node.status, node.reward = "ok", s.reward
-        node.val_metric = s.metrics.get(SEARCH_METRIC)
+        node.val_metric = headline_of(s.metrics)[1]  # the fallback where the headline is undefined
         node.wall_s = s.metrics.get("wall_s")
         node.cpu_s = s.metrics.get("cpu_s")
         node.backend = s.backend

@@ -384,8 +384,8 @@ def evaluate_task(task: Task, seed: int, experts: list[str], budget: int, epochs
 
 
 def pooled_metric(values: list[float | None], metric: str) -> dict:
-    """Mean over pooled queries with a seeded bootstrap interval (an undefined correlation counts
-    as 0, as in every comparison); None throughout when the metric is undefined on every query."""
+    """Mean over pooled queries with a seeded bootstrap interval, descriptive only (an undefined
+    value is left out, never 0); None throughout when the metric is undefined on every query."""
     import numpy as np
 
     from harmonycell.tools.evaluation.compare import MIN_N, as_values, bootstrap_mean_ci
@@ -433,7 +433,7 @@ def aggregate_folds(fold_entries: list[dict[str, dict]], reference: str = "harmo
                                 baseline_rows={reference: f[reference]["rows"]})
                      for k, f in enumerate(fold_entries)
                      if "rows" in f.get(name, {}) and "rows" in f.get(reference, {})]
-            entry["comparisons"] = [c.model_dump() for c in pooled_comparisons(folds)]
+            entry["comparisons"] = [c.model_dump() for c in pooled_comparisons(folds, METRICS)]
         out[name] = entry
     return out
 

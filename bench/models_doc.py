@@ -26,7 +26,7 @@ ROOT = Path.cwd()
 REAL = ROOT / ".." / "shared" / "data" / "real"
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "models.md"
-from harmonycell.tools.evaluation.metrics import SEARCH_METRIC  # noqa: E402
+from harmonycell.tools.evaluation.metrics import DEFINITIONS, SEARCH_METRIC  # noqa: E402
 
 METRICS = (SEARCH_METRIC, "DeltaPCC", "RMSE")
 BASELINES = ("control_mean", "train_mean", "linear")
@@ -177,11 +177,11 @@ def render(results: list[dict]) -> str:
         "seeds; in each fold the split comes first and genes are chosen on that fold's training",
         "cells. Every backbone runs with its default refinements (epochs capped) through the sandbox",
         "(local backend, CPU) and is scored on the host beside the baselines of the same fold.",
-        f"`{SEARCH_METRIC}` (deltas against the mean of perturbed training cells) is the metric that",
-        "decides; DeltaPCC (against the control mean) is inflated by the shared shift.",
+        f"`{SEARCH_METRIC}` decides: {DEFINITIONS[SEARCH_METRIC]}",
+        "DeltaPCC (against the control mean) is inflated by the shared shift.",
         "Cells read `mean ± sd` over folds of the fold aggregates. Comparisons pool every test query",
-        "over folds (averaged over repeats), paired with each baseline: mean difference, seeded 95%",
-        "bootstrap interval, and `better`/`worse` only when the interval excludes 0.",
+        "over folds (each unit once, averaged over repeats), paired with each baseline: mean difference,",
+        "an exact sign-flip test Holm-corrected over the baselines, and `better`/`worse` only where it rejects.",
         "Generative models are scored on their mean prediction.",
         "",
     ]
@@ -227,9 +227,9 @@ def render(results: list[dict]) -> str:
         if fb:
             lines += ["", f"Linear baseline: fell back to the train-mean shift on {sum(x['n'] for x in fb)} of "
                           f"{sum(x['of'] for x in fb)} queries ({fb[0]['why']})."]
-        verdict = (f"Better than every baseline on {SEARCH_METRIC} (interval excludes 0): {', '.join(winners)}."
+        verdict = (f"Better than every baseline on {SEARCH_METRIC} (sign-flip test, Holm): {', '.join(winners)}."
                    if winners else
-                   f"**No backbone is better than every baseline on {SEARCH_METRIC} with an interval excluding 0 on this task.**")
+                   f"**No backbone is better than every baseline on {SEARCH_METRIC} on this task.**")
         lines += ["", verdict, ""]
         verdicts.append((r["title"], winners, len(actions)))
     missing = [t.title for k, t in TASKS.items() if k not in {r["task"] for r in results}]
@@ -240,7 +240,7 @@ def render(results: list[dict]) -> str:
     lines += ["## Summary", ""]
     for title, winners, n in verdicts:
         lines.append(f"- {title}: {len(winners)} of {n} backbones are better than every baseline "
-                     f"on {SEARCH_METRIC} (95% interval excluding 0)"
+                     f"on {SEARCH_METRIC} (sign-flip test, Holm)"
                      + (f": {', '.join(winners)}." if winners else "."))
     lines += ["", "## GPU", "",
               "Not measured: the task that produced this table had no GPU machine. The harness records",

@@ -53,13 +53,14 @@ def test_a_cross_validated_task_is_the_projects_own_fold_run():
 
 
 def test_folds_pool_per_query_differences_into_one_interval():
-    # 2 folds x 4 queries; the expert beats HarmonyCell by 0.2-0.3 on every query, the baseline
+    # 2 folds x 6 queries; the expert beats HarmonyCell by 0.2-0.3 on every query, the baseline
     # equals HarmonyCell up to noise of both signs
     folds = [
-        {"harmonycell": {"status": "ok", "rows": rows([0.1, 0.2, 0.0, 0.1], f"A{k}"), "action": "generative/cvae",
-                         "wall_s": 10.0},
-         "expert": {"status": "ok", "rows": rows([0.3, 0.5, 0.2, 0.4], f"A{k}"), "wall_s": 20.0, "peak_rss_mb": 600},
-         "train_mean": {"status": "ok", "rows": rows([0.15, 0.15, 0.05, 0.05], f"A{k}")},
+        {"harmonycell": {"status": "ok", "rows": rows([0.1, 0.2, 0.0, 0.1, 0.2, 0.0], f"A{k}"),
+                         "action": "generative/cvae", "wall_s": 10.0},
+         "expert": {"status": "ok", "rows": rows([0.3, 0.5, 0.2, 0.4, 0.4, 0.3], f"A{k}"), "wall_s": 20.0,
+                    "peak_rss_mb": 600},
+         "train_mean": {"status": "ok", "rows": rows([0.15, 0.15, 0.05, 0.05, 0.15, 0.05], f"A{k}")},
          "gears": {"status": "cannot run here", "reason": "needs the network"}}
         for k in range(2)]
     folds[1]["expert"] = {"status": "failed", "reason": "out of memory", "wall_s": 5.0}
@@ -67,11 +68,12 @@ def test_folds_pool_per_query_differences_into_one_interval():
     e = agg["expert"]
     assert e["status"] == "ok in 1 of 2 folds" and e["folds_ok"] == 1 and e["fold_means"][1] is None
     c = next(c for c in e["comparisons"] if c["metric"] == "PCC_Delta_shift_corrected" and c["baseline"] == "harmonycell")
-    assert c["n"] == 4 and c["conclusion"] == "better" and c["ci_low"] > 0  # only the fold it ran in
+    # only the fold it ran in: six units, all better (exact sign-flip p = 2/64)
+    assert c["n"] == 6 and c["conclusion"] == "better" and c["ci_low"] > 0
     t = next(c for c in agg["train_mean"]["comparisons"] if c["metric"] == "PCC_Delta_shift_corrected")
-    assert t["n"] == 8 and t["conclusion"] == "indistinguishable"  # one query tested once: 2 folds x 4
+    assert t["n"] == 12 and t["conclusion"] == "indistinguishable"  # one query tested once: 2 folds x 6
     p = agg["harmonycell"]["pooled"]["PCC_Delta_shift_corrected"]
-    assert abs(p["mean"] - 0.1) < 1e-9 and p["n"] == 8 and p["ci_low"] <= 0.1 <= p["ci_high"]
+    assert abs(p["mean"] - 0.1) < 1e-9 and p["n"] == 12 and p["ci_low"] <= 0.1 <= p["ci_high"]
     assert agg["harmonycell"]["spread"]["RMSE"]["n_folds"] == 2 and "comparisons" not in agg["harmonycell"]
     assert agg["harmonycell"]["action"] == "generative/cvae" and agg["expert"]["peak_rss_mb"] == 600
     assert agg["gears"] == {"status": "cannot run here", "reason": "needs the network"}
@@ -80,8 +82,8 @@ def test_folds_pool_per_query_differences_into_one_interval():
 def test_a_metric_undefined_on_every_query_stays_undefined_when_pooled():
     p = ex.pooled_metric([None, None, None], "DeltaPCC")
     assert p["mean"] is None and p["ci_low"] is None
-    p = ex.pooled_metric([0.5, None, 0.1], "DeltaPCC")  # an undefined correlation counts as 0
-    assert abs(p["mean"] - 0.2) < 1e-9 and p["n"] == 3
+    p = ex.pooled_metric([0.5, None, 0.1], "DeltaPCC")  # an undefined correlation is left out, never 0
+    assert abs(p["mean"] - 0.3) < 1e-9 and p["n"] == 2
 
 
 def fold_result(task="papalexi", folds=2):
