@@ -27,7 +27,7 @@ from harmonycell.tools.search.budget import estimate_node_seconds, fmt_duration,
 from harmonycell.tools.data.taskdata import load_meta
 from harmonycell.tools.search.failure_routing import reopen_best, route_abandoned, route_scored
 from harmonycell.tools.search.knowledge import (KnowledgeBase, NodeRecord, RunRecord, action_priors, embed,
-                                                task_profile_text)
+                                                scope_of_run, task_profile_text)
 
 Policy = Callable[[T.Tree, str, dict, Callable[[str], list[str]]], "T.Choice | None"]
 Menu = Callable[[str], list[str]]
@@ -105,13 +105,15 @@ class Planner(StepAgent):
         elif cfg.use_kb:
             kb = KnowledgeBase(cfg.kb_path)
             profile = self._profile()
-            retrieval = kb.retrieve(embed([profile])[0])
+            retrieval = kb.retrieve(embed([profile])[0], scope_of_run(self.ctx.run.root))
             tree.kb = {**retrieval.summary(), "path": str(kb.path)}
             tree.priors = (action_priors(retrieval.entries, retrieval.expert_wins)
                            if retrieval.mode == "warm start" else {})
             self.ctx.transcript.append("event", self.name, "knowledge_base",
                                        {**tree.kb, "profile": profile, "priors": tree.priors})
-            self.ctx.console.print(f"[bold]knowledge base[/] {kb.path}: {retrieval.mode} ({retrieval.reason})")
+            self.ctx.console.print(f"[bold]knowledge base[/] {kb.path}: {retrieval.mode} ({retrieval.reason})"
+                                   + (f"; {len(retrieval.not_read)} stored result(s) not read: they share "
+                                      "this run's test units" if retrieval.not_read else ""), highlight=False)
         else:
             tree.kb = {"mode": "tabula rasa", "reason": "--no-kb: the knowledge base is not used"}
             self.ctx.transcript.append("event", self.name, "knowledge_base", tree.kb)
@@ -188,7 +190,8 @@ class Planner(StepAgent):
                         nodes=[NodeRecord(n.action, n.reward, n.val_metric, n.status) for n in tree.trained()],
                         selected_path=best.action if best else None,
                         selected_reward=best.reward if best else None,
-                        start=(tree.kb or {}).get("mode", "tabula rasa"))
+                        start=(tree.kb or {}).get("mode", "tabula rasa"),
+                        scope=scope_of_run(self.ctx.run.root))
         kb_id = KnowledgeBase(cfg.kb_path).add(rec)
         self.ctx.transcript.append("event", self.name, "knowledge_base_stored",
                                    {"kb_id": kb_id, "path": str(KnowledgeBase(cfg.kb_path).path),

@@ -223,10 +223,19 @@ def expert_wins(res: dict) -> list[dict]:
     return out
 
 
+def data_scope(run_dirs: list[Path]) -> dict:
+    """The input files' fingerprint and the test units of these run folders (a task's folds)."""
+    from harmonycell.tools.search.knowledge import DataScope, scope_of_run
+
+    scopes = [scope_of_run(d) for d in run_dirs]
+    merged = DataScope(scopes[0].dataset, tuple(sorted({u for sc in scopes for u in sc.test_units})))
+    return {"dataset": merged.dataset, "test_units": list(merged.test_units)}
+
+
 def record_wins(res: dict, kb: Path, experts: list[str] | None = None) -> list[int]:
     """Store each expert win of ``res`` (of ``experts`` only, when given) in the knowledge base,
     with the task's profile."""
-    from harmonycell.tools.search.knowledge import ExpertWin, KnowledgeBase, embed
+    from harmonycell.tools.search.knowledge import DataScope, ExpertWin, KnowledgeBase, embed
 
     store, ids = KnowledgeBase(kb), []
     wins = [w for w in expert_wins(res) if experts is None or w["expert"] in experts]
@@ -234,11 +243,14 @@ def record_wins(res: dict, kb: Path, experts: list[str] | None = None) -> list[i
         return ids
     if "profile" not in res:
         raise SystemExit(f"the {res['task']} result predates recorded task profiles: re-run it to store its wins")
+    if "scope" not in res:  # without it, no run could tell whether the win was measured on its test units
+        raise SystemExit(f"the {res['task']} result predates recorded data scopes: re-run it to store its wins")
     profile = res["profile"]
+    scope = DataScope(res["scope"]["dataset"], tuple(res["scope"]["test_units"]))
     vec = embed([profile])[0]
     label = f"{res['task']} seed {res['seed']}" + (f", {res['folds']}-fold" if int(res.get("folds", 1)) > 1 else "")
     for w in wins:
-        ids.append(store.add_expert_win(ExpertWin(task=label, profile=profile, embedding=vec,
+        ids.append(store.add_expert_win(ExpertWin(task=label, profile=profile, embedding=vec, scope=scope,
                                                   source="bench/experts.py (bench/results/experts.json)", **w)))
         print(f"[experts] {label}: {w['expert']} beat HarmonyCell's pick ({w['delta']:+.3f} [{w['lo']:.3f}, "
               f"{w['hi']:.3f}], n={w['n']}); stored in {store.path}: a similar task tries {w['backbone']} first", flush=True)
@@ -379,7 +391,7 @@ def evaluate_task(task: Task, seed: int, experts: list[str], budget: int, epochs
             e["mean"] = summarise(e["rows"])
     return {"task": task.key, "title": task.title, "kind": task.kind, "seed": seed, "folds": 1,
             "budget": budget, "epochs": epochs, "backend": backend, "kb": kb.stem if kb else "",
-            "profile": task_profile(run_dir, task.kind),
+            "profile": task_profile(run_dir, task.kind), "scope": data_scope([run_dir]),
             **{k: v for k, v in scored_run.items() if k != "entries"}, "entries": without_rows(entries)}
 
 
@@ -464,6 +476,8 @@ def evaluate_task_folds(task: Task, seed: int, folds: int, experts: list[str], b
             "n_queries": sum(f["n_queries"] for f in per_fold),
             # one profile for the task: fold 0's training cells (folds differ only in held-out units)
             "profile": task_profile(runs[0], task.kind),
+            # every fold's test units: a win measured here was measured on each of them
+            "scope": data_scope(runs),
             "entries": aggregate_folds(fold_entries),
             "per_fold": [{"fold": k, **{kk: vv for kk, vv in f.items() if kk != "entries"},
                           "entries": without_rows(f["entries"])} for k, f in enumerate(per_fold)]}

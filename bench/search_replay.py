@@ -203,7 +203,7 @@ def evaluate_task(table: Table, seeds: int) -> dict:
 def warm_start(tables: dict[str, Table], seeds: int) -> list[dict]:
     import tempfile
 
-    from harmonycell.tools.search.knowledge import (KnowledgeBase, NodeRecord, RunRecord, action_priors,
+    from harmonycell.tools.search.knowledge import (DataScope, KnowledgeBase, NodeRecord, RunRecord, action_priors,
                                                     embed)
 
     rows = []
@@ -221,8 +221,9 @@ def warm_start(tables: dict[str, Table], seeds: int) -> list[dict]:
                                  embedding=embed([t.data["profile"]])[0],
                                  nodes=[NodeRecord(a, t.reward(a, t.cpu[t.paths[0]] if t.paths[0] in t.cpu else None),
                                                    t.val.get(a), "ok" if a in t.val else "failed") for a in t.paths],
-                                 selected_path=t.best_path, selected_reward=t.reward(t.best_path, t.cpu.get(t.paths[0]))))
-            retrieval = kb.retrieve(embed([d.data["profile"]])[0])
+                                 selected_path=t.best_path, selected_reward=t.reward(t.best_path, t.cpu.get(t.paths[0])),
+                                 scope=DataScope.of([key], [])))  # each task its own data
+            retrieval = kb.retrieve(embed([d.data["profile"]])[0], DataScope.of([dst], []))
         priors = action_priors(retrieval.entries) if retrieval.mode == "warm start" else {}
         cold = [expansions_to(d, hierarchical(d, k)) for k in range(seeds)]
         warm = [expansions_to(d, hierarchical(d, k, priors)) for k in range(seeds)]

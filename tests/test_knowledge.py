@@ -15,7 +15,7 @@ from harmonycell.agents.planner import builtin_policy, excluding
 from harmonycell.tools.errors import InputError
 from harmonycell.tools.search import tree as T
 from harmonycell.tools.search.actions import child_actions
-from harmonycell.tools.search.knowledge import (TAU_FILTER, WARM_START_THRESHOLD, ExpertWin, KnowledgeBase,
+from harmonycell.tools.search.knowledge import (DataScope, TAU_FILTER, WARM_START_THRESHOLD, ExpertWin, KnowledgeBase,
                                                 NodeRecord, RunRecord, action_priors, embed, rank)
 
 KANG = ("Task: unseen-cell-context. Perturbation type: cytokine. 1 training perturbations (0 combinations): "
@@ -30,11 +30,17 @@ NORMAN = ("Task: unseen-perturbation. Perturbation type: crispr. 187 training pe
           "3610 training cells, 500 genes. Most variable genes: HBG1, HBG2, GYPA, PRDX1, HBZ, FTH1.")
 
 
-def record(run_id: str, profile: str, emb, n_nodes: int = 3, best: float = 0.5) -> RunRecord:
+# the stored runs' data, and the data of the runs that read them (other files: nothing shared)
+STORED = DataScope.of(["sha-of-kang-scgen"], ["CD4 T cells"])
+ELSEWHERE = DataScope.of(["sha-of-kang-muscat"], ["B cells"])
+
+
+def record(run_id: str, profile: str, emb, n_nodes: int = 3, best: float = 0.5,
+           scope: DataScope | None = STORED) -> RunRecord:
     nodes = [NodeRecord(f"discriminative/resnet/hparams:lr={i + 1}e-4", best * (i + 1) / n_nodes, 0.1 * i, "ok")
              for i in range(n_nodes)]
     return RunRecord(run_id=run_id, task_kind="unseen-cell-context", profile=profile, embedding=emb,
-                     nodes=nodes, selected_path=nodes[-1].action, selected_reward=best)
+                     nodes=nodes, selected_path=nodes[-1].action, selected_reward=best, scope=scope)
 
 
 def _writer(path: str, tag: str, n: int) -> None:
@@ -65,10 +71,10 @@ def test_a_dissimilar_task_is_not_warm_started_and_a_similar_one_is(tmp_path):
     kb = KnowledgeBase(tmp_path / "kb.sqlite")
     e_kang, e_other, e_norman = embed([KANG, KANG_OTHER_SCHEMA, NORMAN])
     kb.add(record("kang-run", KANG, e_kang, best=0.6))
-    far = kb.retrieve(e_norman)
+    far = kb.retrieve(e_norman, ELSEWHERE)
     assert far.mode == "tabula rasa" and far.entries == []
     assert far.best_similarity is not None and far.best_similarity <= WARM_START_THRESHOLD
-    near = kb.retrieve(e_other)
+    near = kb.retrieve(e_other, ELSEWHERE)
     assert near.mode == "warm start" and near.best_similarity > WARM_START_THRESHOLD
     assert near.entries[0].run.run_id == "kang-run"
     priors = action_priors(near.entries)
@@ -124,10 +130,11 @@ def test_kb_commands_list_show_forget_and_bad_ids(tmp_path):
     assert out.returncode == 2 and "not a HarmonyCell knowledge base" in out.stderr
 
 
-def win(profile: str, emb, backbone: str = "discriminative/attribute-decoder") -> ExpertWin:
+def win(profile: str, emb, backbone: str = "discriminative/attribute-decoder",
+        scope: DataScope | None = STORED) -> ExpertWin:
     return ExpertWin(task="papalexi seed 0, 3-fold", profile=profile, embedding=emb, expert="biolord",
                      backbone=backbone, metric="PCC_Delta_shift_corrected", delta=0.101, lo=0.050, hi=0.151,
-                     n=25, source="bench/experts.py")
+                     n=25, source="bench/experts.py", scope=scope)
 
 
 def test_an_expert_win_on_a_similar_task_puts_its_backbone_first_and_not_on_a_dissimilar_one(tmp_path):
@@ -135,7 +142,7 @@ def test_an_expert_win_on_a_similar_task_puts_its_backbone_first_and_not_on_a_di
     e_kang, e_other, e_norman = embed([KANG, KANG_OTHER_SCHEMA, NORMAN])
     kb.add(record("kang-run", KANG, e_kang, best=0.6))  # its nodes give resnet a prior
     kb.add_expert_win(win(KANG, e_kang))
-    near = kb.retrieve(e_other)
+    near = kb.retrieve(e_other, ELSEWHERE)
     assert near.mode == "warm start" and [w.expert for w, _ in near.expert_wins] == ["biolord"]
     assert near.summary()["expert_wins"][0]["interval"] == [0.050, 0.151]
     priors = action_priors(near.entries, near.expert_wins)
@@ -145,13 +152,13 @@ def test_an_expert_win_on_a_similar_task_puts_its_backbone_first_and_not_on_a_di
     choice = builtin_policy(T.Tree(seed=0, priors=priors), "", priors, excluding(child_actions, {"simple"}))
     assert choice.actions == ["discriminative", "discriminative/attribute-decoder"]
     assert "knowledge-base prior" in choice.reason
-    far = kb.retrieve(e_norman)
+    far = kb.retrieve(e_norman, ELSEWHERE)
     assert far.mode == "tabula rasa" and far.expert_wins == [] and action_priors(far.entries, far.expert_wins) == {}
     # once a similar run has trained the expert's backbone, its measurement replaces the win
     measured = record("measured-run", KANG, e_kang, best=0.6)
     measured.nodes.append(NodeRecord("discriminative/attribute-decoder", 0.05, 0.0, "ok"))
     kb.add(measured)
-    again = kb.retrieve(e_other)
+    again = kb.retrieve(e_other, ELSEWHERE)
     priors = action_priors(again.entries, again.expert_wins)
     assert again.expert_wins and priors["discriminative/attribute-decoder"] < priors["discriminative/resnet"]
 
@@ -160,7 +167,7 @@ def test_an_expert_win_alone_warm_starts_a_similar_task(tmp_path):
     kb = KnowledgeBase(tmp_path / "kb.sqlite")
     e_kang, e_other = embed([KANG, KANG_OTHER_SCHEMA])
     kb.add_expert_win(win(KANG, e_kang))
-    got = kb.retrieve(e_other)
+    got = kb.retrieve(e_other, ELSEWHERE)
     assert got.mode == "warm start" and got.entries == [] and "discriminative/attribute-decoder first" in got.reason
     assert max(action_priors(got.entries, got.expert_wins), key=action_priors(got.entries, got.expert_wins).get) \
         in ("discriminative", "discriminative/attribute-decoder")
@@ -187,3 +194,51 @@ def test_kb_commands_list_and_forget_expert_results(tmp_path):
     assert cli("forget-expert", str(wid)).returncode == 0 and KnowledgeBase(path).expert_wins() == []
     bad = cli("forget-expert", "999")
     assert bad.returncode == 2 and "no expert result with id 999" in bad.stderr
+
+
+def test_no_stored_result_that_shares_this_runs_test_units_is_read(tmp_path):
+    """Folds of one dataset: fold 0's search trained and validated on fold 1's test units, so fold 1
+    does not read it; a rerun of fold 0's split may. An expert result measured on every unit
+    (cross-validated) is read by no run on that dataset, and by a run on other data; a result
+    stored without a scope is not read."""
+    kb = KnowledgeBase(tmp_path / "kb.sqlite")
+    e_kang, e_other = embed([KANG, KANG_OTHER_SCHEMA])
+    data = ["sha-a", "sha-b"]
+    fold0, fold1 = DataScope.of(data, ["G1", "G2"]), DataScope.of(reversed(data), ["G3", "G4"])
+    assert fold0.dataset == fold1.dataset  # the input files' order does not matter
+    run_id = kb.add(record("fold0", KANG, e_kang, scope=fold0))
+    win_id = kb.add_expert_win(win(KANG, e_kang, scope=DataScope.of(data, ["G1", "G2", "G3", "G4"])))
+    legacy = kb.add(record("before-scopes", KANG, e_kang, scope=None))
+
+    got = kb.retrieve(e_other, fold1)
+    assert got.entries == [] and got.expert_wins == [] and got.mode == "tabula rasa"
+    assert got.not_read == {f"run {run_id}": "trained or validated on 2 of this run's test units",
+                            f"expert result {win_id}": "measured on 2 of this run's test units",
+                            f"run {legacy}": "stored without a data scope"}
+    assert got.summary()["not_read"] == got.not_read  # on the record (the transcript and tree.json)
+    again = kb.retrieve(e_other, DataScope.of(data, ["G1"]))  # its test unit was held out of fold 0 too
+    assert [e.run.run_id for e in again.entries] == ["fold0"] and again.expert_wins == []
+    other = kb.retrieve(e_other, ELSEWHERE)
+    assert {e.run.run_id for e in other.entries} == {"fold0"} and len(other.expert_wins) == 1
+
+
+def test_a_base_written_before_scopes_opens_and_its_runs_are_not_read(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript("""
+      CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, created TEXT NOT NULL,
+        task_kind TEXT NOT NULL, profile TEXT NOT NULL, embedding BLOB NOT NULL, model TEXT NOT NULL,
+        selected_path TEXT, selected_reward REAL, start TEXT NOT NULL DEFAULT 'tabula rasa');""")
+    v = np.ones(384, np.float32) / np.sqrt(384)
+    con.execute("INSERT INTO runs (run_id, created, task_kind, profile, embedding, model, selected_path,"
+                " selected_reward) VALUES ('old', 'then', 'x', 'p', ?, 'm', 'generative/cvae', 0.5)", (v.tobytes(),))
+    con.commit()
+    con.close()
+    kb = KnowledgeBase(path)
+    (old,) = kb.runs()
+    assert old.run_id == "old" and old.scope is None
+    assert kb.retrieve(v, ELSEWHERE).not_read == {f"run {old.id}": "stored without a data scope"}
+    kb.add(record("new", KANG, v))  # the migrated base takes scoped runs
+    assert [r.scope for r in kb.runs()] == [None, STORED]

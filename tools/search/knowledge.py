@@ -13,6 +13,13 @@ above 0) is stored too, with that task's profile and the backbone of ours that c
 expert's idea (``EXPERT_IDEAS``). A new task similar enough to warm-start puts that backbone first
 among the untried children, so the search tries the expert's idea before anything else.
 
+No test unit is reused through it: every stored result carries its ``DataScope`` (a fingerprint
+of its input files and the test units of its split). A run on the same data reads a stored run
+only if its own test units were held out of that run too (the stored search never trained or
+validated on them), and an expert result only if none of its test units were the result's; a
+result stored without a scope is not read (nothing shows it shares no test unit). Inside
+``--folds`` this leaves every other fold out, so the knowledge base is scoped to the fold.
+
 The database lives in the user's data directory (``$XDG_DATA_HOME/harmonycell`` or
 ``~/.local/share/harmonycell``); WAL journaling, a busy timeout and one ``BEGIN IMMEDIATE``
 transaction per stored run make two runs writing at once safe (neither loses its rows).
@@ -20,6 +27,7 @@ transaction per stored run make two runs writing at once safe (neither loses its
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -45,6 +53,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   run_id TEXT NOT NULL,
+  dataset TEXT,
+  test_units TEXT,
   created TEXT NOT NULL,
   task_kind TEXT NOT NULL,
   profile TEXT NOT NULL,
@@ -65,6 +75,8 @@ CREATE INDEX IF NOT EXISTS nodes_run ON nodes(run);
 CREATE TABLE IF NOT EXISTS expert_wins (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   created TEXT NOT NULL,
+  dataset TEXT,
+  test_units TEXT,
   task TEXT NOT NULL,
   profile TEXT NOT NULL,
   embedding BLOB NOT NULL,
@@ -79,6 +91,48 @@ CREATE TABLE IF NOT EXISTS expert_wins (
   source TEXT NOT NULL
 );
 """
+
+
+# columns added after the first release: a base written before them gains them on open
+SCOPE_COLUMNS = {"runs": ("dataset", "test_units"), "expert_wins": ("dataset", "test_units")}
+
+
+@dataclass(frozen=True)
+class DataScope:
+    """Which data a stored result was measured on: ``dataset`` fingerprints the input files (the
+    sha256 of their sorted sha256s), ``test_units`` are the held-out test units of its split (for
+    a cross-validated result, every fold's)."""
+
+    dataset: str
+    test_units: tuple[str, ...]
+
+    @classmethod
+    def of(cls, input_sha256: Iterable[str], test_units: Iterable[str]) -> "DataScope":
+        digest = hashlib.sha256("\n".join(sorted(input_sha256)).encode()).hexdigest()
+        return cls(digest, tuple(sorted(set(map(str, test_units)))))
+
+    def may_read_run(self, stored: "DataScope | None") -> tuple[bool, str]:
+        """A stored search may steer this run unless it trained or validated on this run's test
+        units: same data, and a test unit of ours was not among its own test units."""
+        if stored is None:
+            return False, "stored without a data scope"
+        if stored.dataset != self.dataset:
+            return True, ""
+        seen = sorted(set(self.test_units) - set(stored.test_units))
+        return (not seen, f"trained or validated on {len(seen)} of this run's test units" if seen else "")
+
+    def may_read_win(self, stored: "DataScope | None") -> tuple[bool, str]:
+        """An expert result may steer this run unless it was measured on a test unit of ours."""
+        if stored is None:
+            return False, "stored without a data scope"
+        if stored.dataset != self.dataset:
+            return True, ""
+        shared = sorted(set(self.test_units) & set(stored.test_units))
+        return (not shared, f"measured on {len(shared)} of this run's test units" if shared else "")
+
+
+def _scope(dataset: str | None, units: str | None) -> DataScope | None:
+    return DataScope(dataset, tuple(json.loads(units or "[]"))) if dataset else None
 
 
 def default_path() -> Path:
@@ -165,6 +219,7 @@ class RunRecord:
     start: str = "tabula rasa"
     id: int | None = None
     created: str = ""
+    scope: DataScope | None = None
 
 
 # The backbone of ours that carries each expert's architectural idea (docs/experts.md says what
@@ -191,6 +246,7 @@ class ExpertWin:
     source: str
     id: int | None = None
     created: str = ""
+    scope: DataScope | None = None
 
 
 @dataclass
@@ -210,9 +266,12 @@ class Retrieval:
     n_stored: int = 0
     reason: str = ""
     expert_wins: list[tuple[ExpertWin, float]] = field(default_factory=list)  # (win, similarity)
+    # stored results this run may not read (they share its test units): "run 3" / "expert result 1" -> why
+    not_read: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict:
         return {"mode": self.mode, "best_similarity": self.best_similarity, "n_stored": self.n_stored,
+                "not_read": dict(self.not_read),
                 "threshold": WARM_START_THRESHOLD, "tau_filter": TAU_FILTER, "reason": self.reason,
                 "retrieved": [{"kb_id": e.run.id, "run_id": e.run.run_id, "similarity": round(e.similarity, 4),
                                "weight": round(e.weight, 4), "selected_path": e.run.selected_path,
@@ -287,6 +346,11 @@ class KnowledgeBase:
             con.execute("PRAGMA busy_timeout=60000")
             con.execute("PRAGMA foreign_keys=ON")
             con.executescript(SCHEMA)
+            for table, columns in SCOPE_COLUMNS.items():
+                have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+                for col in columns:
+                    if col not in have:
+                        con.execute(f"ALTER TABLE {table} ADD COLUMN {col} TEXT")
         except sqlite3.DatabaseError as exc:
             raise InputError(f"not a HarmonyCell knowledge base ({exc})", where=str(self.path),
                              fix="pass another --kb path, or move this file away") from None
@@ -299,10 +363,10 @@ class KnowledgeBase:
             con.execute("BEGIN IMMEDIATE")
             cur = con.execute(
                 "INSERT INTO runs (run_id, created, task_kind, profile, embedding, model, selected_path,"
-                " selected_reward, start) VALUES (?,?,?,?,?,?,?,?,?)",
+                " selected_reward, start, dataset, test_units) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (rec.run_id, rec.created or _now(), rec.task_kind, rec.profile,
                  np.asarray(rec.embedding, np.float32).tobytes(), EMBEDDING_MODEL,
-                 rec.selected_path, rec.selected_reward, rec.start))
+                 rec.selected_path, rec.selected_reward, rec.start, *_scope_row(rec.scope)))
             kb_id = int(cur.lastrowid)
             con.executemany("INSERT INTO nodes (run, action, reward, val_metric, status) VALUES (?,?,?,?,?)",
                             [(kb_id, n.action, n.reward, n.val_metric, n.status) for n in rec.nodes])
@@ -325,15 +389,16 @@ class KnowledgeBase:
 
     def runs(self) -> list[RunRecord]:
         rows, node_rows = self._select(
-            "SELECT id, run_id, created, task_kind, profile, embedding, selected_path, selected_reward, start"
-            " FROM runs ORDER BY id",
+            "SELECT id, run_id, created, task_kind, profile, embedding, selected_path, selected_reward, start,"
+            " dataset, test_units FROM runs ORDER BY id",
             "SELECT run, action, reward, val_metric, status FROM nodes ORDER BY rowid")
         nodes: dict[int, list[NodeRecord]] = {}
         for run, action, reward, val, status in node_rows:
             nodes.setdefault(run, []).append(NodeRecord(action, reward, val, status))
         return [RunRecord(run_id=r[1], created=r[2], task_kind=r[3], profile=r[4],
                           embedding=np.frombuffer(r[5], dtype=np.float32), selected_path=r[6],
-                          selected_reward=r[7], start=r[8], nodes=nodes.get(r[0], []), id=r[0])
+                          selected_reward=r[7], start=r[8], nodes=nodes.get(r[0], []), id=r[0],
+                          scope=_scope(r[9], r[10]))
                 for r in rows]
 
     def get(self, kb_id: int) -> RunRecord:
@@ -362,18 +427,19 @@ class KnowledgeBase:
         with closing(self._connect()) as con:
             cur = con.execute(
                 "INSERT INTO expert_wins (created, task, profile, embedding, model, expert, backbone, metric,"
-                " delta, lo, hi, n, source) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " delta, lo, hi, n, source, dataset, test_units) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (win.created or _now(), win.task, win.profile, np.asarray(win.embedding, np.float32).tobytes(),
                  EMBEDDING_MODEL, win.expert, win.backbone, win.metric, float(win.delta), float(win.lo),
-                 float(win.hi), int(win.n), win.source))
+                 float(win.hi), int(win.n), win.source, *_scope_row(win.scope)))
             return int(cur.lastrowid)
 
     def expert_wins(self) -> list[ExpertWin]:
         (rows,) = self._select("SELECT id, created, task, profile, embedding, expert, backbone, metric, delta,"
-                               " lo, hi, n, source FROM expert_wins ORDER BY id")
+                               " lo, hi, n, source, dataset, test_units FROM expert_wins ORDER BY id")
         return [ExpertWin(id=r[0], created=r[1], task=r[2], profile=r[3],
                           embedding=np.frombuffer(r[4], dtype=np.float32), expert=r[5], backbone=r[6],
-                          metric=r[7], delta=r[8], lo=r[9], hi=r[10], n=r[11], source=r[12]) for r in rows]
+                          metric=r[7], delta=r[8], lo=r[9], hi=r[10], n=r[11], source=r[12],
+                          scope=_scope(r[13], r[14])) for r in rows]
 
     def forget_expert_win(self, win_id: int) -> None:
         with closing(self._connect()) as con:
@@ -381,13 +447,38 @@ class KnowledgeBase:
                 raise InputError(f"no expert result with id {win_id} in the knowledge base", where=str(self.path),
                                  fix="see the ids with `harmonycell kb list`")
 
-    def retrieve(self, embedding: np.ndarray, threshold: float = WARM_START_THRESHOLD) -> Retrieval:
+    def retrieve(self, embedding: np.ndarray, scope: DataScope,
+                 threshold: float = WARM_START_THRESHOLD) -> Retrieval:
+        """What steers a new run with profile ``embedding`` on the data ``scope``: only stored
+        results that share none of its test units (``DataScope``)."""
         e = np.asarray(embedding, np.float32)
-        wins = [(w, float(np.dot(w.embedding, e))) for w in self.expert_wins()]
+        not_read: dict[str, str] = {}
+        readable_wins = []
+        for w in self.expert_wins():
+            ok, why = scope.may_read_win(w.scope)
+            if ok:
+                readable_wins.append(w)
+            else:
+                not_read[f"expert result {w.id}"] = why
+        runs = []
+        for r in self.runs():
+            ok, why = scope.may_read_run(r.scope)
+            if ok:
+                runs.append(r)
+            else:
+                not_read[f"run {r.id}"] = why
+        out = self._retrieve(e, readable_wins, runs, threshold)
+        out.not_read = not_read
+        return out
+
+    @staticmethod
+    def _retrieve(e: np.ndarray, readable_wins: list[ExpertWin], runs: list[RunRecord],
+                  threshold: float) -> Retrieval:
+        wins = [(w, float(np.dot(w.embedding, e))) for w in readable_wins]
         wins = sorted(((w, s) for w, s in wins if s > threshold), key=lambda ws: -ws[1])
         said = (f"; {len(wins)} expert result(s) on a similar task put "
                 f"{', '.join(dict.fromkeys(w.backbone for w, _ in wins))} first") if wins else ""
-        stored = [r for r in self.runs() if r.selected_path]
+        stored = [r for r in runs if r.selected_path]
         if not stored:
             if wins:
                 return Retrieval("warm start", None, [], 0, "the knowledge base holds no finished run" + said,
@@ -401,6 +492,21 @@ class KnowledgeBase:
                              f"best similarity {best:.3f} > threshold {threshold}" + said, wins)
         return Retrieval("warm start" if wins else "tabula rasa", best, [], len(stored),
                          f"best similarity {best:.3f} <= threshold {threshold}" + said, wins)
+
+
+def _scope_row(scope: DataScope | None) -> tuple[str | None, str | None]:
+    return (scope.dataset, json.dumps(list(scope.test_units))) if scope else (None, None)
+
+
+def scope_of_run(run_dir: Path) -> DataScope:
+    """The data scope of a run folder: its inputs' sha256 (task.yaml) and its split's test units."""
+    import yaml
+
+    from harmonycell.tools.tasks.registry import task_kind
+
+    cfg = yaml.safe_load((Path(run_dir) / "task.yaml").read_text())
+    info = json.loads((Path(run_dir) / "unify" / "split.json").read_text())
+    return DataScope.of([i["sha256"] for i in cfg["inputs"]], task_kind(info["task"]).test_units(info))
 
 
 def _now() -> str:
