@@ -20,6 +20,8 @@ from harmonycell.tools.report.markdown import render_report
 from harmonycell.tools.report.plots import plot_report
 from harmonycell.tools.evaluation.compare import usefulness
 from harmonycell.tools.evaluation.metrics import FALLBACK_METRIC, SEARCH_METRIC
+from harmonycell.tools.evaluation.ceiling import NOISE_CEILING
+from harmonycell.tools.evaluation.verdict import decidability
 from harmonycell.tools.report.markdown import headline_text
 from harmonycell.tools.report.publish import write_report_html
 from harmonycell.tools.schema import SPLIT, TaskKind
@@ -129,9 +131,11 @@ class Judge(StepAgent):
         failed = [c.name for c in checks if c.name in INTEGRITY and not c.passed]
         if t.node_id is None:
             failed = ["no node trained"] + failed
+        metric = next(iter(deciding.values())).metric if deciding else SEARCH_METRIC
         line = headline_text(valid=valid, useful=useful, failed=failed, deciding=deciding,
-                             n_queries=t.n_queries, unit=unit, n_units=n_units,
-                             metric=next(iter(deciding.values())).metric if deciding else SEARCH_METRIC)
+                             n_queries=t.n_queries, unit=unit, n_units=n_units, metric=metric,
+                             notes=decidability(metric, deciding, t.baselines.get(NOISE_CEILING, {}),
+                                                t.n_queries))
         if backend is not None and not is_isolated(backend):
             line += f" -- UNISOLATED: the selected node ran on {backend}, without a sandbox wall"
         unify = json.loads((run.unify_dir / "unify_report.json").read_text()) if (run.unify_dir / "unify_report.json").exists() else {}

@@ -179,3 +179,24 @@ def test_run_options_are_checked_before_anything_runs(tmp_path):
     res = runner.invoke(app, ["run", str(f), "--compare-sources", "--out", str(tmp_path / "runs")])
     assert res.exit_code != 0 and "two or more inputs" in str(res.exception or res.output)
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_headline_says_when_a_split_cannot_decide_and_when_the_data_hold_little_signal():
+    """The Judge's line (tools.report.markdown.headline_text with verdict.decidability): a held-out
+    split too small to conclude names the --folds that would; a noise ceiling near chance says the
+    data hold little predictable signal instead of only 'not better'."""
+    from harmonycell.tools.evaluation.metrics import FALLBACK_METRIC, SEARCH_METRIC
+    from harmonycell.tools.evaluation.verdict import decidability
+    from harmonycell.tools.report.markdown import headline_text
+
+    small = {"train_mean": compare([0.9], [0.1], FALLBACK_METRIC, "train_mean")}  # Kang: one held-out cell type
+    assert small["train_mean"].conclusion == "too few units"
+    notes = decidability(FALLBACK_METRIC, small, {FALLBACK_METRIC: 0.99}, 1)
+    line = headline_text(valid=True, useful=False, failed=[], deciding=small, n_queries=1, unit="cell type",
+                         n_units=1, metric=FALLBACK_METRIC, notes=notes)
+    assert "this split cannot decide (1 held-out queries)" in line and "--folds 5" in line
+    assert "noise ceiling 0.990" in line
+    many = {"train_mean": compare([0.52] * 12, [0.5] * 12, SEARCH_METRIC, "train_mean")}
+    flat = decidability(SEARCH_METRIC, many, {SEARCH_METRIC: 0.55}, 12)
+    assert flat == ["the noise ceiling is itself near chance (0.550 vs 0.5): the data hold little predictable signal"]
+    assert decidability(SEARCH_METRIC, many, {SEARCH_METRIC: 0.86}, 12) == ["noise ceiling 0.860"]

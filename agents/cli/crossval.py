@@ -69,9 +69,9 @@ def run_folds(files: list[Path], task: str, out: Path, folds: int, repeats: int,
     failed = [f"repeat {f.repeat} fold {f.fold}" for f in results if not f.valid or not f.model_rows]
     unit, held = held_out_units(parent, [f"repeat0-fold{k}" for k in range(folds)])
     split = json.loads((parent / "repeat0-fold0" / "unify" / "split.json").read_text())
+    metric = next(iter(deciding.values())).metric if deciding else SEARCH_METRIC
     line = headline_text(valid=valid, useful=useful, failed=failed, deciding=deciding,
-                         n_queries=cv.n_queries, unit=unit, n_units=len(held),
-                         metric=next(iter(deciding.values())).metric if deciding else SEARCH_METRIC)
+                         n_queries=cv.n_queries, unit=unit, n_units=len(held), metric=metric)
     line = line.replace("test queries", f"test queries pooled over {folds} folds x {repeats} repeat(s)")
     atomic.write_text(parent / "cv.json", cv.model_dump_json(indent=2))
     metrics = list(next(iter(cv.spread.values())).keys())

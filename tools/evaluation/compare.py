@@ -59,8 +59,9 @@ def _mean(x, axis=-1):
 
 
 def sign_flip_p(diff: np.ndarray, seed: int = TEST_SEED) -> float:
-    """Two-sided p-value of the sign-flip permutation test of mean(diff) = 0."""
-    if not np.any(diff):
+    """Two-sided p-value of the sign-flip permutation test of mean(diff) = 0 (1 for a single pair:
+    its two sign patterns are equally extreme; a held-out cell type alone is such a pair)."""
+    if len(diff) < 2 or not np.any(diff):
         return 1.0
     res = stats.permutation_test((diff,), _mean, permutation_type="samples", vectorized=True,
                                  n_resamples=N_RESAMPLES, alternative="two-sided",

@@ -37,22 +37,30 @@ class MeritVerdict(BaseModel):
     predictions_sha256: str | None = None
 
 
-def headline_sentence(useful: bool, metric: str, deciding: dict[str, Comparison],
-                      ceiling: dict[str, float | None], n_queries: int) -> str:
-    """One line: the verdict on ``metric``, per baseline, and what the data could decide."""
-    parts = ", ".join(f"{b}: {c.conclusion}" for b, c in sorted(deciding.items()))
-    verdict = "BETTER THAN EVERY BASELINE" if useful else "NOT BETTER THAN BASELINES"
+def decidability(metric: str, deciding: dict[str, Comparison], ceiling: dict[str, float | None],
+                 n_queries: int) -> list[str]:
+    """What the data could decide, for a headline: a split too small to conclude anything (and
+    the ``--folds`` that would), and a noise ceiling near chance (little predictable signal)."""
     notes = []
     applies = [c for c in deciding.values() if c.conclusion != "not applicable"]
-    if not applies or all(c.conclusion == "too few units" for c in applies):
+    if deciding and (not applies or all(c.conclusion == "too few units" for c in applies)):
         notes.append(f"this split cannot decide ({n_queries} held-out queries); run "
                      "`harmonycell run ... --folds 5` to test every unit once")
     top = ceiling.get(SEARCH_METRIC)
     if metric == SEARCH_METRIC and top is not None and top - HEADLINE_CHANCE < LITTLE_SIGNAL_MARGIN:
         notes.append(f"the noise ceiling is itself near chance ({top:.3f} vs {HEADLINE_CHANCE}): "
                      "the data hold little predictable signal")
-    elif top is not None:
-        notes.append(f"noise ceiling {top:.3f}")
+    elif ceiling.get(metric) is not None:
+        notes.append(f"noise ceiling {ceiling[metric]:.3f}")
+    return notes
+
+
+def headline_sentence(useful: bool, metric: str, deciding: dict[str, Comparison],
+                      ceiling: dict[str, float | None], n_queries: int) -> str:
+    """One line: the verdict on ``metric``, per baseline, and what the data could decide."""
+    parts = ", ".join(f"{b}: {c.conclusion}" for b, c in sorted(deciding.items()))
+    verdict = "BETTER THAN EVERY BASELINE" if useful else "NOT BETTER THAN BASELINES"
+    notes = decidability(metric, deciding, ceiling, n_queries)
     return f"{verdict} on {metric} ({parts or 'no baseline'}" + "".join(f"; {n}" for n in notes) + ")"
 
 

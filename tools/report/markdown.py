@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from harmonycell.tools.search.tree import ROOT, Tree
 
@@ -14,12 +14,13 @@ def _f(v) -> str:
 
 
 def headline_text(*, valid: bool, useful: bool, failed: list[str], deciding: Mapping, n_queries: int,
-                  unit: str, n_units: int, metric: str) -> str:
+                  unit: str, n_units: int, metric: str, notes: Sequence[str] = ()) -> str:
     """Both verdicts in one line, e.g. ``VALID, NOT BETTER THAN BASELINES on M (train_mean:
     indistinguishable; n=5 queries, 5 held-out genes)``. ``deciding``: baseline -> comparison
-    (with ``conclusion``) on ``metric``."""
+    (with ``conclusion``) on ``metric``; ``notes``: what the data could decide
+    (``tools.evaluation.verdict.decidability``)."""
     v = "VALID" if valid else f"INVALID ({', '.join(failed) or 'integrity check failed'})"
-    where = f"n={n_queries} test queries, {n_units} held-out {unit}"
+    where = f"n={n_queries} test queries, {n_units} held-out {unit}" + "".join(f"; {n}" for n in notes)
     if not deciding:
         return f"{v}, NOT BETTER THAN BASELINES (no model to compare; {where})"
     parts = ", ".join(f"{b}: {c.conclusion}" for b, c in sorted(deciding.items()))
