@@ -143,34 +143,12 @@ class GeneDB:
     def resolve(self, names: Iterable[str]) -> dict[str, Resolution]:
         return {n: self.resolve_one(n) for n in dict.fromkeys(map(str, names))}
 
-    def ensembl_to_symbol(self, ids: Iterable[str]) -> dict[str, str | None]:
-        return {i: self.resolve_one(i).symbol if _ENSEMBL_ID.match(str(i)) else None for i in ids}
-
-    def symbol_to_ensembl(self, symbols: Iterable[str]) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for s in symbols:
-            gid = self._symbols.get(s)
-            out[s] = sorted(e for (e,) in self._rows("SELECT ensembl_id FROM ensembl WHERE _id = ?", (gid,))) \
-                if gid is not None else []
-        return out
-
-    def go_terms(self, symbols: Iterable[str], aspects: Iterable[str] = GO_ASPECTS,
-                 with_ancestors: bool = True) -> dict[str, set[str]]:
-        """symbol -> GO ids (direct annotations, or with every ancestor term: the ``_all`` tables)."""
-        return self._memberships(symbols, [f"go_{a}{'_all' if with_ancestors else ''}" for a in aspects], "go_id")
-
     def kegg_pathways(self, symbols: Iterable[str]) -> dict[str, set[str]]:
-        return self._memberships(symbols, ["kegg"], "path_id")
-
-    def _memberships(self, symbols: Iterable[str], tables: list[str], column: str) -> dict[str, set[str]]:
+        """symbol -> the KEGG pathway ids it belongs to (empty for a gene the database lacks)."""
         out: dict[str, set[str]] = {}
         for s in dict.fromkeys(symbols):
             gid = self._symbols.get(s)
-            terms: set[str] = set()
-            if gid is not None:
-                for t in tables:
-                    terms.update(x for (x,) in self._rows(f"SELECT {column} FROM {t} WHERE _id = ?", (gid,)))
-            out[s] = terms
+            out[s] = set() if gid is None else {p for (p,) in self._rows("SELECT path_id FROM kegg WHERE _id = ?", (gid,))}
         return out
 
     def annotation_matrix(self, tables: Iterable[str]) -> tuple[list[str], list[str], list[tuple[int, int]]]:
