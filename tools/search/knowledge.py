@@ -453,20 +453,19 @@ class KnowledgeBase:
         results that share none of its test units (``DataScope``)."""
         e = np.asarray(embedding, np.float32)
         not_read: dict[str, str] = {}
-        readable_wins = []
-        for w in self.expert_wins():
-            ok, why = scope.may_read_win(w.scope)
-            if ok:
-                readable_wins.append(w)
-            else:
-                not_read[f"expert result {w.id}"] = why
-        runs = []
-        for r in self.runs():
-            ok, why = scope.may_read_run(r.scope)
-            if ok:
-                runs.append(r)
-            else:
-                not_read[f"run {r.id}"] = why
+
+        def readable(items, may_read, label):
+            keep = []
+            for item in items:
+                ok, why = may_read(item.scope)
+                if ok:
+                    keep.append(item)
+                else:
+                    not_read[f"{label} {item.id}"] = why
+            return keep
+
+        readable_wins = readable(self.expert_wins(), scope.may_read_win, "expert result")
+        runs = readable(self.runs(), scope.may_read_run, "run")
         out = self._retrieve(e, readable_wins, runs, threshold)
         out.not_read = not_read
         return out
