@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from contextlib import nullcontext
 
 from harmonycell.agents.base import StepAgent
@@ -73,15 +74,23 @@ class Coder(StepAgent):
     def __init__(self, ctx):
         super().__init__(ctx)
 
+    def _symbols(self) -> list[str] | None:
+        """The task genes' symbols, which a gene-set file names (var names may be Ensembl ids)."""
+        import anndata
+
+        var = anndata.read_h5ad(self.ctx.run.unified, backed="r").var
+        return list(var["gene_symbol"].astype(str)) if "gene_symbol" in var else None
+
     def on_NodePlan(self, plan: NodePlan) -> NodeExecuted | NodeFailed:
         ctx = self.ctx
         session = ctx.llm_policy("coder")  # None once the LLM budget is spent: builtin templates
         policy = make_coder(session=session) if session else make_coder()
-        mc = policy.write(CodeRequest(action=plan.action, data_dir=ctx.run.sandbox_data,
-                                           seed=ctx.config.seed))
-        if session is not None:  # how the model's replies were judged (each call is its own record)
-            ctx.transcript.append("event", self.name, "write_model_outcome",
-                                  {"node": plan.node_id, "model": ctx.llm.model, "policy": mc.policy,
-                                   "fell_back": mc.fell_back, "attempts": mc.attempts, "notes": mc.notes})
+        gene_sets = Path(ctx.config.gene_sets) if ctx.config.gene_sets else None
+        mc = policy.write(CodeRequest(action=plan.action, data_dir=ctx.run.sandbox_data, seed=ctx.config.seed,
+                                      gene_sets=gene_sets, gene_symbols=self._symbols() if gene_sets else None))
+        # who wrote the code and what it noted (an LLM's replies are each their own record)
+        ctx.transcript.append("event", self.name, "write_model_outcome",
+                              {"node": plan.node_id, "model": ctx.llm.model if session else None, "policy": mc.policy,
+                               "fell_back": mc.fell_back, "attempts": mc.attempts, "notes": mc.notes})
         config = cap_epochs(mc.config, plan.action, ctx.config.epochs)
         return execute_node(self, plan.node_id, plan.action, mc.code, config, attempt=1)

@@ -98,7 +98,7 @@ class Evaluator(StepAgent):
                            {SEARCH_METRIC: report.aggregate.get(SEARCH_METRIC),
                             "DeltaPCC": report.aggregate.get("DeltaPCC"), "sha256": report.predictions_sha256},
                            [scores])
-        # paired per query, model minus each baseline, seeded bootstrap intervals
+        # paired per query, model minus each baseline, exact sign-flip test (Holm over the baselines)
         comparisons = compare_all([r.model_dump() for r in report.per_perturbation],
                                   {n: [r.model_dump() for r in rows] for n, rows in baselines.per_query.items()})
         self.ctx.tool_call(self.name, "compare_with_baselines", {"split": "test", "n": report.n_queries},

@@ -145,7 +145,7 @@ class TestScored(BaseModel):
     baselines: dict[str, dict[str, float | None]] = Field(default_factory=dict)
     predictions: Artifact | None = None
     scores: Artifact | None = None
-    # model minus each baseline, paired per test query, with a seeded 95% bootstrap interval
+    # model minus each baseline, paired per test query, exact sign-flip test (Holm over the baselines)
     comparisons: list[Comparison] = Field(default_factory=list)
     n_queries: int = 0
 

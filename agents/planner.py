@@ -18,7 +18,7 @@ import anndata as ad
 
 from harmonycell.agents.base import StepAgent
 from harmonycell.agents.policies.planner import propose_expansion
-from harmonycell.agents.search import run_search
+from harmonycell.agents.search import record_outcome, run_search
 from harmonycell.agents.messages import Approval, NodeAbandoned, NodePlan, NodeScored, SearchDone, UnifyDone
 from harmonycell.tools.evaluation.metrics import headline_of
 from harmonycell.tools.search import tree as T
@@ -289,20 +289,11 @@ class Planner(StepAgent):
 
     def apply(self, tree: T.Tree, outcome: NodeScored | NodeAbandoned) -> None:
         """A node's result into the tree (statistics, then failure routing); the caller saves."""
-        node = tree.nodes[outcome.node_id]
-        node.attempts = outcome.attempts
+        node = record_outcome(tree, outcome)
         if isinstance(outcome, NodeAbandoned):
-            node.error_tail = outcome.reason
             self._trace(route_abandoned(tree, outcome.node_id, outcome.reason))
             return
         s = outcome
-        node.status, node.reward = "ok", s.reward
-        node.val_metric = headline_of(s.metrics)[1]  # the fallback where the headline is undefined
-        node.wall_s = s.metrics.get("wall_s")
-        node.cpu_s = s.metrics.get("cpu_s")
-        node.backend = s.backend
-        node.predictions = {split: a.sha256 for split, a in s.predictions.items()}
-        node.metrics = {k: v for k, v in s.metrics.items() if k not in ("wall_s", "cpu_s")}
         # the cost yardstick is the first network trained: a closed-form fit takes seconds and
         # would make every network look too slow, and say hundreds of nodes fit in the time left
         network = not closed_form(node.action)

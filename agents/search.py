@@ -23,6 +23,8 @@ from harmonycell.agents.debugger import Debugger
 from harmonycell.agents.evaluator import Evaluator
 from harmonycell.agents.messages import NodeAbandoned, NodePlan, NodeScored, SearchDone
 from harmonycell.agents.routing import derive, next_speaker
+from harmonycell.tools.evaluation.metrics import headline_of
+from harmonycell.tools.search.tree import Node, Tree
 
 # who carries a node, and the routes between them (read from their handlers)
 NODE_AGENTS: tuple[type[StepAgent], ...] = (Coder, Debugger, Evaluator)
@@ -45,6 +47,24 @@ def carry_node(ctx: RunContext, agents: dict[str, StepAgent], plan: NodePlan) ->
         msg = getattr(agent, f"on_{type(msg).__name__}")(msg)
         ctx.say(agent.name, msg)
     return msg
+
+
+def record_outcome(tree: Tree, outcome: NodeScored | NodeAbandoned) -> Node:
+    """What a node's execution said, written onto its tree node (the Judge and the report read it
+    there): status, reward, validation headline, costs, backend, attempts, sha256s, or the error."""
+    node = tree.nodes[outcome.node_id]
+    node.attempts = outcome.attempts
+    if isinstance(outcome, NodeAbandoned):
+        node.status, node.error_tail = "failed", outcome.reason
+        return node
+    node.status, node.reward = "ok", outcome.reward
+    node.val_metric = headline_of(outcome.metrics)[1]  # the fallback where the headline is undefined
+    node.wall_s = outcome.metrics.get("wall_s")
+    node.cpu_s = outcome.metrics.get("cpu_s")
+    node.backend = outcome.backend
+    node.predictions = {split: a.sha256 for split, a in outcome.predictions.items()}
+    node.metrics = {k: v for k, v in outcome.metrics.items() if k not in ("wall_s", "cpu_s")}
+    return node
 
 
 def run_search(planner) -> SearchDone:

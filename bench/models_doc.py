@@ -72,7 +72,6 @@ def run_fold(task: RealTask, actions: list[str], work: Path, seed: int, fold: tu
     from harmonycell.agents.cli.train import train_node
     from harmonycell.tools.data.taskdata import export_sandbox_data
     from harmonycell.tools.evaluation.baselines import compute_baselines
-    from harmonycell.tools.evaluation.scoring import score_prediction_file
     from harmonycell.tools.search.actions import parse_action
 
     t0 = time.time()
@@ -80,6 +79,8 @@ def run_fold(task: RealTask, actions: list[str], work: Path, seed: int, fold: tu
     tag = f"s{seed}f{fold[0]}"
     data = work / f"data-{tag}"
     meta = export_sandbox_data(adata, data)
+    unified = work / f"unified-{tag}.h5ad"  # written once, linked into each node's run
+    adata.write_h5ad(unified)
     base = compute_baselines(adata, split="test")
     runs = []
     for action in actions:
@@ -87,16 +88,15 @@ def run_fold(task: RealTask, actions: list[str], work: Path, seed: int, fold: tu
         if key in done:  # resumed: this fold's backbone already ran
             runs.append(done[key])
             continue
-        node = work / f"{tag}-{action.replace('/', '_')}"
-        rep = train_node(adata, action, node, backend="local", seed=seed, data_dir=data,
-                         with_baselines=False, config_overrides={"epochs": epochs})
+        # carried as a search node is (agents.node_run), scored on the host beside the baselines
+        rep = train_node(unified, action, work / f"{tag}-{action.replace('/', '_')}", backend="local",
+                         seed=seed, data_dir=data, epochs=epochs)
         rows = []
-        if rep.status == "ok" and (node / "pred_test.npy").exists():
-            rows = [r.model_dump() for r in score_prediction_file(
-                adata, "test", node / "pred_test.npy", expected_queries=meta["queries"]["test"],
-                genes=meta["genes"]).per_perturbation]
+        if rep.status == "ok" and rep.predictions_sha256 is not None:
+            rows = json.loads((Path(rep.node_dir) / "test_scores.json").read_text())["per_perturbation"]
         runs.append({"key": key, "action": rep.action, "status": rep.status, "wall_s": rep.wall_s,
-                     "epochs_run": rep.epochs_run, "best_epoch": rep.best_epoch, "rows": rows})
+                     "attempts": rep.attempts, "epochs_run": rep.epochs_run, "best_epoch": rep.best_epoch,
+                     "rows": rows})
         print(f"[models_doc] {task.key} {tag} {action}: {rep.status} {rep.wall_s:.1f}s "
               f"{SEARCH_METRIC}={rep.metrics.get(SEARCH_METRIC)}", flush=True)
     return {"seed": seed, "fold": fold[0], "cells": int(adata.n_obs), "genes": int(adata.n_vars),

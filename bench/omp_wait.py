@@ -29,8 +29,9 @@ def _burn() -> None:
 
 
 def main() -> None:
+    from harmonycell.sandbox.executors import LocalExecutor
+    from harmonycell.sandbox.jobs import NodeJob
     from harmonycell.sandbox.local import LocalBackend
-    from harmonycell.sandbox.training import run_training
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
@@ -52,8 +53,9 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for label, env, cpus in cases:
-                res = run_training(LocalBackend(), args.run / "data" / "sandbox", code, config,
-                                   Path(tmp) / f"case{len(rows)}" / "node", cpus=cpus, env=env)
+                job = NodeJob(node_id=args.node, code=code, config=config, data_dir=args.run / "data" / "sandbox",
+                              node_dir=Path(tmp) / f"case{len(rows)}" / "node", timeout_s=3600, cpus=cpus, env=env)
+                res, _ = LocalExecutor(LocalBackend()).run(job, worker=0)
                 rows.append({"case": label, "status": res.status, "wall_s": res.wall_s, "cpu_s": res.cpu_s})
                 print(f"{label}: wall {res.wall_s} s, CPU {res.cpu_s} s ({res.status})", flush=True)
     finally:

@@ -44,11 +44,12 @@ def task_data() -> Path:
 
 def runner(data: Path, work: Path):
     from harmonycell.agents.policies.debugger import RunOutcome
+    from harmonycell.sandbox.executors import LocalExecutor
+    from harmonycell.sandbox.jobs import NodeJob
     from harmonycell.sandbox.local import LocalBackend
-    from harmonycell.sandbox.training import run_training
     from harmonycell.tools.search.code_checks import check_code
 
-    backend = LocalBackend()
+    executor = LocalExecutor(LocalBackend())
     counter = {"runs": 0}
 
     def run(code: str, config: dict) -> RunOutcome:
@@ -58,7 +59,8 @@ def runner(data: Path, work: Path):
                               tail="StaticCheckError: " + "; ".join(problems))
         counter["runs"] += 1
         node = work / f"run{counter['runs']}"
-        res = run_training(backend, data, code, config, node, timeout_s=180)
+        res, _ = executor.run(NodeJob(node_id=node.name, code=code, config=config, data_dir=data, node_dir=node,
+                                      timeout_s=180), worker=0)
         ok = res.ok and all((node / f"pred_{s}.npy").exists() for s in ("val", "test"))
         if ok:
             ok = all(np.isfinite(np.load(node / f"pred_{s}.npy")).all() for s in ("val", "test"))

@@ -73,7 +73,8 @@ def measure(backends, data: Path, script: Path, work: Path, repeats: int) -> dic
 
 
 def measure_training(backends, data: Path, work: Path, repeats: int) -> dict[str, list[float]]:
-    from harmonycell.sandbox.training import run_training
+    from harmonycell.sandbox.executors import LocalExecutor
+    from harmonycell.sandbox.jobs import NodeJob
     from harmonycell.tools.search.codegen import generate
 
     model = generate("discriminative/resnet", data, seed=0)
@@ -82,7 +83,8 @@ def measure_training(backends, data: Path, work: Path, repeats: int) -> dict[str
     for i in range(repeats):
         for b in backends:
             node = work / f"train-{b.name}-{i}"
-            res = run_training(b, data, code, cfg, node, timeout_s=1800, cpus=2)
+            res, _ = LocalExecutor(b).run(NodeJob(node_id=node.name, code=code, config=cfg, data_dir=data,
+                                                  node_dir=node, timeout_s=1800, cpus=2), worker=0)
             if res.status != "ok":
                 raise SystemExit(f"{b.name} training failed: {res.status}\n{res.stderr_tail}")
             times[b.name].append(json.loads((node / "harness_result.json").read_text())["train_seconds"])

@@ -66,7 +66,7 @@ def menu() -> list[str]:
     for b in all_backbone_paths():
         out.append(b)
         offered = set(child_actions(b))
-        for seg in BENCH_REFINEMENTS[b.split("/")[1]]:
+        for seg in BENCH_REFINEMENTS.get(b.split("/")[1], ()):  # closed-form fits: none
             path = f"{b}/{seg}"
             assert path in offered, f"{path} is not in the Planner's menu"
             out.append(path)
@@ -77,35 +77,31 @@ def menu() -> list[str]:
 
 def build_table(key: str, seed: int = 0, reverse: bool = False) -> dict:
     from models_doc import build_task
-    from harmonycell.sandbox.backends import get_backend
-    from harmonycell.sandbox.training import run_training
-    from harmonycell.tools.data.taskdata import export_sandbox_data, queries_from_meta
+    from harmonycell.agents.cli.train import train_node
+    from harmonycell.tools.data.taskdata import export_sandbox_data
     from harmonycell.tools.evaluation.baselines import compute_baselines
     from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
-    from harmonycell.tools.evaluation.scoring import score_prediction_file
-    from harmonycell.tools.search.codegen import generate
+    from harmonycell.tools.search.actions import closed_form
     from harmonycell.tools.search.knowledge import task_profile_text
 
     task = bench_tasks()[key]
     cache = CACHE / f"search_{key}.json"
     table = json.loads(cache.read_text()) if cache.exists() else {"task": key, "nodes": {}}
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        backend = get_backend("local")
+    shown = (SEARCH_METRIC, "DeltaPCC", "RMSE")
     with tempfile.TemporaryDirectory(prefix=f"bench-search-{key}-") as tmp:
         work = Path(tmp)
         adata = build_task(task, work, seed)
         data = work / "data"
         meta = export_sandbox_data(adata, data)
+        unified = work / "unified.h5ad"  # written once, linked into each node's run
+        adata.write_h5ad(unified)
         table.update({
             "title": task.title, "kind": task.kind, "seed": seed, "metric": SEARCH_METRIC,
             "cells": int(adata.n_obs), "genes": int(adata.n_vars), "train_cells": meta["n_train_cells"],
             "val_queries": len(meta["queries"]["val"]), "test_queries": len(meta["queries"]["test"]),
             "profile": task_profile_text(adata, task.kind),
             "epochs_cap": EPOCHS, "patience": PATIENCE,
-            "baselines": {split: {name: {m: v.get(m) for m in (SEARCH_METRIC, "DeltaPCC", "RMSE")}
+            "baselines": {split: {name: {m: v.get(m) for m in shown}
                                   for name, v in compute_baselines(adata, split).baselines.items()}
                           for split in ("val", "test")},
         })
@@ -114,29 +110,24 @@ def build_table(key: str, seed: int = 0, reverse: bool = False) -> dict:
             table["nodes"].update(_cached_nodes(cache))  # another worker may have added some
             if action in table["nodes"]:
                 continue
-            mc = generate(action, data, seed=seed)
-            config = {**mc.config, "epochs": EPOCHS, "patience": PATIENCE}
-            node = work / "nodes" / action.replace("/", "_").replace(":", "-")
-            res = run_training(backend, data, mc.code, config, node, timeout_s=1800)
-            row = {"status": res.status, "wall_s": res.wall_s, "cpu_s": res.cpu_s,
-                   "load_avg_1m": round(os.getloadavg()[0], 2)}
-            if res.ok and res.output("pred_val.npy") and res.output("pred_test.npy"):
-                for split in ("val", "test"):
-                    rep = score_prediction_file(adata, split, node / f"pred_{split}.npy",
-                                                queries_from_meta(meta, split), genes=meta["genes"])
-                    row[split] = {m: rep.aggregate.get(m) for m in (SEARCH_METRIC, "DeltaPCC", "RMSE")}
-                h = json.loads((node / "harness_result.json").read_text())
-                row["epochs_run"] = h.get("epochs_run")
+            # carried as a search node is (agents.node_run); networks with the bench's patience cap
+            path = action if closed_form(action) else f"{action}/hparams:patience={PATIENCE}"
+            rep = train_node(unified, path, work / "nodes" / action.replace("/", "_").replace(":", "-"),
+                             backend="local", seed=seed, data_dir=data, epochs=EPOCHS)
+            row = {"status": rep.status, "wall_s": rep.wall_s, "cpu_s": rep.cpu_s,
+                   "attempts": rep.attempts, "load_avg_1m": round(os.getloadavg()[0], 2)}
+            if rep.status == "ok":
+                row["val"] = {m: rep.val_metrics.get(m) for m in shown}
+                row["test"] = {m: rep.metrics.get(m) for m in shown}
+                row["epochs_run"] = rep.epochs_run
             else:
-                row["status"] = res.status if not res.ok else "error"
-                row["error"] = (res.stderr_tail or res.stdout_tail)[-400:]
+                row["error"] = (rep.error_tail or "")[-400:]
             table["nodes"][action] = row
             with _locked(cache):
                 table["nodes"] = {**_cached_nodes(cache), **table["nodes"]}
                 atomic.write_json(cache, table)
             v = (row.get("val") or {}).get(SEARCH_METRIC)
-            print(f"[search-table] {key} {action}: {row['status']} cpu {res.cpu_s}s wall {res.wall_s}s "
-                  f"val {v}", flush=True)
+            print(f"[search-table] {key} {action}: {row['status']} wall {rep.wall_s}s val {v}", flush=True)
     table["machine"] = f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU"
     with _locked(cache):
         table["nodes"] = {**_cached_nodes(cache), **table["nodes"]}
@@ -170,30 +161,24 @@ def repeat_cost(key: str = "kang_muscat", action: str = "discriminative/resnet",
                 seed: int = 0) -> dict:
     """The same node trained several times while the shared machine's load varies: CPU seconds
     (the reward's cost) should stay put while wall seconds follow the load."""
-    import warnings
-
     from models_doc import build_task
-    from harmonycell.sandbox.backends import get_backend
-    from harmonycell.sandbox.training import run_training
+    from harmonycell.agents.cli.train import train_node
     from harmonycell.tools.data.taskdata import export_sandbox_data
-    from harmonycell.tools.search.codegen import generate
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        backend = get_backend("local")
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-search-repeat-") as tmp:
         work = Path(tmp)
         adata = build_task(bench_tasks()[key], work, seed)
         export_sandbox_data(adata, work / "data")
-        mc = generate(action, work / "data", seed=seed)
-        config = {**mc.config, "epochs": EPOCHS, "patience": PATIENCE}
+        adata.write_h5ad(work / "unified.h5ad")
         for i in range(times):
             load = os.getloadavg()[0]
-            res = run_training(backend, work / "data", mc.code, config, work / f"n{i}", timeout_s=1800)
-            rows.append({"status": res.status, "cpu_s": res.cpu_s, "wall_s": res.wall_s,
+            rep = train_node(work / "unified.h5ad", f"{action}/hparams:patience={PATIENCE}", work / f"n{i}",
+                             backend="local", seed=seed, data_dir=work / "data", epochs=EPOCHS, with_test=False)
+            cpu = rep.cpu_s
+            rows.append({"status": rep.status, "cpu_s": cpu, "wall_s": rep.wall_s,
                          "load_avg_1m_before": round(load, 2), "load_avg_1m_after": round(os.getloadavg()[0], 2)})
-            print(f"[search-repeat] {key} {action} #{i}: cpu {res.cpu_s}s wall {res.wall_s}s load {load:.1f}", flush=True)
+            print(f"[search-repeat] {key} {action} #{i}: cpu {cpu}s wall {rep.wall_s}s load {load:.1f}", flush=True)
     out = {"task": key, "action": action, "epochs_cap": EPOCHS, "runs": rows}
     atomic.write_json(CACHE / "search_repeat.json", out)
     return out

@@ -35,12 +35,13 @@ class LocalExecutor:
     def run(self, job: NodeJob, worker: int, cancel: threading.Event | None = None,
             on_retry: Callable[[str], None] | None = None) -> tuple[ExecutionResult, Placement]:
         slot = self.slots[worker]
-        share = {} if self.workers == 1 else dict(
+        share = dict(cpus=job.cpus) if self.workers == 1 else dict(
             cpus=float(slot.threads), cpuset=list(slot.cores),
             gpu_ids=list(slot.gpu_ids) if slot.gpu_ids is not None else None,
             gpu=False if slot.gpu_ids == () else None)
         res = run_training(self.backend, job.data_dir, job.code, job.config, job.node_dir,
-                           timeout_s=job.timeout_s, cancel=cancel, run_id=job.run_id, **share)
+                           timeout_s=job.timeout_s, cancel=cancel, run_id=job.run_id, env=job.env or None,
+                           **share)
         return res, Placement(worker=slot.label, executor=self.name, where="this machine")
 
     def close(self) -> None:

@@ -22,6 +22,10 @@ class NodeJob(BaseModel):
     node_dir: Path
     timeout_s: float = 900.0
     run_id: str | None = None
+    # the node's share of the machine when one worker runs alone (None: the backend's default);
+    # a parallel executor's slot sets it instead
+    cpus: float | None = None
+    env: dict[str, str] = {}  # extra environment inside the sandbox (e.g. OMP_WAIT_POLICY)
 
 
 class Placement(BaseModel):

@@ -80,7 +80,7 @@ def train_on_worker(digest: str, files: dict[str, bytes], job: dict, backend_nam
         node_dir = scratch / "node"
         res = run_training(get_backend(backend_name, allow_unwalled=allow_unwalled), data, job["code"],
                            job["config"], node_dir, timeout_s=job["timeout_s"], run_id=job["run_id"],
-                           cpus=cpus)
+                           cpus=cpus, env=job.get("env") or None)
         out = {p.relative_to(node_dir).as_posix(): p.read_bytes()
                for p in sorted(node_dir.rglob("*")) if p.is_file()}
     finally:
@@ -136,7 +136,8 @@ class RayExecutor:
 
     def _submit(self, job: NodeJob):
         digest, ref = self._data(Path(job.data_dir))
-        body = {"code": job.code, "config": job.config, "timeout_s": job.timeout_s, "run_id": job.run_id}
+        body = {"code": job.code, "config": job.config, "timeout_s": job.timeout_s, "run_id": job.run_id,
+                "env": job.env}
         return self._task.options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0).remote(
             digest, ref, body, self.backend_name, self.allow_unwalled, self.cpus)
 

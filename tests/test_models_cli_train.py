@@ -1,6 +1,7 @@
 """`harmonycell train TASK_DIR --action PATH --json` on a unified synthetic task."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -24,18 +25,28 @@ def task_dir(tmp_path_factory):
 
 def test_train_json_reports_host_scores_beside_baselines(task_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HARMONYCELL_THREADS", "1")
-    node = tmp_path / "node"
+    out = tmp_path / "noderun"
     res = runner.invoke(app, [str(task_dir), "--action", "discriminative/gated-mlp/hparams:epochs=12,width=64",
-                              "--backend", "local", "--json", "--out", str(node)])
+                              "--backend", "local", "--json", "--out", str(out)])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout)
     assert rep["status"] == "ok" and rep["policy"] == "builtin" and rep["wall_s"] > 0
     assert rep["action"] == "discriminative/gated-mlp/hparams:epochs=12,width=64"
     assert set(rep["baselines"]) >= {"control_mean", "train_mean", "linear"}
     assert rep["metrics"]["DeltaPCC"] is not None and rep["val_metrics"]
-    # the scored file is the one the sandbox wrote
+    # carried as a search node: its own run folder, transcript and tree; the scored file is the
+    # one the sandbox wrote, and the node record on the tree says what its execution did
     from harmonycell.tools.record.atomic import sha256_file
+    from harmonycell.tools.record.transcript import verify
+    from harmonycell.tools.search.tree import Tree
+
+    node = Path(rep["node_dir"])
+    assert node.parent == out / "nodes" and rep["run_dir"] == str(out.resolve())
     assert rep["predictions_sha256"] == sha256_file(node / "pred_test.npy")
+    tree_node = Tree.load(out / "tree.json").nodes[node.name]
+    assert tree_node.status == "ok" and tree_node.predictions["test"] == sha256_file(node / "pred_test.npy")
+    assert tree_node.attempts == rep["attempts"] == 1 and tree_node.backend == rep["backend"]
+    assert verify(out).ok
     # the table view prints the same numbers
     res2 = runner.invoke(app, [str(task_dir), "--action", "discriminative/resnet/hparams:epochs=2,width=32",
                                "--backend", "local", "--out", str(tmp_path / "n2")])
@@ -76,5 +87,5 @@ def test_train_with_llm_coder_through_stub_server(task_dir, tmp_path, monkeypatc
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout)
     assert rep["policy"] == "llm" and not rep["fell_back"] and rep["status"] == "ok"
-    assert "class LowRankShift" in (tmp_path / "node" / "model.py").read_text()
+    assert "class LowRankShift" in (Path(rep["node_dir"]) / "model.py").read_text()
     assert any("syntax error" in n for n in rep["notes"])

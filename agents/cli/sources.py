@@ -3,8 +3,8 @@
 The paper's Figure 3 question. After the run, the selected architecture (the best node's action
 path) is trained again on each source alone: the unified data restricted to that source's cells,
 with the very same split, genes and test queries. On each source's own test queries the
-union-trained model (its per-query scores from the run) and the single-source model are
-compared pairwise per query, with the seeded bootstrap interval of ``tools.evaluation.compare``.
+union-trained model (its per-query scores from the run) and the single-source model (carried as
+one node in ``sources/<source>/``, the way the search carries a node) are compared pairwise per query, with the paired test of ``tools.evaluation.compare``.
 Deltas and the shift-corrected reference are per context (dataset | cell type), so restricting
 the cells to one source leaves that source's targets unchanged.
 """
@@ -12,6 +12,8 @@ the cells to one source leaves that source's targets unchanged.
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import anndata as ad
 from pydantic import BaseModel, Field
@@ -35,8 +37,6 @@ class SourceComparison(BaseModel):
 
 def compare_sources(run: RunFolder) -> list[SourceComparison]:
     from harmonycell.agents.cli.train import train_node
-    from harmonycell.tools.data.taskdata import export_sandbox_data
-    from harmonycell.tools.evaluation.scoring import score_prediction_file
 
     cfg = run.config()
     if len(cfg.inputs) < 2:
@@ -59,17 +59,15 @@ def compare_sources(run: RunFolder) -> list[SourceComparison]:
             continue
         sub = adata[(adata.obs["dataset_id"].astype(str) == source).to_numpy()].copy()
         folder = run.root / "sources" / source
-        data = folder / "data"
-        meta = export_sandbox_data(sub, data)
-        rep = train_node(sub, action, folder / "node", backend=cfg.backend, seed=cfg.seed, data_dir=data,
-                         with_baselines=False, config_overrides={"epochs": cfg.epochs})
-        if rep.status != "ok" or not (folder / "node" / "pred_test.npy").exists():
+        shutil.rmtree(folder, ignore_errors=True)  # a resumed run's half-trained one is trained again
+        rep = train_node(sub, action, folder, backend=cfg.backend, seed=cfg.seed,
+                         epochs=cfg.epochs, gene_sets=Path(cfg.gene_sets) if cfg.gene_sets else None)
+        if rep.status != "ok" or rep.predictions_sha256 is None:
             out.append(SourceComparison(source=source, action=action, status=rep.status, n_queries=len(mine),
                                         note=(rep.error_tail or "")[-300:]))
             continue
-        single = [r.model_dump() for r in score_prediction_file(
-            sub, "test", folder / "node" / "pred_test.npy", expected_queries=meta["queries"]["test"],
-            genes=meta["genes"]).per_perturbation]
+        scored = json.loads((Path(rep.node_dir) / "test_scores.json").read_text())
+        single = scored["per_perturbation"]
         by_key = {(r["condition"], r["context"]): r for r in single}
         paired = [r for r in mine if (r["condition"], r["context"]) in by_key]
         other = [by_key[(r["condition"], r["context"])] for r in paired]
@@ -81,7 +79,7 @@ def compare_sources(run: RunFolder) -> list[SourceComparison]:
     lines = ["", "## Union vs each source alone (--compare-sources)", "",
              f"The selected architecture `{action}` trained on each source alone (same split, genes and "
              "test queries), compared per query with the union-trained model on that source's own test "
-             "queries: union minus single-source, seeded 95% bootstrap interval.", ""]
+             "queries: union minus single-source, exact sign-flip test per query.", ""]
     for s in out:
         if s.status != "ok":
             lines.append(f"- {s.source}: {s.status} ({s.note})")

@@ -220,7 +220,7 @@ def answer_baselines(run: RunFolder, said: str) -> Answer:
         return _not_yet("the comparison with the baselines")
     sources = ["verdict.json"]
     lines = []
-    for c in verdict.get("comparisons") or []:  # paired, with bootstrap intervals (when the Evaluator wrote them)
+    for c in verdict.get("comparisons") or []:  # paired, with sign-flip tests (when the Evaluator wrote them)
         ci = (f" [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" if c.get("ci_low") is not None else " (no interval)")
         lines.append(f"vs {c['baseline']} on {c['metric']}: difference {c['mean_diff']:+.3f}{ci} over "
                      f"{c.get('n', '?')} queries -> {c['conclusion']}")

@@ -44,6 +44,7 @@ class RunConfig(BaseModel):
     epochs: int = 100
     fold: list[int] | None = None  # [k, K]: test units are fold k of K (cross-validation)
     specs_dir: str | None = None  # --specs: a folder of <dataset>.json mapping specs (user-written)
+    gene_sets: str | None = None  # GMT/JSON gene sets the pathway-masked backbone is built from (None: co-expression)
     # replay --rerun: the recorded knowledge-base retrieval ({"kb": summary, "priors": {...}}),
     # served back instead of reading the knowledge base; a rerun stores nothing in it either
     kb_replay: dict | None = None
