@@ -21,8 +21,10 @@ import anndata as ad
 
 from harmonycell.tools.record import atomic
 from harmonycell.tools.evaluation.baselines import BASELINE_DEFINITIONS, BaselinesReport, compute_baselines
-from harmonycell.tools.evaluation.crossval import FoldResult, summarise
-from harmonycell.tools.evaluation.metrics import DEFINITIONS, METRIC_NAMES
+from harmonycell.tools.evaluation.ceiling import CEILING_DEFINITION, NOISE_CEILING
+from harmonycell.tools.evaluation.compare import COMPARED_METRICS
+from harmonycell.tools.evaluation.crossval import FoldResult, spread, summarise
+from harmonycell.tools.evaluation.metrics import DEFINITIONS, HEADLINE_CHANCE, METRIC_NAMES, SEARCH_METRIC
 from harmonycell.tools.data.unify import unify
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +79,7 @@ def fmt(v) -> str:
     return "null" if v is None else f"{v:.3f}"
 
 
-SEED_METRICS = ("PCC_Delta_shift_corrected", "DeltaPCC", "RMSE")
+SEED_METRICS = COMPARED_METRICS  # the headline, its fallback, and two metrics reported beside them
 
 
 def cv_markdown(reps: list[tuple[int, int, BaselinesReport]], n_folds: int, seeds: list[int]) -> list[str]:
@@ -88,22 +90,28 @@ def cv_markdown(reps: list[tuple[int, int, BaselinesReport]], n_folds: int, seed
              for s, k, rep in reps]
     cv = summarise(folds, n_folds, len(seeds), SEED_METRICS)
     names = ["linear"] + [n for n in cv.spread if n != "model"]
+    ceiling = {m: spread([rep.baselines[NOISE_CEILING].get(m) for _, _, rep in reps]) for m in SEED_METRICS}
     lines = [f"Cross-validated: {n_folds} folds x {len(seeds)} seed(s), {cv.n_queries} distinct test "
-             "queries (every held-out unit tested once per seed); mean ± sd over folds:", "",
-             "| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+             "queries (every held-out unit tested once per seed); mean ± sd over folds, beside the "
+             f"noise ceiling (`{NOISE_CEILING}`: {CEILING_DEFINITION}):", "",
+             "| metric | " + " | ".join(names) + f" | {NOISE_CEILING} |", "|---|" + "---:|" * (len(names) + 1)]
+
+    def cell(sp_) -> str:
+        return "null" if sp_.mean is None else f"{sp_.mean:.3f} ± {sp_.sd:.3f}" if sp_.sd is not None else f"{sp_.mean:.3f}"
+
     for m in SEED_METRICS:
-        cells = []
-        for n in names:
-            sp_ = cv.spread["model" if n == "linear" else n][m]
-            cells.append("null" if sp_.mean is None else
-                         f"{sp_.mean:.3f} ± {sp_.sd:.3f}" if sp_.sd is not None else f"{sp_.mean:.3f}")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    lines += ["", "Is `linear` really different? Paired per query, pooled over folds (linear - other, "
-              "seeded 95% bootstrap interval; a correlation that is null counts as 0):", "",
-              "| other | metric | n | linear - other | 95% CI | conclusion |", "|---|---|---|---|---|---|"]
+        cells = [cell(cv.spread["model" if n == "linear" else n][m]) for n in names]
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {cell(ceiling[m])} |")
+    lines += ["", "Is `linear` really different? Paired per query, each query once (averaged over the folds "
+              "and seeds that tested it), linear - other, exact sign-flip test, Holm over the others; "
+              "an undefined value drops its pair:", "",
+              "| other | metric | n | linear - other | 95% interval | p (Holm) | conclusion |",
+              "|---|---|---|---|---|---|---|"]
     for c in cv.comparisons:
-        ci = "n < 3: none" if c.ci_low is None else f"[{c.ci_low:+.3f}, {c.ci_high:+.3f}]"
-        lines.append(f"| {c.baseline} | {c.metric} | {c.n} | {c.mean_diff:+.3f} | {ci} | **{c.conclusion}** |")
+        ci = "none" if c.ci_low is None else f"[{c.ci_low:+.3f}, {c.ci_high:+.3f}]"
+        md = "n/a" if c.mean_diff is None else f"{c.mean_diff:+.3f}"
+        p = "n/a" if c.p_holm is None else f"{c.p_holm:.3g}"
+        lines.append(f"| {c.baseline} | {c.metric} | {c.n} | {md} | {ci} | {p} | **{c.conclusion}** |")
     return lines + [""]
 
 
@@ -148,14 +156,19 @@ def render(results: list[tuple[Case, BaselinesReport, dict, list]], seeds: list[
         parts.append(case_markdown(case, rep, info))
         parts += cv_markdown(reps, n_folds, seeds)
     parts += ["## How to read these numbers", "",
-              "- `train_mean` predicts the same effect for every perturbation. Its DeltaPCC is the "
-              "shared-shift artefact of SPEC section 7 (published: 0.49-0.56 on full Norman, 0.70-0.74 "
-              "on Adamson); a model's DeltaPCC means something only above it. "
-              "`PCC_Delta_shift_corrected` removes that shift: `train_mean` scores about 0 (or null "
-              "when its prediction equals the reference exactly).",
-              "- A constant prediction ranks its own truth exactly at random: rank metrics 0.5.",
+              f"- The headline is `{SEARCH_METRIC}`: {DEFINITIONS[SEARCH_METRIC]} Every baseline that "
+              "predicts the same effect for every perturbation of a context (`control_mean`, "
+              f"`train_mean`) sits at chance, {HEADLINE_CHANCE}, by construction; only `linear` (and a "
+              "model) can move off it. Where a context holds one test query the headline is undefined "
+              "(null) and the declared fallback is read instead.",
+              f"- `{NOISE_CEILING}` is what a technical duplicate of the held-out cells scores: the "
+              "ceiling a model could reach on these cells. A ceiling near chance means the data hold "
+              "little predictable signal at this depth.",
+              "- `train_mean`'s DeltaPCC is the shared-shift artefact of SPEC section 7 (published: "
+              "0.49-0.56 on full Norman, 0.70-0.74 on Adamson); DeltaPCC and RMSE are reported, never decide.",
               "- These files are small: a few test queries per fold, so one split's numbers swing "
-              "widely; the cross-validated tables pool every fold and say which differences hold.",
+              "widely; the cross-validated tables pool every fold, each query once, and say which "
+              "differences hold (`too few units` where even a perfect result could not be significant).",
               "- `linear` embeds a perturbed gene by its row of the PCs of training pseudo-bulk over "
               "all measured genes (before gene selection); it falls back to `train_mean` only where "
               "no perturbation of the query is a measured gene (drugs, cytokines), listed per query.",
