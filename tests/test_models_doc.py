@@ -34,15 +34,16 @@ def test_render_names_only_backbones_better_than_every_baseline():
     assert f"Better than every baseline on {METRIC} (sign-flip test, Holm): discriminative/resnet." in text
     assert "| discriminative/resnet | 2/2 |" in text and " ± " in text
     assert "**better**" in text and "**worse**" in text  # cvae: 0.05 above train_mean, below linear
-    assert "1 of 2 backbones are better than every baseline" in text
+    assert "1 of 2 models are better than every baseline" in text
     assert "fell back to the train-mean shift on 2 of 8 queries" in text
 
 
 def test_render_says_plainly_when_none_wins():
     text = render([result({"discriminative/resnet": 0.0})])
-    assert "**No backbone is better than every baseline" in text
+    assert "**No model is better than every baseline" in text
 
 
-def test_the_three_real_tasks_are_configured():
-    assert {t.kind for t in TASKS.values()} == {"unseen-perturbation", "unseen-cell-context"}
+def test_the_real_tasks_with_held_out_units_are_configured():
+    assert {t.kind for t in TASKS.values()} == {"unseen-perturbation", "unseen-cell-context", "unseen-combination"}
+    assert TASKS["norman_pairs"].subset == ("dataset", "norman19")
     assert TASKS["norman"].subset == ("dataset", "norman19")

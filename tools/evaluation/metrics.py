@@ -134,11 +134,6 @@ def headline_of(values: dict[str, float | None]) -> tuple[str, float | None]:
     return FALLBACK_METRIC, values.get(FALLBACK_METRIC)
 
 
-def is_better(metric: str, a: float, b: float) -> bool:
-    """Whether value ``a`` of ``metric`` is strictly better than ``b``."""
-    return a > b if HIGHER_IS_BETTER[metric] else a < b
-
-
 def oriented(metric: str, value: float) -> float:
     """``value`` signed so that larger is better, whatever the metric's direction."""
     return value if HIGHER_IS_BETTER[metric] else -value
