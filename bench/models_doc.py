@@ -31,7 +31,7 @@ from harmonycell.tools.evaluation.compare import COMPARED_METRICS  # noqa: E402
 from harmonycell.tools.evaluation.metrics import DEFINITIONS, FALLBACK_METRIC, SEARCH_METRIC  # noqa: E402
 
 METRICS = COMPARED_METRICS  # the headline, its fallback where a pool holds one query, two more beside
-BASELINES = ("control_mean", "train_mean", "linear")
+BASELINES = ("control_mean", "train_mean", "linear", "additive")  # the order of the columns; additive: pairs only
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,8 @@ def render(results: list[dict]) -> str:
         first = next(iter(cv.values()))
         head = "| predictor | status (ok folds) | " + " | ".join(METRICS) + " |"
         lines += [head, "|" + "---|" * (2 + len(METRICS))]
-        for name in BASELINES:
+        shown = [b for b in BASELINES if b in first.spread]
+        for name in shown:
             if name in first.spread:
                 lines.append(f"| baseline: {name} | - | " + " | ".join(_ms(first.spread[name][m]) for m in METRICS) + " |")
         if all("ceiling" in f for f in fr):
@@ -226,11 +227,11 @@ def render(results: list[dict]) -> str:
         decides = deciding_metric(first.comparisons)
         lines += ["", f"Paired comparisons on `{decides}`, the metric that decides here (model - baseline, "
                   "each query once over folds and repeats):", "",
-                  "| model | " + " | ".join(b for b in BASELINES) + " |", "|---" * (len(BASELINES) + 1) + "|"]
+                  "| model | " + " | ".join(shown) + " |", "|---" * (len(shown) + 1) + "|"]
         for a in actions:
             useful, deciding = usefulness(cv[a].comparisons, decides)
             cells = []
-            for b in BASELINES:
+            for b in shown:
                 c = deciding.get(b)
                 cells.append("-" if c is None else f"n/a **{c.conclusion}**" if c.mean_diff is None else
                              f"{c.mean_diff:+.3f} [{fmt(c.ci_low)}, {fmt(c.ci_high)}] n={c.n} **{c.conclusion}**")
