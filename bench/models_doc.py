@@ -181,8 +181,10 @@ def render(results: list[dict]) -> str:
         "repository root; it reads `../shared/data/real/`). Protocol (SPEC section 7): nested K-fold",
         "cross-validation over the task's held-out units (genes, or cell contexts), repeated with",
         "seeds; in each fold the split comes first and genes are chosen on that fold's training",
-        "cells. Every backbone runs with its default refinements (epochs capped) through the sandbox",
-        "(local backend, CPU) and is scored on the host beside the baselines of the same fold.",
+        "cells. Each model in a table ran with its default refinements (epochs capped) as one node",
+        "carried the way the search carries it (`agents/node_run.py`: sandbox, local backend, CPU) and",
+        "is scored on the host beside the baselines of the same fold. A regeneration may run a subset",
+        "of the action space (`--action`); the tables list exactly what ran.",
         f"`{SEARCH_METRIC}` decides: {DEFINITIONS[SEARCH_METRIC]}",
         f"Where it is undefined (every context holds one test query, as for a held-out cell type) "
         f"`{FALLBACK_METRIC}` decides: {DEFINITIONS[FALLBACK_METRIC]}",
