@@ -22,7 +22,7 @@ from harmonycell.agents.search import record_outcome, run_search
 from harmonycell.agents.messages import Approval, NodeAbandoned, NodePlan, NodeScored, SearchDone, UnifyDone
 from harmonycell.tools.evaluation.metrics import headline_of
 from harmonycell.tools.search import tree as T
-from harmonycell.tools.search.actions import child_actions, closed_form, parse_action
+from harmonycell.tools.search.actions import child_actions, closed_form, not_for, parse_action
 from harmonycell.tools.search.budget import estimate_node_seconds, fmt_duration, nodes_that_fit
 from harmonycell.tools.data.taskdata import load_meta
 from harmonycell.tools.search.failure_routing import reopen_best, route_abandoned, route_scored
@@ -72,8 +72,9 @@ class Planner(StepAgent):
         return self.ctx.search_tree()
 
     def _menu(self) -> Menu:
-        """The action space the search may use: paradigms/backbones the person ruled out are gone."""
-        return excluding(child_actions, set(self.ctx.config.exclude))
+        """The action space the search may use: paradigms/backbones the person ruled out, and those
+        that cannot answer this task kind, are gone."""
+        return excluding(child_actions, set(self.ctx.config.exclude) | not_for(self.ctx.config.task))
 
     def _trace(self, records: list[dict]) -> None:
         for rec in records:

@@ -119,15 +119,26 @@ def run_task(task: RealTask, actions: list[str], seed: int = 0, cache: Path | No
         prev = json.loads(cache.read_text())
         if (prev.get("seed"), prev.get("folds"), prev.get("repeats"), prev.get("epochs")) == (seed, folds, repeats, epochs):
             prev_folds = prev.get("fold_results", [])
-    finished = {(f["seed"], f["fold"]) for f in prev_folds if not f.get("partial")}
+    from harmonycell.tools.search.actions import parse_action
+
+    wanted = {parse_action(a).text() for a in actions}
+    # a fold is finished when every requested model ran in it; a model added later runs alone
+    done.update({run["key"]: run for f in prev_folds for run in f["runs"]})
+    finished = {(f["seed"], f["fold"]) for f in prev_folds
+                if not f.get("partial") and wanted <= {run["action"] for run in f["runs"]}}
     t0 = time.time()
+    # every model a fold ran is kept, also those not requested this time
     results = [f for f in prev_folds if (f["seed"], f["fold"]) in finished]
+    kept = {(f["seed"], f["fold"]): f["runs"] for f in prev_folds if (f["seed"], f["fold"]) not in finished}
     with tempfile.TemporaryDirectory(prefix=f"models-doc-{task.key}-") as tmp:
         for r in range(repeats):
             for k in range(folds):
                 if (seed + r, k) in finished:
                     continue
-                results.append(run_fold(task, actions, Path(tmp), seed + r, (k, folds), epochs, done))
+                fold = run_fold(task, actions, Path(tmp), seed + r, (k, folds), epochs, done)
+                ran = {run["action"] for run in fold["runs"]}
+                fold["runs"] += [run for run in kept.get((seed + r, k), []) if run["action"] not in ran]
+                results.append(fold)
                 if cache is not None:
                     atomic.write_json(cache, summary(task, seed, folds, repeats, epochs, results,
                                                      time.time() - t0, partial=True))

@@ -8,7 +8,7 @@ from harmonycell.tools.errors import InputError
 
 def test_every_backbone_path_parses_and_round_trips():
     assert set(all_backbone_paths()) == {
-        "simple/ridge", "simple/nearest-gene", "discriminative/resnet", "discriminative/gated-mlp", "discriminative/pathway-masked",
+        "simple/ridge", "simple/nearest-gene", "simple/nearest-context", "discriminative/resnet", "discriminative/gated-mlp", "discriminative/pathway-masked",
         "discriminative/attribute-decoder", "discriminative/set-transformer", "generative/cvae", "generative/flow-matching"}
     for text in all_backbone_paths():
         assert parse_action(text).text() == text

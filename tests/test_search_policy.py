@@ -8,7 +8,7 @@ import pytest
 
 from harmonycell.agents.planner import builtin_policy, excluding, same_model
 from harmonycell.tools.search import tree as T
-from harmonycell.tools.search.actions import child_actions
+from harmonycell.tools.search.actions import child_actions, not_for
 from harmonycell.tools.search.failure_routing import route_scored
 
 
@@ -19,7 +19,11 @@ def grow(tree: T.Tree, choice: T.Choice) -> T.Node:
     return tree.add(parent, choice.actions[-1])
 
 
-def search(reward_of, n: int, seed: int = 0, priors=None, menu=child_actions) -> tuple[T.Tree, list[T.Choice]]:
+# the Planner's menu for an unseen-perturbation task (nearest-context answers held-out contexts only)
+PERTURBATION_MENU = excluding(child_actions, not_for("unseen-perturbation"))
+
+
+def search(reward_of, n: int, seed: int = 0, priors=None, menu=PERTURBATION_MENU) -> tuple[T.Tree, list[T.Choice]]:
     tree = T.Tree(seed=seed, priors=priors or {})
     choices = []
     for _ in range(n):

@@ -101,6 +101,8 @@ class Backbone:
     residual: bool = True
     # fitted in closed form (the harness calls fit(); no optimiser): a loss refinement means nothing
     closed_form: bool = False
+    # the task kinds it can answer better than a baseline by construction (empty: every kind)
+    kinds: tuple[str, ...] = ()
 
     @property
     def params(self) -> dict[str, Param]:
@@ -134,6 +136,12 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
              "the similarity-weighted mean effect of the k training perturbations with the nearest features",
              extra=(Param("k", "int", 1, 100, 5, "hparams", help="neighbours averaged (centre of the grid)"),),
              ignores=_NO_NETWORK, closed_form=True),
+    Backbone("nearest-context", "simple", "nearest_context",
+             "each perturbation's effect in the k training contexts whose control profiles are nearest the"
+             " query context's (a held-out cell type answers like the cell types it resembles)",
+             extra=(Param("k", "int", 1, 8, 3, "hparams", help="contexts averaged (the inner split chooses)"),),
+             # with one training context it is the train-mean shift: offered where contexts are held out
+             ignores=_NO_NETWORK, closed_form=True, kinds=("unseen-cell-context",)),
     Backbone("resnet", "discriminative", "resnet",
              "pre-norm residual MLP blocks over [control encoding, perturbation embedding]"),
     Backbone("gated-mlp", "discriminative", "gated_mlp",
@@ -252,6 +260,12 @@ def closed_form(action: str) -> bool:
 
 def backbones_of(paradigm: str) -> list[str]:
     return [b.name for b in BACKBONES.values() if b.paradigm == paradigm]
+
+
+def not_for(kind: str) -> set[str]:
+    """Backbones that cannot answer task kind ``kind`` better than its baselines by construction:
+    left out of that kind's search menu."""
+    return {b.name for b in BACKBONES.values() if b.kinds and str(getattr(kind, "value", kind)) not in b.kinds}
 
 
 def all_backbone_paths() -> list[str]:
