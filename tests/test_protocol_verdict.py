@@ -158,12 +158,16 @@ def test_folds_pool_per_query_and_average_repeats():
             mk = lambda vals: [{"condition": f"C{i}", "context": "d|x", "metrics": {SEARCH_METRIC: v}}
                                for i, v in zip(keys, vals)]
             folds.append(FoldResult(repeat=rep, fold=k, model_rows=mk(model),
-                                    baseline_rows={"train_mean": mk(base)}))
+                                    baseline_rows={"train_mean": mk(base)},
+                                    ceiling={SEARCH_METRIC: 0.9 + 0.02 * k}))
     cv = summarise(folds, 2, 2, metrics=(SEARCH_METRIC,))
     c = cv.comparisons[0]
     assert cv.n_queries == 7 and c.n == 7  # seven queries, not sixteen instances
     assert c.mean_diff == pytest.approx(0.205) and c.conclusion == "better"
     assert cv.spread["model"][SEARCH_METRIC].n_folds == 4
+    # the noise ceiling is shown beside the predictors, over the folds, and never compared
+    assert cv.spread["noise_ceiling"][SEARCH_METRIC].mean == pytest.approx(0.91)
+    assert [c.baseline for c in cv.comparisons] == ["train_mean"]
 
 
 def test_run_options_are_checked_before_anything_runs(tmp_path):

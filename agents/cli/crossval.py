@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
+from harmonycell.tools.evaluation.ceiling import NOISE_CEILING
 from harmonycell.tools.evaluation.compare import usefulness
 from harmonycell.tools.evaluation.crossval import FoldResult, summarise
 from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
@@ -29,6 +30,7 @@ def fold_result(run: RunFolder, repeat: int, fold: int) -> FoldResult:
         rows = json.loads(scores.read_text())["per_perturbation"]  # only the selected node is tested
     return FoldResult(repeat=repeat, fold=fold, valid=bool(verdict["valid"]), model_rows=rows,
                       baseline_rows={k: [r for r in v] for k, v in base.get("per_query", {}).items()},
+                      ceiling=base.get("baselines", {}).get(NOISE_CEILING) or {},
                       note=verdict.get("headline", ""))
 
 

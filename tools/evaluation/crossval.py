@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 from pydantic import BaseModel, Field
 
+from harmonycell.tools.evaluation.ceiling import NOISE_CEILING
 from harmonycell.tools.evaluation.compare import (
     COMPARED_METRICS,
     TEST_SEED,
@@ -33,6 +34,8 @@ class FoldResult(BaseModel):
     valid: bool = True
     model_rows: list[dict] = Field(default_factory=list)  # empty: no model trained in this fold
     baseline_rows: dict[str, list[dict]] = Field(default_factory=dict)
+    # the fold's noise ceiling (aggregate per metric): shown beside the predictors, never compared
+    ceiling: dict[str, float | None] = Field(default_factory=dict)
     note: str = ""
 
 
@@ -106,6 +109,8 @@ def summarise(folds: Sequence[FoldResult], n_folds: int, repeats: int,
                 if rows:
                     vals.append(fold_mean(rows, m))
             table[p][m] = spread(vals)
+    if any(f.ceiling for f in folds):
+        table[NOISE_CEILING] = {m: spread([f.ceiling.get(m) for f in folds if f.ceiling]) for m in metrics}
     keys = {_key(r) for f in folds for r in f.model_rows}
     return CVSummary(folds=n_folds, repeats=repeats, n_queries=len(keys), spread=table,
                      comparisons=pooled_comparisons(folds, metrics))
