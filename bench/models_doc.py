@@ -260,6 +260,7 @@ def render(results: list[dict]) -> str:
                    f"**No model is better than every baseline on {decides} on this task.**")
         lines += ["", verdict, ""]
         verdicts.append((r["title"], winners, len(actions), decides))
+    lines += picks_section()
     missing = [t.title for k, t in TASKS.items() if k not in {r["task"] for r in results}]
     if missing:
         lines += ["Not in this table (no results cached: not run in the time this regeneration had): "
@@ -275,6 +276,32 @@ def render(results: list[dict]) -> str:
               "`peak_gpu_mem_bytes` and per-epoch seconds (`train_log.jsonl`) when it runs on CUDA;",
               "rerun this command on a GPU host to fill in epoch times and peak memory.", ""]
     return "\n".join(lines)
+
+
+def picks_section(path: Path = RESULTS / "search_picks.json") -> list[str]:
+    """HarmonyCell's own pick (a search in every fold) beside the baselines: bench/search_picks.py."""
+    if not path.exists():
+        return []
+    picks = json.loads(path.read_text())
+    lines = ["## HarmonyCell's pick", "",
+             "What a user gets: `harmonycell run --folds K --budget B --no-kb` (`python bench/search_picks.py`),",
+             "each fold's search choosing its node on validation only, its test scores pooled over the folds",
+             "beside the baselines and the noise ceiling (the cross-validation report's numbers).", ""]
+    for key, r in picks.items():
+        spread = r["spread"]
+        metrics = list(next(iter(spread.values())))
+        lines += [f"### {r['title']}", "",
+                  f"{r['folds']} folds, budget {r['budget']} nodes or {r['time_limit']} per fold, {r['n_queries']} "
+                  f"test queries; {r['seconds']:.0f} s (load {r['load_avg_1m_before']} before); {r['finished']}. "
+                  "Picks: " + "; ".join(f"{x['fold']}: `{x['pick']}` of {x['nodes']}" for x in r["picks"]) + ".", "",
+                  "| predictor | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        for name, row in spread.items():
+            label = "HarmonyCell's pick" if name == "model" else name
+            lines.append(f"| {label} | " + " | ".join(
+                "n/a" if row[m]["mean"] is None else f"{row[m]['mean']:.3f} ± {row[m]['sd']:.3f}"
+                if row[m]["sd"] is not None else f"{row[m]['mean']:.3f}" for m in metrics) + " |")
+        lines += ["", f"**{r['verdict']}**", ""]
+    return lines
 
 
 def action_space_section() -> list[str]:
