@@ -18,7 +18,8 @@ CONTROL_SPELLINGS = {
     "reporter": ["LacZ_g1", "EGFP", "Luciferase-sg1", "mCherry_sg2"],
     "empty-vector": ["empty_vector", "pLKO_empty", "EmptyVector-2"],
     "vehicle": ["vehicle (DMSO)", "DMSO_0.1pct", "EtOH"],
-    "untreated": ["Untreated", "mock", "unstim"],
+    "untreated": ["Untreated", "mock", "no_treatment"],
+    "unstimulated": ["unstim", "Unstimulated_rep2", "resting"],
 }
 
 

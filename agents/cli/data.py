@@ -39,8 +39,8 @@ def audit(
             if d is not None:
                 check_out_dir(d, option=opt)
         report = audit_h5ad(file)
-        obs, _ = read_obs_var_backed(file)
-        plan, spec = explain(report, obs)
+        obs, var = read_obs_var_backed(file)
+        plan, spec = explain(report, obs, var)
         if write_spec is not None and spec is None:
             raise SpecError("no spec to write: the builtin policy cannot map this file (see the audit above)",
                             where=str(file), fix="write the spec by hand against tools/data/mapping_spec.schema.json")
