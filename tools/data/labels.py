@@ -134,8 +134,11 @@ def gene_stem(label: str) -> tuple[str, str | None] | None:
     s = str(label).strip()
     s = re.sub(r"\s*\(.*\)\s*$", "", s)
     s = _GUIDE_PREFIX.sub("", s)
-    m = re.match(r"^([A-Za-z][A-Za-z0-9\-\.]*?[A-Za-z0-9])(?:[_\-\.#\s]+((?:sg|g|guide|sgrna|grna|rep|r|v|s)?"
-                 r"\d+[a-z]?|[a-d]))?$", s)
+    m = re.match(r"^([A-Za-z][A-Za-z0-9\-\.]*?[A-Za-z0-9])(?:[_\-\.#\s]+((?i:(?:sgrna|grna|guide|shrna|sirna|sg|sh|si|"
+                 r"g|rep|r|v|s)[_\-\.]?)?\d+[a-z]?|[a-d]))?$", s)
+    glued = re.match(r"^([A-Z][A-Z0-9\-]*[A-Z0-9])(g\d+)$", s)  # CUL3g1 (a mouse Rag1 stays whole)
+    if glued and (not m or m.group(2) is None):
+        return glued.group(1), glued.group(2)
     if not m:
         return None
     return m.group(1), m.group(2)
@@ -156,6 +159,8 @@ def decide(label: str, is_gene: Callable[[str], str | None]) -> LabelDecision:
             return LabelDecision(label, "control", f"every content word ({' + '.join(words)}) is a "
                                                    f"control word of class {cls}", toks, control_class=cls)
     stem = gene_stem(label)
+    if stem is not None and stem[1] is not None and is_gene(str(label).strip()) is not None:
+        stem = (str(label).strip(), None)  # a gene whose name only looks suffixed (HLA-A, NKX2-1)
     if stem is not None:
         gene = is_gene(stem[0])
         if gene is not None:

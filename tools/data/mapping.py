@@ -274,12 +274,13 @@ GUIDE_NAME = re.compile(r"guide|sgrna|grna|sgid|protospacer|spacer|oligo", re.I)
 
 def guide_genes(vals: list[str], reader: LabelReader) -> dict[str, str]:
     """label -> gene for labels written per guide (``MYC_sgRNA_2``, ``sgJAK2-2``): the stem less the
-    guide suffix is a gene of the organism (labels.py decides)."""
+    guide suffix is a gene of the organism (labels.py decides). The gene keeps the file's spelling
+    (``MARCH8_sg1`` -> ``MARCH8``), as gene-level labels do."""
     out = {}
     for v in vals:
         d = reader.decide(v)
         if d.kind == "target" and d.gene and d.guide:
-            out[v] = d.gene
+            out[v] = (labels.gene_stem(v) or (d.gene,))[0]
     return out
 
 
