@@ -151,6 +151,14 @@ def is_unknown_label(label) -> bool:
 
 def decide(label: str, is_gene: Callable[[str], str | None]) -> LabelDecision:
     """Decide one label. ``is_gene(name)`` returns the gene symbol ``name`` stands for, or None."""
+    parts = [p for p in re.split(r"\s*[+;]\s*", str(label)) if p.strip()]
+    if len(parts) > 1:  # a combination (A+ctrl, A;B): a control only when every part is one
+        each = [decide(p, is_gene) for p in parts]
+        toks = tuple(t for d in each for t in d.tokens)
+        if all(d.kind == "control" for d in each):
+            return LabelDecision(label, "control", "every part of the combination is a control", toks,
+                                 control_class=each[0].control_class)
+        return LabelDecision(label, "unknown", "a combination: its parts are decided one by one", toks)
     toks = tuple(tokens(label))
     content = _content(list(toks), unfold_numbered=False)
     # a word CamelCase would cut (LacZ, pLKO) is read whole as well

@@ -350,7 +350,7 @@ def condition_candidates(audit: AuditReport, obs: pd.DataFrame, reader: LabelRea
             rules += f" (and {len(labels_) - 2} more)" if len(labels_) > 2 else ""
             why.append(f"values include control label(s) {rules}")
         else:
-            reading = labels.read_labels(label_counts(obs, col.name, delims), reader.decide)
+            reading = labels.read_labels(label_counts(obs, col.name, delims), reader.is_gene)
             clear = clear_label_column(col.name, reading)
             if clear is None or reading.proposed_control is None or NEGATIVE_NAMES.match(col.name):
                 continue
@@ -577,8 +577,7 @@ def named_controls(audit: AuditReport, obs: pd.DataFrame, controls: list[str], r
                 best = (score, col.name, sorted(found.values()))
     if best is None:
         cols = [c.name for c in audit.obs if c.name in obs.columns and not c.numeric]
-        raise InputError(f"--control {' '.join(controls)}: no obs column holds "
-                         f"{'this label' if len(controls) == 1 else 'all these labels'}",
+        raise InputError(f"no obs column holds the control label(s) {', '.join(map(repr, controls))}",
                          where=audit.path, fix=f"name a label that occurs in one of {', '.join(cols[:8])} "
                                                "(see harmonycell audit FILE)")
     return best[1], best[2]
@@ -778,3 +777,40 @@ def explain(audit: AuditReport, obs: pd.DataFrame, var: pd.DataFrame | None = No
     lines.append(f"- genes: index {spec.var_index_type}; symbols from "
                  f"{'`' + spec.gene_symbol_column + '`' if spec.gene_symbol_column else 'the index'}")
     return "\n".join(lines) + "\n", spec
+
+
+def control_specs(files: list[Path], controls: list[str]) -> dict[str, MappingSpec]:
+    """Builtin specs (file stem -> spec) for the inputs that hold the control labels a person named
+    (``--control LABEL``); inputs without them are left to the builtin policy. None holding them
+    is an error that lists what was looked at."""
+    from harmonycell.tools.data.audit import audit_h5ad, read_obs_var_backed
+
+    controls = [c.strip() for c in controls if c and c.strip()]
+    if not controls:
+        raise InputError("--control needs a label", where="--control", fix="e.g. --control non-targeting")
+    out: dict[str, MappingSpec] = {}
+    misses = []
+    for f in map(Path, files):
+        audit = audit_h5ad(f)
+        obs, var = read_obs_var_backed(f)
+        try:
+            out[f.stem] = infer_mapping(audit, obs, dataset_id=f.stem, var=var, controls=controls)
+        except InputError as e:
+            misses.append(e.one_line())
+    if not out:
+        raise InputError(f"no input holds the control label(s) {', '.join(map(repr, controls))}", where="--control",
+                         fix="; ".join(misses))
+    return out
+
+
+def write_control_specs(files: list[Path], controls: list[str], root: Path) -> Path:
+    """control_specs written as a --specs folder under ``root`` (one per set of inputs and labels),
+    for the commands whose run reads its specs from a folder later (run, chat)."""
+    import hashlib
+
+    specs = control_specs(files, controls)
+    key = hashlib.sha256(json.dumps([sorted(str(Path(f).resolve()) for f in files), sorted(controls)]).encode())
+    folder = Path(root) / ".control-specs" / key.hexdigest()[:12]
+    for stem, spec in specs.items():
+        atomic.write_text(folder / f"{stem}.json", spec.model_dump_json(indent=2) + "\n")
+    return folder
