@@ -109,6 +109,28 @@ def _content(toks: list[str], unfold_numbered: bool) -> list[str]:
 _ALL_CONTROL_WORDS = frozenset().union(*CONTROL_CLASSES.values(), GENERIC_CONTROL)
 
 
+_PIECES = frozenset(w for w in _ALL_CONTROL_WORDS | DECORATION | {a for pair in _JOIN for a in pair} if len(w) >= 2)
+_NUMBER_PIECE = re.compile(r"(?:sg|g)?\d+")
+
+
+def segment(tok: str) -> list[str]:
+    """A token glued from known words (``sgscrambled`` -> sg, scrambled; ``nontargetctrlhs`` ->
+    non, target, ctrl, hs), fewest pieces first; the token itself when it is no such glue."""
+    n = len(tok)
+    best: list[list[str] | None] = [None] * (n + 1)
+    best[0] = []
+    for i in range(n):
+        if best[i] is None:
+            continue
+        for j in range(i + 2, n + 1):
+            piece = tok[i:j]
+            if piece in _PIECES or _NUMBER_PIECE.fullmatch(piece):
+                cand = best[i] + [piece]
+                if best[j] is None or len(cand) < len(best[j]):
+                    best[j] = cand
+    return best[n] if best[n] and len(best[n]) > 1 else [tok]
+
+
 @dataclass(frozen=True)
 class LabelDecision:
     label: str
@@ -177,6 +199,8 @@ def decide(label: str, is_gene: Callable[[str], str | None]) -> LabelDecision:
             return LabelDecision(label, "target", rule, toks, gene=gene, guide=stem[1])
     # only now a numbered control word (ctrl0, ntc3): WT1 or NC1 as a gene came first
     for whole in (list(toks), tokens(label, camel=False)):
+        # last (genes came first): words glued without case or separator (sgscrambled, nontargetctrlhs)
+        whole = [w for t in whole for w in segment(t)]
         numbered = _content(whole, unfold_numbered=True)
         if (cls := _control_class(numbered)) is not None:
             return LabelDecision(label, "control", f"every content word ({' + '.join(numbered)}) is a numbered "
