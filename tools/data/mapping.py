@@ -731,17 +731,27 @@ def label_notes(spec: MappingSpec, obs: pd.DataFrame, reader: LabelReader | None
     reader = reader or default_reader()
     ctl = {normalise_token(c) for c in spec.control_labels}
     counts = label_counts(obs, cols[0], spec.combo_delimiters)
+    # a control counts the cells it labels alone; beside a perturbation (GEARS 'A+ctrl') the cell is perturbed
+    alone: dict[str, int] = {}
+    for v, n in obs[cols[0]].dropna().astype(str).value_counts().items():
+        parts = split_label(v, spec.combo_delimiters)
+        if parts and all(normalise_token(t) in ctl for t in parts):
+            for t in set(parts):
+                alone[t] = alone.get(t, 0) + int(n)
     notes = []
     for lab in sorted(counts, key=lambda k: (-counts[k], k))[:MAX_NOTES]:
         d = reader.decide(lab)
         unknown = labels.is_unknown_label(lab) or normalise_token(lab) in {normalise_token(u) for u in spec.unknown_labels}
         role = "control" if normalise_token(lab) in ctl else "unknown" if unknown else "perturbation"
         rule = d.rule
+        cells = alone.get(lab, 0) if role == "control" else counts[lab]
+        if role == "control" and counts[lab] > cells:
+            rule += f"; also written beside a perturbation in {counts[lab] - cells} perturbed cells"
         if role == "control" and d.kind != "control":
             rule = f"named a control by the spec (read alone: {d.rule})"
         elif role == "unknown":
             rule = "a label meaning 'perturbation unknown': cells dropped"
-        notes.append(LabelNote(label=lab, cells=counts[lab], role=role, kind=d.kind, control_class=d.control_class,
+        notes.append(LabelNote(label=lab, cells=cells, role=role, kind=d.kind, control_class=d.control_class,
                                gene=d.gene, guide=d.guide, tokens=list(d.tokens), rule=rule))
     return notes
 
