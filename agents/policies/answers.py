@@ -338,6 +338,14 @@ def records(run: RunFolder) -> dict[str, str]:
     names = ["task.yaml", "unify/unify_report.json", "tree.json", "verdict.json", "baselines.json"]
     names += [f"audit/{p.name}" for p in sorted(run.audit_dir.glob("*.json"))]
     out = {n: (run.root / n).read_text()[:RECORD_CHARS] for n in names if (run.root / n).exists()}
+    rep = _unify(run)
+    if rep is not None:  # every label is in the report; the model gets the controls and the totals
+        for i in rep["inputs"]:
+            notes = i.get("labels") or []
+            i["labels"] = [n for n in notes if n["role"] != "perturbation"]
+            i["perturbation_labels"] = {"count": len(notes) - len(i["labels"]),
+                                        "most_cells": [n["label"] for n in notes if n["role"] == "perturbation"][:10]}
+        out["unify/unify_report.json"] = json.dumps(rep)[:RECORD_CHARS]
     if run.transcript.exists():
         out["transcript.jsonl"] = "\n".join(
             f"#{r['seq']} {r['source']} {r['type']}: {summary(r['type'], r.get('content') or {})}"
