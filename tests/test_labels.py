@@ -59,8 +59,8 @@ def test_each_control_class_from_the_real_screen(papalexi, is_gene, cls):
     genes = sorted(k for k in counts if k != "non-targeting")
     spellings = CONTROL_SPELLINGS[cls]
     relabelled: dict[str, int] = {}
-    for i, sp in enumerate(spellings):  # the controls spread over the class's spellings
-        relabelled[sp] = counts["non-targeting"] // len(spellings) + (i == 0) * (counts["non-targeting"] % len(spellings))
+    for i, spelling in enumerate(spellings):  # the controls spread over the class's spellings
+        relabelled[spelling] = counts["non-targeting"] // len(spellings) + (i == 0) * (counts["non-targeting"] % len(spellings))
     for g in genes:  # two guides per gene, in a guide-level convention
         relabelled[f"sg{g}-1"] = counts[g] // 2
         relabelled[f"sg{g}-2"] = counts[g] - counts[g] // 2
