@@ -20,6 +20,8 @@ benchmark runs in well under an hour on 2 cores; the six real files themselves r
 
     python bench/valid_execution.py [--epochs 3] [--only NAME ...] [--work DIR]
 
+    python bench/valid_execution.py --conventions 12   # sampled label conventions per control class
+
 Writes bench/results/valid_execution.json and .md. Trials are cached in the work folder, so an
 interrupted benchmark resumes where it stopped (delete the folder to start over).
 """
@@ -215,7 +217,7 @@ VARIANTS = {
     "refuse_all_zero": (lambda: [zero_x(pap())], UP, "refused"),
     "refuse_logged_twice": (lambda: [log_again(norman())], UP, "refused"),
     "refuse_numeric_gene_names": (lambda: [numeric_genes(pap())], UP, "refused"),
-    "refuse_no_controls": (lambda: [keep_cols(relabel(pap(), "perturbation", {"non-targeting": "CTRL9"}),
+    "refuse_no_controls": (lambda: [keep_cols(relabel(pap(), "perturbation", {"non-targeting": "TP53"}),
                                               ["perturbation", "bio_rep"])], UP, "refused"),
 }
 
@@ -333,6 +335,139 @@ def markdown(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --- label conventions: a generator that samples how screens write each control class ----------
+# Written from how screens and papers name their negative controls, not from the rules in
+# tools/data/labels.py: base phrases per class, then token-level variations (case, separators,
+# CamelCase joins, species words, guide/replicate suffixes, a 'control' word) sampled at random.
+# Each trial relabels a real file's controls (and, for screens, writes its targets per guide in a
+# sampled convention) and is valid when unify finds exactly the controls and the genes.
+CONVENTION_PHRASES = {
+    "non-targeting": [["non", "targeting"], ["nontargeting"], ["NT"], ["NTC"], ["non", "target"],
+                      ["negative", "control"], ["neg", "ctrl"], ["no", "target"], ["NonTarget"], ["NTG"]],
+    "scrambled": [["scrambled"], ["scramble"], ["scr"], ["shuffled"], ["scrambled", "control"], ["SCRMBL"]],
+    "safe-harbour": [["AAVS1"], ["ROSA26"], ["Rosa26"], ["safe", "harbor"], ["safe", "harbour"],
+                     ["safe", "targeting"], ["intergenic"], ["H11"], ["AAVS"]],
+    "reporter": [["LacZ"], ["GFP"], ["EGFP"], ["luciferase"], ["Luc"], ["mCherry"], ["tdTomato"], ["RFP"],
+                 ["Renilla"], ["FLuc"]],
+    "empty-vector": [["empty", "vector"], ["empty"], ["pLKO", "empty"], ["EV"], ["no", "insert"], ["backbone"],
+                     ["empty", "backbone"]],
+    "vehicle": [["vehicle"], ["DMSO"], ["PBS"], ["EtOH"], ["vehicle", "DMSO"], ["H2O"], ["solvent"]],
+    "untreated": [["untreated"], ["mock"], ["no", "treatment"], ["naive"], ["parental"], ["un", "treated"]],
+    "unstimulated": [["unstimulated"], ["unstim"], ["resting"], ["no", "stim"], ["un", "stimulated"]],
+}
+CRISPR_CLASSES = ("non-targeting", "scrambled", "safe-harbour", "reporter", "empty-vector")
+SPECIES = ["Hs", "Human", "hs", "Mm", "human"]
+GUIDE_SUFFIXES = ["_g{n}", "-sg{n}", "_sgRNA_{n}", ".{n}", "g{n}", "_{n}", "-{n}", "_guide{n}", "#{n}"]
+TARGET_STYLES = ["{g}", "{g}_g{n}", "sg{g}-{n}", "{g}.sg{n}", "{g}_sgRNA_{n:02d}", "{g}-{n}", "sg{g}_{n}"]
+
+
+def sample_spelling(cls: str, rng: np.random.Generator) -> str:
+    words = list(CONVENTION_PHRASES[cls][rng.integers(len(CONVENTION_PHRASES[cls]))])
+    if cls in CRISPR_CLASSES and rng.random() < 0.3:
+        words.append(["control", "ctrl", "Ctrl", "guide"][rng.integers(4)])
+    if cls in CRISPR_CLASSES and rng.random() < 0.3:
+        words.append(SPECIES[rng.integers(len(SPECIES))])
+    case = rng.integers(4)
+    if case == 0:
+        words = [w.lower() for w in words]
+    elif case == 1:
+        words = [w.upper() for w in words]
+    elif case == 2:
+        words = [w[:1].upper() + w[1:] for w in words]
+    sep = ["", "_", "-", " ", "."][rng.integers(5)] if len(words) > 1 else ""
+    label = sep.join(words)
+    if cls in CRISPR_CLASSES and rng.random() < 0.6:
+        label += GUIDE_SUFFIXES[rng.integers(len(GUIDE_SUFFIXES))].format(n=int(rng.integers(1, 10)))
+    if cls in CRISPR_CLASSES and rng.random() < 0.2:
+        label = "sg" + label
+    return label
+
+
+def convention_trial(cls: str, k: int, work: Path) -> dict:
+    """One sampled convention of class ``cls`` written into a real file, unified."""
+    from harmonycell.tools.data.unify import unify
+    from harmonycell.tools.errors import HarmonyCellError
+
+    rng = np.random.default_rng([k, sorted(CONVENTION_PHRASES).index(cls)])
+    spellings = list(dict.fromkeys(sample_spelling(cls, rng) for _ in range(int(rng.integers(1, 4)))))
+    if cls in CRISPR_CLASSES:
+        a = keep_cols(read("papalexi_eccite_lowmoi", n=800, seed=k), ["perturbation", "grna"])
+        truth = a.obs["perturbation"].astype(str)
+        ctl = (truth == "non-targeting").to_numpy()
+        style = TARGET_STYLES[rng.integers(len(TARGET_STYLES))]
+        num = a.obs["grna"].astype(str).str.extract(r"(\d+)$", expand=False).fillna("1").astype(int)
+        labels = [style.format(g=g, n=n) for g, n in zip(truth, num)]
+        expect_perturbed = set(truth[~ctl])
+        col = "guide" if "{n" in style else "perturbation"
+        a.obs = pd.DataFrame({col: labels}, index=a.obs_names)
+    elif cls == "unstimulated":
+        a = kang(n=800)
+        truth = a.obs["condition"].astype(str)
+        ctl = (truth == "control").to_numpy()
+        style, col, labels = "{g}", "condition", list(truth)
+        expect_perturbed = {"stimulated"}
+    else:  # vehicle, untreated: the drug screen
+        a = keep_cols(read("zhao_glioblastoma_panobinostat", n=800, seed=k), ["condition", "patient_id"])
+        truth = a.obs["condition"].astype(str)
+        ctl = (truth == "ctrl").to_numpy()
+        style, col, labels = "{g}", "condition", list(truth)
+        expect_perturbed = {"panobinostat"}
+    for i, j in enumerate(np.flatnonzero(ctl)):
+        labels[j] = spellings[i % len(spellings)]
+    a.obs[col] = labels
+    path = work / "conventions" / f"{cls}_{k}.h5ad"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    a.write_h5ad(path)
+    rec = {"class": cls, "trial": k, "spellings": spellings, "targets": style, "expected_controls": int(ctl.sum())}
+    try:
+        o = unify([path])
+    except HarmonyCellError as e:
+        return {**rec, "outcome": "refused", "message": e.one_line()[:300]}
+    finally:
+        path.unlink(missing_ok=True)
+    r = o.report.inputs[0]
+    got = set(o.adata.obs.loc[~o.adata.obs["is_control"], "condition_name"].astype(str))
+    if r.controls != int(ctl.sum()):
+        return {**rec, "outcome": "wrong controls", "message": f"{r.controls} controls found, {int(ctl.sum())} expected"}
+    if got != expect_perturbed:
+        return {**rec, "outcome": "wrong perturbations",
+                "message": f"{len(got)} perturbations ({', '.join(sorted(got)[:4])}...), {len(expect_perturbed)} expected"}
+    proposed = "PROPOSED control" in r.fields["condition_name"].reason
+    return {**rec, "outcome": "proposed" if proposed else "valid", "message": ""}
+
+
+def run_conventions(per_class: int, work: Path) -> dict:
+    t0 = time.perf_counter()
+    records = [convention_trial(cls, k, work) for cls in CONVENTION_PHRASES for k in range(per_class)]
+    rates = {}
+    for cls in CONVENTION_PHRASES:
+        rs = [r for r in records if r["class"] == cls]
+        rates[cls] = {"trials": len(rs), "valid": sum(r["outcome"] == "valid" for r in rs),
+                      "proposed": sum(r["outcome"] == "proposed" for r in rs),
+                      "failed": sum(r["outcome"] not in ("valid", "proposed") for r in rs)}
+        rates[cls]["valid_rate"] = round(rates[cls]["valid"] / max(len(rs), 1), 3)
+    return {"per_class": per_class, "seconds": round(time.perf_counter() - t0, 1), "rates": rates,
+            "records": records}
+
+
+def conventions_markdown(c: dict) -> str:
+    lines = ["", "## Label conventions (unify stage; sampled spellings of each control class)", "",
+             f"{c['per_class']} sampled conventions per class, each written into a real file (Papalexi for the "
+             "screen classes, targets per guide in a sampled style; Zhao for vehicle/untreated; Kang for "
+             "unstimulated) and unified; valid = exactly the relabelled cells are controls and the perturbations "
+             "are the file's genes/drug/stimulus; proposed = unified right with the control proposed, not known; "
+             f"{c['seconds']:.0f} s.", "",
+             "| class | trials | valid | proposed | failed | valid rate |", "|---|---|---|---|---|---|"]
+    for cls, r in c["rates"].items():
+        lines.append(f"| {cls} | {r['trials']} | {r['valid']} | {r['proposed']} | {r['failed']} | {r['valid_rate']:.0%} |")
+    bad = [r for r in c["records"] if r["outcome"] != "valid"]
+    if bad:
+        lines += ["", "Not valid:", ""]
+        lines += [f"- {r['class']} {r['spellings']} (targets `{r['targets']}`): {r['outcome']} -- {r['message'][:200]}"
+                  for r in bad]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=3)
@@ -341,7 +476,22 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="trials run at once (each is its own process tree)")
     ap.add_argument("--cached-only", action="store_true",
                     help="write the results from the trials already run (the others are listed as not run)")
+    ap.add_argument("--conventions", type=int, metavar="N", default=0,
+                    help="instead of the pipeline trials: N sampled label conventions per control class, unified; "
+                         "their per-class rates are added to the results (the pipeline trials are kept)")
     args = ap.parse_args()
+    if args.conventions:
+        c = run_conventions(args.conventions, args.work)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / "valid_execution.json"
+        s = json.loads(path.read_text()) if path.exists() else {}
+        s["conventions"] = c
+        path.write_text(json.dumps(s, indent=1) + "\n")
+        md = RESULTS / "valid_execution.md"
+        old = md.read_text().split("\n## Label conventions")[0].rstrip("\n") + "\n" if md.exists() else ""
+        md.write_text(old + conventions_markdown(c))
+        print(conventions_markdown(c))
+        return
     names = args.only or [*REAL_FILES, *VARIANTS]
     if args.cached_only:
         cache = args.work / "trials"
@@ -375,8 +525,12 @@ def main() -> None:
     s["trial_seconds_sum"] = round(sum(r["seconds"] for r in records), 1)
     if not args.only:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "valid_execution.json").write_text(json.dumps(s, indent=1) + "\n")
-        (RESULTS / "valid_execution.md").write_text(markdown(s))
+        path = RESULTS / "valid_execution.json"
+        old = json.loads(path.read_text()).get("conventions") if path.exists() else None
+        if old:  # the label-convention rates are measured by --conventions, kept here
+            s["conventions"] = old
+        path.write_text(json.dumps(s, indent=1) + "\n")
+        (RESULTS / "valid_execution.md").write_text(markdown(s) + (conventions_markdown(old) if old else ""))
     print(markdown(s))
     print(f"(this invocation: {time.perf_counter() - t0:.0f} s)")
 

@@ -106,7 +106,7 @@ def no_label(a):
 
 
 def no_controls(a):
-    a.obs["perturbation"] = a.obs["perturbation"].astype(str).replace({"non-targeting": "CTRL9"})
+    a.obs["perturbation"] = a.obs["perturbation"].astype(str).replace({"non-targeting": "TP53"})
 
 
 def only_controls(a):

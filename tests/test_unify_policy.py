@@ -11,15 +11,15 @@ from unify_helpers import small_h5ad
 
 
 @pytest.mark.parametrize("label, word", [
-    ("ctrl", "ctrl"), ("Control", "control"), ("non-targeting", "non-targeting"), ("NTC", "ntc"),
-    ("NT", "nt"), ("NTg7", "nt"), ("non-targeting_2", "non-targeting"), ("DMSO", "dmso"),
-    ("vehicle (DMSO)", "vehicle"), ("unstim", "unstim"), ("unst", "unst"), ("Vehicle", "vehicle"),
+    ("ctrl", "generic"), ("Control", "generic"), ("non-targeting", "non-targeting"), ("NTC", "non-targeting"),
+    ("NT", "non-targeting"), ("NTg7", "non-targeting"), ("non-targeting_2", "non-targeting"), ("DMSO", "vehicle"),
+    ("vehicle (DMSO)", "vehicle"), ("unstim", "unstimulated"), ("unst", "unstimulated"), ("Vehicle", "vehicle"),
 ])
 def test_control_vocabulary(label, word):
     assert control_word(label) == word
 
 
-@pytest.mark.parametrize("label", ["TP53", "NTRK1", "CTRL9", "stim", "panobinostat", "A549_ctrl_1x", "MYC+ctrl"])
+@pytest.mark.parametrize("label", ["TP53", "NTRK1", "NT5E", "WT1", "stim", "panobinostat", "A549_ctrl_1x", "MYC+ctrl"])
 def test_not_control(label):
     assert control_word(label) is None
 

@@ -11,6 +11,7 @@ same inputs. After the run they ask about the result, or "run again with ...".
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -49,6 +50,8 @@ class Conversation:
     restart: list[Steer] = field(default_factory=list)  # data changes that need a new run
     intent_call: dict | None = None  # the LLM's reading of the request, for the new run's record
     transcript: Transcript | None = None  # the team's own while it runs: one writer keeps the chain whole
+    files: list[str] = field(default_factory=list)  # inputs named before the run: questions read their audits
+    _file_facts: list | None = None
 
     def _transcript(self) -> Transcript:
         return self.transcript or Transcript(self.run.root)
@@ -62,14 +65,27 @@ class Conversation:
     def reply(self, said: str, say: Callable | None = None) -> None:
         """Answer a question from the run's records; ``say`` records it (the team's ctx.say mid-run)."""
         if self.run is None:
-            self.console.print("[cyan]HarmonyCell:[/] I can answer that once the data is read: "
-                               "first tell me the files and what to predict.")
+            self.reply_before_run(said)
             return
         ans, call = answer(self.run, said, self.llm)
         if call is not None:
             self._transcript().append("llm_call", "User", "answer", {**call, "question": said})
         q = Question(said=said, answer=ans.text, topic=ans.topic, sources=ans.sources, by=ans.by)
         (say or self.record)(q)
+
+    def reply_before_run(self, said: str) -> None:
+        """No run folder yet: answer from the audits of the files already named (nothing to record in)."""
+        if not self.files:
+            self.console.print("[cyan]HarmonyCell:[/] I can answer that once I know the data: "
+                               "first tell me the files and what to predict.")
+            return
+        from harmonycell.agents.facts import answer_from, file_facts
+
+        if self._file_facts is None:
+            self._file_facts = file_facts(self.files)
+        text, sources = answer_from(self._file_facts, said)
+        self.console.print(f"[cyan]HarmonyCell:[/] {escape(text)}"
+                           + (f" [dim](from {escape(', '.join(sources))})[/]" if sources else ""), highlight=False)
 
     def wait(self, prompt: str, say: Callable | None = None) -> str:
         """Ask; while the person asks a question instead, answer it and ask again."""
@@ -221,6 +237,13 @@ def hold_out_in_files(names: list[str], files: list[str]) -> None:
                              fix="name a cell type as it is written in the files")
 
 
+def riding_questions(said: str) -> list[str]:
+    """The questions asked alongside a request: sentences that are questions and name no task."""
+    parts = [p.strip() for p in re.split(r"(?<=[?.!;])\s+|\s+(?:--|—)\s+", said) if p.strip()]
+    return [p for p in parts if len(parts) > 1 and is_question(p) and read_task(p)[0] is None
+            and not any("/" in w or w.endswith(".h5ad") for w in p.split())]
+
+
 def understand(conv: Conversation, files: list[str], task: str | None) -> RunIntent:
     """The opening turns: the person's request, typed, restated, completed."""
     if files and task:
@@ -240,6 +263,9 @@ def understand(conv: Conversation, files: list[str], task: str | None) -> RunInt
         except HarmonyCellError as exc:
             conv.console.print(f"[red]{escape(exc.one_line())}[/]")
     intent.said, conv.intent_call = said, call
+    conv.files = list(intent.files)
+    for q in riding_questions(said):  # "predict genes nobody tested -- which cells are controls?"
+        conv.reply(q)
     if task:
         intent.task, intent.task_because = TaskKind.parse(task), "--task"
     conv.console.print(f"[cyan]HarmonyCell:[/] I understood: {escape(intent.understood())}"

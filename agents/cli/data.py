@@ -20,6 +20,15 @@ def fail(e: HarmonyCellError) -> None:
     raise typer.Exit(2)
 
 
+CONTROL_HELP = "the label of the control cells, where the Unifier does not recognise it (repeat for several)"
+
+
+def check_control_and_specs(control, specs) -> None:
+    if control and specs:
+        raise InputError("--control and --specs both say which cells are controls", where="--control",
+                         fix="name the controls in the specs' control_labels, or drop --specs")
+
+
 def audit(
     file: Path = typer.Argument(..., help="an .h5ad file"),
     json_: bool = typer.Option(False, "--json", help="print the audit as JSON instead of Markdown"),
@@ -39,8 +48,8 @@ def audit(
             if d is not None:
                 check_out_dir(d, option=opt)
         report = audit_h5ad(file)
-        obs, _ = read_obs_var_backed(file)
-        plan, spec = explain(report, obs)
+        obs, var = read_obs_var_backed(file)
+        plan, spec = explain(report, obs, var)
         if write_spec is not None and spec is None:
             raise SpecError("no spec to write: the builtin policy cannot map this file (see the audit above)",
                             where=str(file), fix="write the spec by hand against tools/data/mapping_spec.schema.json")
@@ -62,8 +71,10 @@ def unify(
     seed: int = typer.Option(0, "--seed", help="seed of the split"),
     n_hvg: int = typer.Option(2000, "--n-hvg", help="highly variable genes kept"),
     spec_dir: Optional[Path] = typer.Option(None, "--specs", help="folder of <stem>.json mapping specs to use (validated and repaired)"),
+    control: Optional[List[str]] = typer.Option(None, "--control", help=CONTROL_HELP),
 ) -> None:
     """Unify heterogeneous .h5ad files into one canonical dataset (no manual mapping)."""
+    from harmonycell.tools.data.mapping import control_specs
     from harmonycell.tools.data.unify import unify as run_unify
     from harmonycell.tools.data.unify import write_unify_outputs
     from harmonycell.tools.data.validate import (
@@ -77,7 +88,8 @@ def unify(
         check_files(list(files))
         check_out_dir(out, FREE_SPACE_FACTOR * sum(Path(f).stat().st_size for f in files))
         note = check_unify_out(out)
-        specs = load_specs(spec_dir)
+        check_control_and_specs(control, spec_dir)
+        specs = control_specs(list(files), control) if control else load_specs(spec_dir)
         outcome = run_unify(list(files), task=kind, seed=seed, n_hvg=n_hvg, specs=specs or None)
         try:
             write_unify_outputs(outcome, out)

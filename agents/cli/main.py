@@ -104,6 +104,16 @@ MAX_TOKENS_HELP = "stop using the LLM (builtin policies) once the run has used t
 MAX_COST_HELP = "stop using the LLM once the run has cost this many USD (prices: PRICES or the config's prices)"
 
 
+def control_specs_dir(files: list[Path], control: list[str] | None, specs: Path | None, out: Path) -> Path | None:
+    """``--control LABEL``: the builtin specs with those controls, as the --specs folder of the run."""
+    if not control:
+        return specs
+    from harmonycell.tools.data.mapping import write_control_specs
+
+    cli_data.check_control_and_specs(control, specs)
+    return write_control_specs(files, control, out)
+
+
 @app.command()
 def run(
     files: List[Path] = typer.Argument(..., help="input .h5ad files (any schema)"),
@@ -129,6 +139,7 @@ def run(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help=WORKERS_HELP),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    control: Optional[List[str]] = typer.Option(None, "--control", help=cli_data.CONTROL_HELP),
 ) -> None:
     """Scripted, autonomous run: audit -> unify -> search -> evaluate -> judge -> report."""
     if folds == 1 and repeats > 1:
@@ -140,6 +151,7 @@ def run(
     if compare_sources and folds > 1:
         raise InputError("--compare-sources runs on a single split", where="--compare-sources",
                          fix="drop --folds, or run --compare-sources separately")
+    specs = control_specs_dir(files, control, specs, out)
     options = dict(epochs=epochs, backend=backend, specs_dir=specs, **search_options(budget, time_limit, kb, no_kb),
                    **scale_options(workers, executor, ray_address))
     if folds > 1:
@@ -183,11 +195,16 @@ def chat(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help=WORKERS_HELP),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    control: Optional[List[str]] = typer.Option(None, "--control", help=cli_data.CONTROL_HELP),
 ) -> None:
     """A conversation in the terminal: say what you want in your words, ask questions at any
     turn, steer the search, and ask about the result."""
     ask = lambda q: Prompt.ask(f"[bold yellow]you[/] {escape(q)}", console=console, default="", show_default=False)
     opts = search_options(budget, time_limit, kb, no_kb)  # checked before anything is asked
+    if control and not files:
+        raise InputError("--control names labels in the input files, but no file was given", where="--control",
+                         fix="name the .h5ad files on the command line with --control")
+    specs = control_specs_dir(files or [], control, specs, out)
     opts.update(scale_options(workers, executor, ray_address))
     opts.pop("budget_nodes")  # the person may size the search in words; --budget is the default
     llm = load_llm_config(llm_config, max_tokens_total=max_llm_tokens, max_cost_usd=max_llm_cost) if llm_config else None

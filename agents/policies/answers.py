@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 
+from harmonycell.agents import facts
 from harmonycell.agents.summaries import summary
 from harmonycell.agents.unifier import held_out_units, held_units
 from harmonycell.agents.policies.llm import LLMConfig, ReplyInvalid, ask_validated, build_client, run_sync
@@ -43,10 +44,6 @@ TOPICS: list[tuple[str, str]] = [
     ("audit", r"\baudit|found in|in (?:the )?file|profile|look like|raw counts|normali[sz]"),
     ("report", r"\breport\b|verdict|valid"),
 ]
-HELP = ("what the audit found in a file, what a column was mapped to, why N genes, what is held out, "
-        "how many cells were dropped, what the search will try; after the run: which model won, "
-        "the baselines, what failed, the tree, a node's code (e.g. 'show n001's code')")
-
 
 @dataclass
 class Answer:
@@ -113,6 +110,11 @@ def answer_mapping(run: RunFolder, said: str) -> Answer:
         return _not_yet("the mapping")
     low = said.lower()
     lines = []
+    if "control" in low:
+        for inp in rep["inputs"]:
+            ctl = [n for n in inp.get("labels") or [] if n["role"] == "control"]
+            labels = ", ".join(f"{n['label']!r} ({n['cells']} cells; {n['rule']})" for n in ctl) or "none by label"
+            lines.append(f"{inp['dataset_id']}: {inp['controls']} control cells; control label(s) {labels}")
     for inp in rep["inputs"]:
         if any(s.lower() in low for s in (i["dataset_id"] for i in rep["inputs"])) and inp["dataset_id"].lower() not in low:
             continue
@@ -311,12 +313,16 @@ ANSWERERS = {"audit": answer_audit, "mapping": answer_mapping, "genes": answer_g
              "code": answer_code, "next": answer_next, "report": answer_report}
 
 
+def answer_facts(run: RunFolder, said: str) -> Answer:
+    """Any other question: the run's fact sheet, the facts nearest the question, their records cited."""
+    text, sources = facts.answer_from(facts.run_facts(run), said)
+    return Answer(text, sources)
+
+
 def builtin_answer(run: RunFolder, said: str) -> Answer:
     topic = classify(said)
-    if topic is None:
-        return Answer(f"I can answer from the run's records: {HELP}.")
-    ans = ANSWERERS[topic](run, said)
-    ans.topic = topic
+    ans = (ANSWERERS[topic] if topic else answer_facts)(run, said)
+    ans.topic = topic or "facts"
     return ans
 
 
@@ -332,6 +338,14 @@ def records(run: RunFolder) -> dict[str, str]:
     names = ["task.yaml", "unify/unify_report.json", "tree.json", "verdict.json", "baselines.json"]
     names += [f"audit/{p.name}" for p in sorted(run.audit_dir.glob("*.json"))]
     out = {n: (run.root / n).read_text()[:RECORD_CHARS] for n in names if (run.root / n).exists()}
+    rep = _unify(run)
+    if rep is not None:  # every label is in the report; the model gets the controls and the totals
+        for i in rep["inputs"]:
+            notes = i.get("labels") or []
+            i["labels"] = [n for n in notes if n["role"] != "perturbation"]
+            i["perturbation_labels"] = {"count": len(notes) - len(i["labels"]),
+                                        "most_cells": [n["label"] for n in notes if n["role"] == "perturbation"][:10]}
+        out["unify/unify_report.json"] = json.dumps(rep)[:RECORD_CHARS]
     if run.transcript.exists():
         out["transcript.jsonl"] = "\n".join(
             f"#{r['seq']} {r['source']} {r['type']}: {summary(r['type'], r.get('content') or {})}"

@@ -30,6 +30,9 @@ TASK_WORDS = {
     TaskKind.unseen_combination: "responses to combinations whose single perturbations were seen",
 }
 
+# words that say "not done" in front of a verb ("genes nobody tested", "a cell type we never measured")
+NEVER = r"(?:nobody|no\s+one|no-one|never|not\s+yet|(?:have|has|had|did|do)(?:n't|\s+not)(?:\s+yet)?)"
+
 # phrase -> task kind; the first pattern of each kind that matches is quoted back to the person
 TASK_PATTERNS: dict[TaskKind, tuple[str, ...]] = {
     TaskKind.unseen_cell_context: (
@@ -37,16 +40,20 @@ TASK_PATTERNS: dict[TaskKind, tuple[str, ...]] = {
         r"donors?|patients?|tissues?|(?:cell )?contexts?)\b",
         r"\bhold(?:ing)?[ -]out\s+(?:the\s+)?[\w+\- ]+?\s+cells?\b",
         r"\b(?:transfer|generali[sz]e)\w*\s+(?:to|across)\s+(?:\w+\s+)?(?:cell[ -]?types?|cell[ -]?lines?|donors?)",
+        r"\b(?:cell[ -]?types?|cell[ -]?lines?|donors?|patients?|tissues?)\s+(?:that\s+)?(?:\w+\s+){0,2}?"
+        + NEVER + r"\s+(?:\w+\s+){0,2}?(?:measur|profil|s[ae]e|sequenc|test|screen|observ)\w*",
     ),
     TaskKind.unseen_combination: (
         r"\bcombinations?\b", r"\bcombinatorial\b", r"\bdouble\s+(?:knock\w*|perturbations?|mutants?)",
-        r"\bpairs?\s+of\s+(?:drugs|genes|perturbations|knock\w*)",
+        r"\bpairs?\s+of\s+(?:drugs|genes|perturbations|knock\w*)", r"\b(?:pairs|pairwise|double)\b",
     ),
     TaskKind.unseen_perturbation: (
         r"\b(?:unseen|new|novel|untested|unscreened)\s+(?:drugs?|compounds?|perturbations?|genes?|knock\w*|guides?)",
         r"\b(?:drugs?|compounds?|perturbations?|genes?|knock\w*)\s+(?:that\s+)?(?:we|they|I)\s+"
         r"(?:have(?:n't| not)?|did(?:n't| not)?|never)\s+(?:not\s+|yet\s+)?(?:screen|test|measur|s[ae]e)",
         r"\bnot\s+(?:yet\s+)?(?:been\s+)?(?:screened|tested|measured)\b",
+        r"\b(?:drugs?|compounds?|perturbations?|genes?|knock\w*|guides?|targets?)\s+(?:that\s+)?(?:\w+\s+){0,2}?"
+        + NEVER + r"\s+(?:\w+\s+){0,2}?(?:screen|test|measur|s[ae]e|profil|perturb|knock|tri)\w*",
     ),
 }
 

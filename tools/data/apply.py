@@ -13,10 +13,10 @@ import pandas as pd
 
 from harmonycell.tools.errors import SpecError
 from harmonycell.tools.data.expr import evaluate
+from harmonycell.tools.data.labels import UNKNOWN_LABELS
 from harmonycell.tools.data.audit import ENSEMBL_RE
 from harmonycell.tools.data.mapping import (
     PERT_TYPE_WORDS,
-    UNKNOWN_WORDS,
     FieldMapping,
     MappingSpec,
     normalise_token,
@@ -68,7 +68,7 @@ def per_unique(values: pd.Series, fn) -> pd.Series:
 
 def label_parser(spec: MappingSpec):
     ctrl = {normalise_token(c) for c in spec.control_labels}
-    unknown = {normalise_token(u) for u in spec.unknown_labels} | UNKNOWN_WORDS
+    unknown = {normalise_token(u) for u in spec.unknown_labels} | UNKNOWN_LABELS
     aliases = {normalise_token(k): v for k, v in spec.label_aliases.items()}
 
     def parse(v) -> str | None:
@@ -164,7 +164,7 @@ def apply_obs(spec: MappingSpec, obs: pd.DataFrame) -> AppliedObs:
     if ct is not None and spec.cell_type.type != "constant":
         # a missing cell type is not a cell type: such cells never form a context of their own
         missing = per_unique(ct, lambda v: v is None or (isinstance(v, float) and np.isnan(v))
-                             or normalise_token(v) in UNKNOWN_WORDS).to_numpy(dtype=bool)
+                             or normalise_token(v) in UNKNOWN_LABELS).to_numpy(dtype=bool)
         if missing.any() and not missing.all():
             newly = missing & keep
             if newly.any():

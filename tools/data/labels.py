@@ -37,9 +37,18 @@ CONTROL_CLASSES: dict[str, frozenset[str]] = {
                                "lentiguide", "pcdna"}),
     "vehicle": frozenset({"vehicle", "veh", "dmso", "pbs", "etoh", "ethanol", "water", "h2o", "solvent", "saline",
                           "media", "medium"}),
-    "untreated": frozenset({"untreated", "untr", "mock", "unstimulated", "unstim", "unst", "naive", "resting",
-                            "baseline", "notreatment", "unexposed", "uninfected", "wt", "wildtype", "parental"}),
+    "untreated": frozenset({"untreated", "untr", "mock", "naive", "baseline", "notreatment", "unexposed",
+                            "uninfected", "wt", "wildtype", "parental"}),
+    "unstimulated": frozenset({"unstimulated", "unstim", "unst", "resting", "nostim"}),
 }
+# what a control class says about the perturbations beside it (None: nothing)
+PERT_TYPE_OF_CLASS: dict[str, str | None] = {
+    "non-targeting": "crispr", "scrambled": "crispr", "safe-harbour": "crispr", "reporter": "crispr",
+    "empty-vector": "crispr", "vehicle": "drug", "untreated": None, "unstimulated": "cytokine", "generic": None}
+# Labels that mean "perturbation unknown" (no guide detected, a doublet): neither control nor
+# perturbed, the cells are dropped; never proposed as a control.
+UNKNOWN_LABELS = frozenset({"", "nan", "na", "n/a", "none", "null", "unknown", "unassigned", "no guide", "no_guide",
+                            "noguide", "multiplet", "doublet", "undetermined", "?", "-"})
 # Words that say "control" without saying which kind: they join any class, and alone make one.
 GENERIC_CONTROL = frozenset({"control", "ctrl", "ctl", "cntrl", "ctrls", "controls", "con"})
 # Decoration: guide/replicate words, species, vector words that never decide a label.
@@ -53,7 +62,8 @@ _JOIN = {("non", "targeting"): "nontargeting", ("non", "target"): "nontarget", (
          ("safe", "harbour"): "safeharbour", ("safe", "harbor"): "safeharbor", ("safe", "targeting"): "safetargeting",
          ("empty", "vector"): "emptyvector", ("no", "treatment"): "notreatment",
          ("no", "insert"): "noinsert", ("wild", "type"): "wildtype",
-         ("no", "target"): "notarget", ("un", "treated"): "untreated"}
+         ("no", "target"): "notarget", ("un", "treated"): "untreated", ("no", "stim"): "nostim",
+         ("un", "stimulated"): "unstimulated"}
 _SEP = re.compile(r"[\s_\-\.\(\)\[\]/#:,;|=+]+")
 _GUIDE_PREFIX = re.compile(r"^(sg|sh|si|g|crispr)(?=[A-Z0-9])")
 _NUMBERED = re.compile(r"^([a-z]+?)(\d+)$")
@@ -87,14 +97,38 @@ def _content(toks: list[str], unfold_numbered: bool) -> list[str]:
         m = _NUMBERED.match(t)
         if m and m.group(1) in DECORATION:  # mouse1, guide07
             continue
-        if unfold_numbered and m and m.group(1) in _ALL_CONTROL_WORDS:
-            t = m.group(1)
+        if unfold_numbered:  # ctrl0, ntc3, and a guide number glued on: NTg7, ntcsg2
+            glued = re.match(r"^([a-z]+?)(?:sg|g)?\d+$", t)
+            if glued and glued.group(1) in _ALL_CONTROL_WORDS:
+                t = glued.group(1)
         if t not in DECORATION:
             out.append(t)
     return out
 
 
 _ALL_CONTROL_WORDS = frozenset().union(*CONTROL_CLASSES.values(), GENERIC_CONTROL)
+
+
+_PIECES = frozenset(w for w in _ALL_CONTROL_WORDS | DECORATION | {a for pair in _JOIN for a in pair} if len(w) >= 2)
+_NUMBER_PIECE = re.compile(r"(?:sg|g)?\d+")
+
+
+def segment(tok: str) -> list[str]:
+    """A token glued from known words (``sgscrambled`` -> sg, scrambled; ``nontargetctrlhs`` ->
+    non, target, ctrl, hs), fewest pieces first; the token itself when it is no such glue."""
+    n = len(tok)
+    best: list[list[str] | None] = [None] * (n + 1)
+    best[0] = []
+    for i in range(n):
+        if best[i] is None:
+            continue
+        for j in range(i + 2, n + 1):
+            piece = tok[i:j]
+            if piece in _PIECES or _NUMBER_PIECE.fullmatch(piece):
+                cand = best[i] + [piece]
+                if best[j] is None or len(cand) < len(best[j]):
+                    best[j] = cand
+    return best[n] if best[n] and len(best[n]) > 1 else [tok]
 
 
 @dataclass(frozen=True)
@@ -122,15 +156,31 @@ def gene_stem(label: str) -> tuple[str, str | None] | None:
     s = str(label).strip()
     s = re.sub(r"\s*\(.*\)\s*$", "", s)
     s = _GUIDE_PREFIX.sub("", s)
-    m = re.match(r"^([A-Za-z][A-Za-z0-9\-\.]*?[A-Za-z0-9])(?:[_\-\.#\s]+((?:sg|g|guide|sgrna|grna|rep|r|v|s)?"
-                 r"\d+[a-z]?|[a-d]))?$", s)
+    m = re.match(r"^([A-Za-z][A-Za-z0-9\-\.]*?[A-Za-z0-9])(?:[_\-\.#\s]+((?i:(?:sgrna|grna|guide|shrna|sirna|sg|sh|si|"
+                 r"g|rep|r|v|s)[_\-\.]?)?\d+[a-z]?|[a-d]))?$", s)
+    glued = re.match(r"^([A-Z][A-Z0-9\-]*[A-Z0-9])(g\d+)$", s)  # CUL3g1 (a mouse Rag1 stays whole)
+    if glued and (not m or m.group(2) is None):
+        return glued.group(1), glued.group(2)
     if not m:
         return None
     return m.group(1), m.group(2)
 
 
+def is_unknown_label(label) -> bool:
+    """A label that says the cell's perturbation is unknown (NaN, 'no guide', 'doublet')."""
+    return re.sub(r"\s+", " ", str(label).strip().lower()) in UNKNOWN_LABELS
+
+
 def decide(label: str, is_gene: Callable[[str], str | None]) -> LabelDecision:
     """Decide one label. ``is_gene(name)`` returns the gene symbol ``name`` stands for, or None."""
+    parts = [p for p in re.split(r"\s*[+;]\s*", str(label)) if p.strip()]
+    if len(parts) > 1:  # a combination (A+ctrl, A;B): a control only when every part is one
+        each = [decide(p, is_gene) for p in parts]
+        toks = tuple(t for d in each for t in d.tokens)
+        if all(d.kind == "control" for d in each):
+            return LabelDecision(label, "control", "every part of the combination is a control", toks,
+                                 control_class=each[0].control_class)
+        return LabelDecision(label, "unknown", "a combination: its parts are decided one by one", toks)
     toks = tuple(tokens(label))
     content = _content(list(toks), unfold_numbered=False)
     # a word CamelCase would cut (LacZ, pLKO) is read whole as well
@@ -139,6 +189,8 @@ def decide(label: str, is_gene: Callable[[str], str | None]) -> LabelDecision:
             return LabelDecision(label, "control", f"every content word ({' + '.join(words)}) is a "
                                                    f"control word of class {cls}", toks, control_class=cls)
     stem = gene_stem(label)
+    if stem is not None and stem[1] is not None and is_gene(str(label).strip()) is not None:
+        stem = (str(label).strip(), None)  # a gene whose name only looks suffixed (HLA-A, NKX2-1)
     if stem is not None:
         gene = is_gene(stem[0])
         if gene is not None:
@@ -146,10 +198,13 @@ def decide(label: str, is_gene: Callable[[str], str | None]) -> LabelDecision:
             rule = f"stem {stem[0]!r} is {how}" + (f"; guide suffix {stem[1]!r}" if stem[1] else "")
             return LabelDecision(label, "target", rule, toks, gene=gene, guide=stem[1])
     # only now a numbered control word (ctrl0, ntc3): WT1 or NC1 as a gene came first
-    numbered = _content(list(toks), unfold_numbered=True)
-    if (cls := _control_class(numbered)) is not None:
-        return LabelDecision(label, "control", f"every content word ({' + '.join(numbered)}) is a numbered "
-                                               f"control word of class {cls}", toks, control_class=cls)
+    for whole in (list(toks), tokens(label, camel=False)):
+        # last (genes came first): words glued without case or separator (sgscrambled, nontargetctrlhs)
+        whole = [w for t in whole for w in segment(t)]
+        numbered = _content(whole, unfold_numbered=True)
+        if (cls := _control_class(numbered)) is not None:
+            return LabelDecision(label, "control", f"every content word ({' + '.join(numbered)}) is a numbered "
+                                                   f"control word of class {cls}", toks, control_class=cls)
     if not content:
         return LabelDecision(label, "unknown", "only decoration words (no content)", toks)
     return LabelDecision(label, "unknown", "neither a control phrase nor a gene of the organism", toks)
@@ -198,7 +253,8 @@ def read_labels(counts: Mapping[str, int], is_gene: Callable[[str], str | None])
     guides = Counter(d.gene for d in decisions.values() if d.kind == "target" and d.gene)
     reading = LabelReading(decisions, counts, dict(guides))
     if not reading.controls:
-        unknown = sorted((lab for lab, d in decisions.items() if d.kind == "unknown"),
+        unknown = sorted((lab for lab, d in decisions.items()
+                          if d.kind == "unknown" and not is_unknown_label(lab) and d.tokens),
                          key=lambda lab: (-counts[lab], lab))
         if unknown:
             top = unknown[0]

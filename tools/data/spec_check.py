@@ -76,7 +76,7 @@ def validate_and_repair(spec: MappingSpec, audit: AuditReport, obs: pd.DataFrame
 
     def builtin() -> MappingSpec:
         if not builtin_cache:
-            builtin_cache.append(infer_mapping(audit, obs, dataset_id=spec.dataset_id))
+            builtin_cache.append(infer_mapping(audit, obs, dataset_id=spec.dataset_id, var=var))
         return builtin_cache[0]
 
     def replace(names: tuple[str, ...], problem: str, failed: str) -> None:

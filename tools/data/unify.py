@@ -11,7 +11,7 @@ and only then choose the task's genes, on training cells alone (``genes``).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anndata as ad
@@ -34,7 +34,7 @@ from harmonycell.tools.data.audit import (
 from harmonycell.tools.data.harmonise import fold_label_case, harmonise_cell_types
 from harmonycell.tools.data.species import species_of
 from harmonycell.tools.errors import HarmonyCellError, InputError, SpecError
-from harmonycell.tools.data.mapping import SPEC_FIELDS, MappingSpec, infer_mapping
+from harmonycell.tools.data.mapping import SPEC_FIELDS, LabelNote, LabelReader, MappingSpec, infer_mapping, label_notes
 from harmonycell.tools.schema import (
     CONTROL_LABEL,
     N_HVG,
@@ -95,6 +95,8 @@ class InputReport(BaseModel):
     policy: str
     fields: dict[str, FieldReport]
     repairs: list[Repair] = Field(default_factory=list)
+    # every label of the perturbation column: read as what, from which tokens, by which rule
+    labels: list[LabelNote] = Field(default_factory=list)
 
 
 class UnifyReport(BaseModel):
@@ -132,6 +134,7 @@ class Prepared:
     genes: GeneIds
     repairs: list[Repair]
     species: tuple[str, str] = ("unknown", "")
+    labels: list[LabelNote] = field(default_factory=list)
 
 
 def read_h5ad(path: Path) -> AnnData:
@@ -213,11 +216,12 @@ def prepare(path: Path, spec: MappingSpec | None, dataset_id: str, audit: AuditR
     check_x(audit, str(path))
     obs = adata.obs
     if spec is None:
-        spec = infer_mapping(audit, obs, dataset_id=dataset_id)
+        spec = infer_mapping(audit, obs, dataset_id=dataset_id, var=adata.var)
     else:
         spec = spec.model_copy(update={"dataset_id": dataset_id, "source": str(path)})
     spec, repairs = validate_and_repair(spec, audit, obs, adata.var)
     applied = apply_obs(spec, obs)
+    notes = label_notes(spec, obs, LabelReader.for_file(audit, adata.var))
     genes = gene_ids(spec, adata.var)
     check_gene_names(genes.symbol, genes.ensembl, str(path))
     species = species_of(genes.symbol, genes.ensembl)
@@ -231,7 +235,7 @@ def prepare(path: Path, spec: MappingSpec | None, dataset_id: str, audit: AuditR
     out.obs["_dose"] = applied.kept["dose"].to_numpy()
     out.var_names = genes.symbol.index.astype(str)
     normalise(out, spec)
-    return Prepared(spec, audit, applied, out, genes, repairs, species)
+    return Prepared(spec, audit, applied, out, genes, repairs, species, notes)
 
 
 def audit_from_memory(path: Path, adata: AnnData) -> AuditReport:
@@ -362,7 +366,7 @@ def input_report(p: Prepared, lost: int) -> InputReport:
         already_log=p.spec.is_already_log1p, normalised=p.spec.normalization_required,
         gene_id_type=p.audit.var.index_type, genes_in=p.audit.n_genes, genes_lost_in_merge=lost,
         scale=p.audit.x.scale, species=p.species[0], species_evidence=p.species[1],
-        policy=p.spec.policy, fields=fields, repairs=p.repairs,
+        policy=p.spec.policy, fields=fields, repairs=p.repairs, labels=p.labels,
     )
 
 

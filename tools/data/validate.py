@@ -255,7 +255,7 @@ def preflight_data(paths: list[Path], specs: dict | None = None, mapping: bool =
         spec = specs.get(did) or specs.get(Path(path).stem)
         try:
             spec = (spec.model_copy(update={"dataset_id": did, "source": str(path)}) if spec
-                    else infer_mapping(audit, obs, dataset_id=did))
+                    else infer_mapping(audit, obs, dataset_id=did, var=var))
             spec, _ = validate_and_repair(spec, audit, obs, var)
         except (InputError, SpecError) as e:
             if e.where is None or str(path) not in str(e.where):
