@@ -145,3 +145,20 @@ def test_time_limit_parsing():
     with pytest.raises(InputError) as e:
         parse_duration("soon")
     assert "45m" in str(e.value)
+
+
+def test_a_network_is_first_refined_as_the_residual_on_the_best_simple_model():
+    """Once a network is trained, its first refinement learns what the best simple model (on
+    validation) misses: on:nearest-gene when nearest-gene beat ridge, on:ridge otherwise."""
+    for best, other in (("nearest-gene", "ridge"), ("ridge", "nearest-gene")):
+        def reward(action: str) -> float:
+            if action.startswith("simple/"):
+                return 0.6 if action == f"simple/{best}" else 0.5
+            return 0.4 + 0.01 * action.count("/")
+        tree, choices = search(reward, 12)
+        refined = [c for c in choices if T.level_of(c.actions[-1]) == "refinement"
+                   and not c.actions[-1].startswith("simple/")]
+        assert refined, [c.actions for c in choices]
+        first = refined[0].actions[-1]
+        assert first.endswith(f"/on:{best}") and "residual on the best simple model" in refined[0].reason
+        assert not any(c.actions[-1].endswith(f"/on:{other}") for c in refined[:1])
