@@ -57,3 +57,65 @@ def test_residual_network_starts_at_the_simple_model_and_learns_on_top(task_data
     assert not np.allclose(trained["val"], ridge["val"], atol=1e-4)
     log = (tmp_path / "r1" / "train_log.jsonl").read_text().splitlines()
     assert len(log) == 3
+
+
+def val_targets_and_members(seed: int = 5):
+    from harmonycell.tools.evaluation.baselines import baseline_predictions
+    from harmonycell.tools.evaluation.pseudobulk import targets_for
+    from metrics_data import make_canonical
+
+    ad = make_canonical(n_perts=40, seed=seed)
+    val = targets_for(ad, "val")
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0, 1, val.y.shape)
+    train_mean = baseline_predictions(ad, "val")["train_mean"]
+    test_shape = targets_for(ad, "test").y.shape
+    members = [("n001", "simple/ridge", val.y + 0.1 * noise, np.full(test_shape, 1.0)),
+               ("n002", "discriminative/resnet", val.y + 0.6 * rng.normal(0, 1, val.y.shape), np.full(test_shape, 2.0)),
+               ("n003", "simple/nearest-gene", train_mean, np.full(test_shape, 3.0))]
+    return val, members, noise
+
+
+def test_ensemble_weights_come_from_validation_and_its_score_is_cross_fitted():
+    from harmonycell.tools.evaluation.metrics import headline_of, score
+    from harmonycell.tools.search.ensemble import build_ensemble, condition_folds, simplex_weights
+
+    val, members, _ = val_targets_and_members()
+    ens, oof, test, why = build_ensemble(members, val, seed=0)
+    assert why == "" and ens.members == ["n001", "n002", "n003"]
+    w = np.array(ens.weights)
+    assert (w >= 0).all() and w.sum() == pytest.approx(1.0) and w.argmax() == 0
+    # the test prediction is the validation-fitted weighting of the members' test predictions
+    np.testing.assert_allclose(test, w @ np.array([1.0, 2.0, 3.0]), rtol=1e-5)
+    # each fold scored with weights fitted on the other folds only
+    folds = condition_folds([q.condition for q in val.queries], ens.folds, 0)
+    P = np.stack([m[2] for m in members])
+    for f in np.unique(folds):
+        wf = simplex_weights(P[:, folds != f], val.y[folds != f])
+        np.testing.assert_allclose(oof[folds == f], np.tensordot(wf, P[:, folds == f], axes=1), rtol=1e-4, atol=1e-5)
+    assert (ens.val_metric_name, ens.val_metric) == headline_of(score(val, oof).aggregate)
+    # one condition's queries (two contexts) never straddle folds
+    by_cond = {}
+    for q, f in zip(val.queries, folds):
+        by_cond.setdefault(q.condition, set()).add(int(f))
+    assert all(len(s) == 1 for s in by_cond.values())
+
+
+def test_simplex_weights_find_the_exact_mixture():
+    from harmonycell.tools.search.ensemble import simplex_weights
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(0, 1, (12, 30))
+    e = rng.normal(0, 1, y.shape)
+    w = simplex_weights(np.stack([y + e, y - 2 * e]), y)  # errors that cancel only at 2/3, 1/3
+    np.testing.assert_allclose(w, [2 / 3, 1 / 3], atol=1e-4)
+    w = simplex_weights(np.stack([y + e, y + 2 * e]), y)  # no cancelling: all on the better one
+    np.testing.assert_allclose(w, [1.0, 0.0], atol=1e-6)
+
+
+def test_no_ensemble_from_one_node():
+    from harmonycell.tools.search.ensemble import build_ensemble
+
+    val, members, _ = val_targets_and_members()
+    ens, oof, test, why = build_ensemble(members[:1], val)
+    assert ens is None and oof is None and "needs two" in why
