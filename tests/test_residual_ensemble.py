@@ -119,3 +119,31 @@ def test_no_ensemble_from_one_node():
     val, members, _ = val_targets_and_members()
     ens, oof, test, why = build_ensemble(members[:1], val)
     assert ens is None and oof is None and "needs two" in why
+
+
+def test_ensemble_of_a_search_tree_reads_checked_predictions_and_writes_its_own(tmp_path):
+    from harmonycell.tools.record.atomic import sha256_file
+    from harmonycell.tools.search import tree as T
+    from harmonycell.tools.search.ensemble import ENSEMBLE_DIR, ensemble_of_tree
+
+    val, members, _ = val_targets_and_members()
+    tree = T.Tree()
+    worst = tree.add(T.ROOT, "discriminative", status="decision")
+    for (node_id, action, pv, pt), metric in zip(members, (0.9, 0.7, 0.6)):
+        n = tree.add(T.ROOT, action)
+        n.status, n.val_metric, n.reward = "ok", metric, metric
+        d = tmp_path / n.id
+        d.mkdir()
+        np.save(d / "pred_val.npy", pv.astype(np.float32))
+        np.save(d / "pred_test.npy", pt.astype(np.float32))
+        n.predictions = {s: sha256_file(d / f"pred_{s}.npy") for s in ("val", "test")}
+    also = tree.add(T.ROOT, "generative/cvae")  # a fourth, worse node: not a member
+    also.status, also.val_metric, also.reward = "ok", 0.1, 0.1
+    ens, why = ensemble_of_tree(tree, tmp_path, val)
+    assert why == "" and ens.actions == [m[1] for m in members] and worst.id not in ens.members
+    out = tmp_path / ENSEMBLE_DIR
+    assert np.load(out / "pred_test.npy").shape == members[0][3].shape
+    assert json.loads((out / "ensemble.json").read_text())["weights"] == ens.weights
+    np.save(tmp_path / ens.members[1] / "pred_val.npy", members[2][2].astype(np.float32))  # swapped
+    with pytest.raises(InputError, match="not the file the sandbox wrote"):
+        ensemble_of_tree(tree, tmp_path, val)

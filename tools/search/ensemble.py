@@ -13,12 +13,17 @@ weights (fitted on every validation query) make the ensemble's test prediction.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from pydantic import BaseModel
 from scipy.optimize import minimize
 
+from harmonycell.tools.errors import InputError
 from harmonycell.tools.evaluation.metrics import headline_of, score
 from harmonycell.tools.evaluation.pseudobulk import Targets
+from harmonycell.tools.record import atomic
+from harmonycell.tools.search.tree import Tree
 
 ENSEMBLE_TOP = 3
 ENSEMBLE_FOLDS = 5
@@ -91,3 +96,49 @@ def build_ensemble(members: list[tuple[str, str, np.ndarray, np.ndarray]], val: 
                    weights=[round(float(x), 6) for x in w], val_metric_name=name, val_metric=value,
                    val_aggregate=agg, folds=n_folds)
     return ens, oof.astype(np.float32), test.astype(np.float32), ""
+
+
+ENSEMBLE_DIR = "ensemble"  # beside the nodes' folders: pred_val.npy (cross-fitted), pred_test.npy, ensemble.json
+PRED = {"val": "pred_val.npy", "test": "pred_test.npy"}
+
+
+def top_nodes(tree: Tree, k: int = ENSEMBLE_TOP) -> list:
+    """The ``k`` working nodes with the best validation headline (``Tree.best``'s order), best first."""
+    out: list = []
+    for _ in range(k):
+        taken = {x.id for x in out}
+        nxt = tree.best(lambda n: n.val_metric is not None and n.id not in taken)
+        if nxt is None:
+            break
+        out.append(nxt)
+    return out
+
+
+def ensemble_of_tree(tree: Tree, nodes_dir: Path, val: Targets, seed: int = 0) -> tuple[Ensemble | None, str]:
+    """The ensemble of the tree's top nodes from their saved predictions (each file checked
+    against the sha256 the sandbox recorded), written to ``nodes_dir/ensemble/``."""
+    members = []
+    for n in top_nodes(tree):
+        preds = {}
+        for split, name in PRED.items():
+            path = Path(nodes_dir) / n.id / name
+            want = n.predictions.get(split)
+            if not path.is_file() or (want and atomic.sha256_file(path) != want):
+                raise InputError(f"node {n.id}'s {name} is missing or is not the file the sandbox wrote",
+                                 where=str(path), fix="re-run the node (`harmonycell resume`)")
+            preds[split] = np.load(path)
+        members.append((n.id, n.action, preds["val"], preds["test"]))
+    ens, oof, test, why = build_ensemble(members, val, seed)
+    if ens is None:
+        return None, why
+    out = Path(nodes_dir) / ENSEMBLE_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    for name, arr in ((PRED["val"], oof), (PRED["test"], test)):
+        atomic.write_with(out / name, lambda p, a=arr: _save_npy(p, a))
+    atomic.write_text(out / "ensemble.json", ens.model_dump_json(indent=2) + "\n")
+    return ens, ""
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # a file object: np.save would append .npy to a bare temp name
+        np.save(fh, arr)
