@@ -117,6 +117,24 @@ class Tree(BaseModel):
         """The best closed-form node: the one a network learns the residual on (``on:SIMPLE``)."""
         return self.best(lambda n: n.level in ("backbone", "refinement") and closed_form(n.action))
 
+    def pick_sentence(self, picked: str | None) -> str:
+        """What kind of model the pick is, beside the best of the other kind, on validation (the
+        simple models are the yardstick every network must beat)."""
+        node = self.nodes.get(picked or "")
+        if node is None or node.status != "ok":
+            return ""
+        val = lambda n: f"{n.val_metric:.4f}" if n.val_metric is not None else "undefined"
+        if closed_form(node.action):
+            net = self.best(lambda n: n.level != "paradigm" and not closed_form(n.action))
+            other = (f"the best network, `{net.action}`, scored {val(net)}" if net
+                     else "no network finished")
+            return (f"The pick is a simple (closed-form) model, `{node.action}`: it is the best on "
+                    f"validation ({val(node)}); {other}.")
+        simple = self.best_simple()
+        other = (f"the best simple model, `{simple.action}`, scored {val(simple)}" if simple
+                 else "no simple model finished")
+        return f"The pick is the network `{node.action}` (validation {val(node)}); {other}."
+
     def kids(self, node: Node) -> list[Node]:
         return [self.nodes[c] for c in node.children]
 
