@@ -17,7 +17,7 @@ def test_papalexi_unseen_perturbation_baselines():
     out = unify([REAL / "papalexi_eccite_lowmoi.h5ad"], task="unseen-perturbation", seed=0)
     rep = compute_baselines(out.adata, "test")
     assert rep.test_conditions == sorted(out.adata.uns["split_info"]["test_conditions"])
-    assert set(rep.baselines) == {"control_mean", "train_mean", "linear", "noise_ceiling"}
+    assert set(rep.baselines) == {"control_mean", "train_mean", "linear", "linear_go", "noise_ceiling"}
     assert rep.baselines["control_mean"]["DeltaPCC"] is None
     assert rep.baselines["control_mean"]["Matrix_Distance"] == pytest.approx(1.0)
     assert rep.baselines["train_mean"]["Mean_rank_rmse"] == pytest.approx(0.5)  # constant prediction

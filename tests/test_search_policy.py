@@ -149,3 +149,38 @@ def test_time_limit_parsing():
     with pytest.raises(InputError) as e:
         parse_duration("soon")
     assert "45m" in str(e.value)
+
+
+def test_a_network_is_first_refined_as_the_residual_on_the_best_simple_model():
+    """Once a network is trained, its first refinement learns what the best simple model (on
+    validation) misses: on:nearest-gene when nearest-gene beat ridge, on:ridge otherwise."""
+    for best, other in (("nearest-gene", "ridge"), ("ridge", "nearest-gene")):
+        def reward(action: str) -> float:
+            if action.startswith("simple/"):
+                return 0.6 if action == f"simple/{best}" else 0.5
+            return 0.4 + 0.01 * action.count("/")
+        tree, choices = search(reward, 12)
+        refined = [c for c in choices if T.level_of(c.actions[-1]) == "refinement"
+                   and not c.actions[-1].startswith("simple/")]
+        assert refined, [c.actions for c in choices]
+        first = refined[0].actions[-1]
+        assert first.endswith(f"/on:{best}") and "residual on the best simple model" in refined[0].reason
+        assert not any(c.actions[-1].endswith(f"/on:{other}") for c in refined[:1])
+
+
+def test_a_simple_model_best_on_validation_is_the_pick_and_the_report_says_so():
+    tree = T.Tree()
+    for action, val in (("simple/ridge", 0.71), ("simple/nearest-gene", 0.65),
+                        ("discriminative/resnet", 0.69), ("discriminative/resnet/on:ridge", 0.70)):
+        n = tree.add(T.ROOT, action)
+        n.status, n.val_metric, n.reward = "ok", val, val
+    best = tree.best()
+    assert best.action == "simple/ridge"
+    line = tree.pick_sentence(best.id)
+    assert line.startswith("The pick is a simple (closed-form) model, `simple/ridge`")
+    assert "`discriminative/resnet/on:ridge`, scored 0.7000" in line
+    net = [n for n in tree.nodes.values() if n.action == "discriminative/resnet/on:ridge"][0]
+    net.val_metric = 0.75
+    assert tree.best().id == net.id
+    assert tree.pick_sentence(net.id) == ("The pick is the network `discriminative/resnet/on:ridge` (validation "
+                                          "0.7500); the best simple model, `simple/ridge`, scored 0.7100.")

@@ -32,6 +32,8 @@ from harmonycell.tools.data.audit import (
     profile_var,
 )
 from harmonycell.tools.data.harmonise import fold_label_case, harmonise_cell_types
+from harmonycell.tools.genes.db import GeneDB
+from harmonycell.tools.genes.rename import GeneRenames, open_for_unify, rename_labels, rename_var
 from harmonycell.tools.data.species import species_of
 from harmonycell.tools.errors import HarmonyCellError, InputError, SpecError
 from harmonycell.tools.data.mapping import SPEC_FIELDS, LabelNote, LabelReader, MappingSpec, infer_mapping, label_notes
@@ -44,6 +46,7 @@ from harmonycell.tools.schema import (
     UNS_PERTS,
     VAR_SYMBOL,
     TaskKind,
+    canonical_condition,
     split_condition,
 )
 from harmonycell.tools.data.spec_check import Repair, validate_and_repair
@@ -115,6 +118,8 @@ class UnifyReport(BaseModel):
     genes: list[str] = Field(default_factory=list, exclude=True)  # written to genes.json
     # merges made by tools/data/harmonise.py: {"labels": {variant: kept}, "cell_types": {...}}
     harmonised: dict = Field(default_factory=dict)
+    # gene names read as current symbols through the gene database (tools/genes/rename.py)
+    gene_names: GeneRenames = Field(default_factory=GeneRenames)
 
 
 @dataclass
@@ -288,7 +293,28 @@ def gene_table(preps: list[Prepared]) -> tuple[str, pd.DataFrame, list[np.ndarra
     return kind, var, rows, lost
 
 
-def merge(preps: list[Prepared]) -> tuple[AnnData, str, list[int]]:
+def current_gene_names(preps: list[Prepared]) -> tuple[GeneDB | None, GeneRenames]:
+    """Each human input's gene symbols read as current symbols (tools/genes/rename.py), in
+    place; the database stays open for the labels (``merge``)."""
+    db, why = open_for_unify()
+    renames = GeneRenames(note=why)
+    if db is None:
+        return None, renames
+    renames.database = db.version
+    other = [f"{p.spec.dataset_id} ({p.species[0]})" for p in preps if p.species[0] != "human"]
+    if other:  # one species per merge (check_same_species): then nothing here is human
+        renames.note = f"gene names left as written: the gene database is human only, not {', '.join(other)}"
+        db.close()
+        return None, renames
+    for p in preps:
+        p.genes.symbol = rename_var(db, p.spec.dataset_id, p.genes.symbol, renames)
+    return db, renames
+
+
+def merge(preps: list[Prepared], db: GeneDB | None = None,
+          renames: GeneRenames | None = None) -> tuple[AnnData, str, list[int]]:
+    """Inputs joined on their shared genes; with ``db``, genetic perturbation labels are read as
+    current symbols too (recorded in ``renames``)."""
     check_same_species([(p.spec.dataset_id, *p.species) for p in preps])
     shared_gene_check([(p.spec.dataset_id, p.genes) for p in preps], [p.audit.path for p in preps])
     kind, var, rows, lost = gene_table(preps)
@@ -302,6 +328,9 @@ def merge(preps: list[Prepared]) -> tuple[AnnData, str, list[int]]:
     X = mats[0] if len(mats) == 1 else sp.vstack(mats, format="csr")
     o = pd.concat(obs, axis=0)
     o["condition_name"], label_merges = fold_label_case(o["condition_name"])
+    if db is not None:
+        o["condition_name"] = rename_labels(db, o["condition_name"], o["pert_type"], renames,
+                                            split_condition, canonical_condition)
     o["cell_type"], ct_merges = harmonise_cell_types(o["cell_type"])
     if not o.index.is_unique:  # two inputs reuse cell names: prefix with the dataset
         o.index = (o["dataset_id"].astype(str) + ":" + o.index.astype(str)).to_numpy()
@@ -398,7 +427,12 @@ def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, 
                 e.where = f"{path}: {e.where}" if e.where else str(path)
                 e.args = (e.one_line(),)
             raise
-    adata, key, lost = merge(preps)
+    db, renames = current_gene_names(preps)
+    try:
+        adata, key, lost = merge(preps, db, renames)
+    finally:
+        if db is not None:
+            db.close()
     harmonised = dict(adata.uns.pop("harmonised", {}))
     for p in preps:
         p.adata = None  # type: ignore[assignment]  # merged: let the per-input copies go
@@ -431,7 +465,7 @@ def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, 
         conditions=int(adata.obs.loc[~adata.obs["is_control"], "condition_name"].nunique()),
         task=task.value if task else None, seed=seed if task else None, split_info=split_info,
         gene_selection=gene_record, genes=[str(g) for g in adata.var_names],
-        harmonised=harmonised,
+        harmonised=harmonised, gene_names=renames,
     )
     return UnifyOutcome(adata=adata, specs={p.spec.dataset_id: p.spec for p in preps}, report=report,
                         audits={p.spec.dataset_id: p.audit for p in preps})

@@ -21,6 +21,13 @@ training cells only:
   genes is fitted on all contexts' deltas pooled. A query none of whose perturbations is a
   measured gene (a drug, a cytokine, an unmeasured gene) falls back to ``train_mean``; each such
   query is listed in ``fallbacks`` with the reason.
+- ``linear_go`` (linear on gene knowledge): the same model with P the perturbed genes' GO
+  embedding (``tools.genes.features``: TF-IDF SVD-64 of org.Hs.eg.db's GO annotations, names read
+  through aliases; summed over a combination's genes), so a gene is known by what it does, not
+  by how it co-varies in the training data. A query with a gene the database does not know
+  falls back to the ``linear`` prediction (the data features), each such query listed in
+  ``fallbacks``. Reported only when the database is installed and knows at least one held-out
+  query's genes; otherwise it would repeat ``linear``, and ``omitted`` says why.
 - ``noise_ceiling`` (``ceiling.py``): not a baseline but the positive control, a split-half
   technical duplicate of the held-out cells; its aggregate sits in ``baselines`` so that every
   table shows it beside the model, and it has no ``per_query`` rows, so no comparison or
@@ -38,6 +45,8 @@ from anndata import AnnData
 from pydantic import BaseModel, Field
 
 from harmonycell.tools.data.genes import UNS_PERT_EMBEDDING, perturbation_embedding
+from harmonycell.tools.genes.db import GeneDB, GeneKnowledgeMissing
+from harmonycell.tools.genes.features import knowledge_features
 from harmonycell.tools.evaluation.ceiling import CEILING_DEFINITION, NOISE_CEILING, noise_ceiling
 from harmonycell.tools.evaluation.metrics import DEFINITIONS, PerturbationScore, score
 from harmonycell.tools.evaluation.pseudobulk import (
@@ -52,6 +61,7 @@ from harmonycell.tools.data.taskdata import context_labels
 
 LINEAR_K = 10
 LINEAR_LAMBDA = 0.1
+LINEAR_GO = "linear_go"
 
 
 class FallbackQuery(BaseModel):
@@ -89,6 +99,7 @@ class BaselinesReport(BaseModel):
     per_query: dict[str, list[PerturbationScore]] = Field(default_factory=dict)  # per baseline
     definitions: dict[str, str] = Field(default_factory=lambda: dict(DEFINITIONS))
     baseline_definitions: dict[str, str] = Field(default_factory=dict)
+    omitted: dict[str, str] = Field(default_factory=dict)  # baseline -> why it was not computed
 
 
 BASELINE_DEFINITIONS = {
@@ -99,6 +110,10 @@ BASELINE_DEFINITIONS = {
               f"ridge lambda={LINEAR_LAMBDA}, the perturbed gene's row of the PCs of training "
               "pseudo-bulk over all measured genes as its embedding; train_mean where the "
               "perturbation is not a measured gene (listed per query).",
+    LINEAR_GO: f"linear on gene knowledge: the linear model (K={LINEAR_K}, lambda={LINEAR_LAMBDA}) "
+               "with the perturbed gene's GO embedding (org.Hs.eg.db, TF-IDF SVD-64) as its "
+               "embedding; the linear prediction where the database does not know the gene "
+               "(listed per query).",
     "additive": "y^_{A+B} = control mean + effect of A + effect of B, singles seen in training.",
     NOISE_CEILING: CEILING_DEFINITION,
 }
@@ -198,10 +213,38 @@ def condition_vector(condition: str, emb: dict[str, np.ndarray]) -> np.ndarray |
     return np.sum(parts, axis=0) if parts else None
 
 
-def _linear(t: Targets, eff: TrainEffects, adata: AnnData, fallback: np.ndarray
+def go_embedding_of(conditions: list[str]) -> tuple[dict[str, np.ndarray], str]:
+    """Perturbation name -> its GO embedding row, for the genes the database knows; and, when
+    the database is absent, the one-line reason (with an empty map)."""
+    vocab = sorted({p for c in conditions for p in split_condition(c)})
+    try:
+        with GeneDB() as db:
+            k = knowledge_features(vocab, db)
+    except GeneKnowledgeMissing as e:
+        return {}, e.one_line()
+    return {v: k.matrix[i].astype(np.float64) for i, v in enumerate(vocab) if v in k.symbols}, ""
+
+
+def known_vector(condition: str, emb: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The summed embedding of a condition whose every part is in ``emb``; else None (a partial
+    sum would describe another condition)."""
+    parts = split_condition(condition)
+    return np.sum([emb[p] for p in parts], axis=0) if parts and all(p in emb for p in parts) else None
+
+
+NOT_KNOWN = "a gene of the condition is not in the gene database (a drug, a reporter, an unknown name)"
+
+
+def _linear(t: Targets, eff: TrainEffects, adata: AnnData, fallback: np.ndarray,
+            emb: dict[str, np.ndarray] | None = None, fallback_to: str = "train_mean"
             ) -> tuple[np.ndarray, Fallback]:
-    emb = embedding_of(adata)
-    train_P = [condition_vector(c, emb) for c in eff.conditions]
+    """The Ahlmann-Eltze model with ``emb`` as P (the data's PCA embedding when None);
+    queries it cannot predict take ``fallback`` (named ``fallback_to``)."""
+    knowledge = emb is not None
+    vector = known_vector if knowledge else condition_vector
+    emb = emb if knowledge else embedding_of(adata)
+    no_vector = NOT_KNOWN if knowledge else NO_GENE
+    train_P = [vector(c, emb) for c in eff.conditions]
     pooled: tuple | None = None
     pooled_tried = False
     pred = fallback.copy()
@@ -214,15 +257,15 @@ def _linear(t: Targets, eff: TrainEffects, adata: AnnData, fallback: np.ndarray
                 pooled, pooled_tried = fit_linear(eff.delta, train_P), True
             model = pooled
         for q in np.flatnonzero(t.query_context == c):  # queries
-            v = condition_vector(t.queries[q].condition, emb)
+            v = vector(t.queries[q].condition, emb)
             if model is None or v is None:
                 fell.append(FallbackQuery(condition=t.queries[q].condition, context=t.queries[q].context,
-                                          why=NO_GENE if v is None else NO_FIT))
+                                          why=no_vector if v is None else NO_FIT))
                 continue
             G, W, b = model
             pred[q] = t.y_ctrl[q] + G @ (W @ v) + b
     return pred, Fallback(n=len(fell), of=len(t.queries), conditions=sorted({f.condition for f in fell}),
-                          why="; ".join(sorted({f.why for f in fell})) or "none", queries=fell)
+                          why="; ".join(sorted({f.why for f in fell})) or "none", to=fallback_to, queries=fell)
 
 
 def _additive(t: Targets, eff: TrainEffects, fallback: np.ndarray) -> tuple[np.ndarray, Fallback]:
@@ -246,16 +289,21 @@ def has_combinations(t: Targets) -> bool:
 
 
 def _all(adata: AnnData, split: str, t: Targets | None = None
-         ) -> tuple[Targets, dict[str, np.ndarray], dict[str, Fallback]]:
+         ) -> tuple[Targets, dict[str, np.ndarray], dict[str, Fallback], dict[str, str]]:
     t = t or targets_for(adata, split)
     eff = TrainEffects(adata, t.contexts)
     tm = _train_mean(t, eff)
     preds = {"control_mean": t.y_ctrl.copy(), "train_mean": tm}
-    fallbacks = {}
+    fallbacks, omitted = {}, {}
     preds["linear"], fallbacks["linear"] = _linear(t, eff, adata, tm)
+    go, why = go_embedding_of([*eff.conditions, *(q.condition for q in t.queries)])
+    if not any(known_vector(q.condition, go) is not None for q in t.queries):
+        omitted[LINEAR_GO] = why or "the gene database knows no held-out query's genes: it would repeat linear"
+    else:
+        preds[LINEAR_GO], fallbacks[LINEAR_GO] = _linear(t, eff, adata, preds["linear"], go, "linear")
     if has_combinations(t):
         preds["additive"], fallbacks["additive"] = _additive(t, eff, tm)
-    return t, preds, fallbacks
+    return t, preds, fallbacks, omitted
 
 
 def baseline_predictions(adata: AnnData, split: str) -> dict[str, np.ndarray]:
@@ -264,7 +312,7 @@ def baseline_predictions(adata: AnnData, split: str) -> dict[str, np.ndarray]:
 
 
 def compute_baselines(adata: AnnData, split: str = "test", targets: Targets | None = None) -> BaselinesReport:
-    t, preds, fallbacks = _all(adata, split, targets)
+    t, preds, fallbacks, omitted = _all(adata, split, targets)
     reports = {name: score(t, p) for name, p in preds.items()}
     ceiling = noise_ceiling(adata, split, t)
     return BaselinesReport(
@@ -280,4 +328,5 @@ def compute_baselines(adata: AnnData, split: str = "test", targets: Targets | No
         fallbacks=fallbacks,
         per_query={n: r.per_perturbation for n, r in reports.items()},
         baseline_definitions={n: BASELINE_DEFINITIONS[n] for n in [*preds, NOISE_CEILING]},
+        omitted=omitted,
     )

@@ -6,9 +6,12 @@ knowledge base)::
     discriminative/resnet
     discriminative/resnet/hparams:lr=3e-4,dropout=0.1
     generative/cvae/hparams:latent_dim=16/loss:huber
+    discriminative/resnet/on:ridge
 
 Level 1 is the paradigm, level 2 the backbone (which must belong to the paradigm), and every
-further segment is a refinement (``hparams:k=v,...`` or ``loss:NAME``). A segment that names a
+further segment is a refinement (``hparams:k=v,...``, ``loss:NAME``, or ``on:SIMPLE``: the
+network learns the residual on top of a closed-form model of the ``simple`` paradigm, fitted
+first; only for a network that predicts ``x_ctrl + delta`` under the configured loss). A segment that names a
 paradigm or backbone below level 2 would revert a decision already taken higher up the tree, so
 the grammar rejects it: such a path cannot be constructed. Every error lists the valid choices at
 the level where parsing failed.
@@ -103,6 +106,9 @@ class Backbone:
     closed_form: bool = False
     # the task kinds it can answer better than a baseline by construction (empty: every kind)
     kinds: tuple[str, ...] = ()
+    # may learn the residual on top of a closed-form model (``on:SIMPLE``): a residual network
+    # with no loss or predict of its own, so its delta adds to the simple model's prediction
+    on_simple: bool = False
 
     @property
     def params(self) -> dict[str, Param]:
@@ -143,16 +149,18 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
              # with one training context it is the train-mean shift: offered where contexts are held out
              ignores=_NO_NETWORK, closed_form=True, kinds=("unseen-cell-context",)),
     Backbone("resnet", "discriminative", "resnet",
-             "pre-norm residual MLP blocks over [control encoding, perturbation embedding]"),
+             "pre-norm residual MLP blocks over [control encoding, perturbation embedding]",
+             on_simple=True),
     Backbone("gated-mlp", "discriminative", "gated_mlp",
-             "MLP blocks whose hidden units are gated by the perturbation (GLU-style)"),
+             "MLP blocks whose hidden units are gated by the perturbation (GLU-style)",
+             on_simple=True),
     Backbone("pathway-masked", "discriminative", "pathway_masked",
              "gene -> module -> gene layers masked by gene modules (co-expression or a gene-set file)",
              extra=(Param("n_modules", "int", 2, 500, 40, "hparams",
                           help="co-expression modules when no gene-set file is given", move="halve-double"),
                     Param("units_per_module", "int", 1, 64, 4, "hparams",
                           help="hidden units per module", move="halve-double")),
-             ignores=("width",)),  # its hidden size is n_modules x units_per_module
+             ignores=("width",), on_simple=True),  # its hidden size is n_modules x units_per_module
     Backbone("attribute-decoder", "discriminative", "attribute_decoder",
              "one decoder over per-attribute embeddings (a noisy basal bottleneck of the control cell, the"
              " perturbation); the effect is its contrast between the perturbation and none (biolord's idea)",
@@ -186,19 +194,22 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
 
 @dataclass(frozen=True)
 class Refinement:
-    """One refinement segment: ``hparams:k=v,...`` or ``loss:NAME``."""
+    """One refinement segment: ``hparams:k=v,...``, ``loss:NAME`` or ``on:SIMPLE``."""
 
-    kind: Literal["hparams", "loss"]
+    kind: Literal["hparams", "loss", "on"]
     values: tuple[tuple[str, Any], ...] = ()  # for hparams: sorted (name, value)
     loss: str | None = None
+    base: str | None = None  # for on: the closed-form backbone under the network
 
     def text(self) -> str:
         if self.kind == "loss":
             return f"loss:{self.loss}"
+        if self.kind == "on":
+            return f"on:{self.base}"
         return "hparams:" + ",".join(f"{k}={fmt(v) if isinstance(v, float) else v}" for k, v in self.values)
 
 
-REFINEMENT_KINDS = ("hparams", "loss")
+REFINEMENT_KINDS = ("hparams", "loss", "on")
 
 
 @dataclass(frozen=True)
@@ -229,12 +240,21 @@ class ActionPath:
         values: dict[str, Any] = {n: p.default if p.kind == "float" else int(p.default)
                                   for n, p in self.spec.params.items()}
         values["loss"] = "mse"
+        values["on"] = None
         for r in self.refinements:
             if r.kind == "loss":
                 values["loss"] = r.loss
+            elif r.kind == "on":
+                values["on"] = r.base
             else:
                 values.update(dict(r.values))
         return values
+
+    @property
+    def base(self) -> "Backbone | None":
+        """The closed-form backbone this network sits on (``on:SIMPLE``), if any."""
+        on = next((r.base for r in self.refinements if r.kind == "on"), None)
+        return BACKBONES[on] if on else None
 
     def training_config(self, seed: int = 0) -> dict[str, Any]:
         """config.json for the harness: training settings plus the model's ``hparams``."""
@@ -249,6 +269,16 @@ class ActionPath:
 
     def child(self, segment: str) -> "ActionPath":
         return parse_action(f"{self.text()}{SEP}{segment}")
+
+
+def simple_backbones() -> list[str]:
+    return [b.name for b in BACKBONES.values() if b.closed_form]
+
+
+def residual_base(action: str) -> str | None:
+    """The simple backbone named by an action's last segment ``on:SIMPLE`` (None otherwise)."""
+    last = action.rstrip(SEP).rsplit(SEP, 1)[-1]
+    return last[3:] if last.startswith("on:") else None
 
 
 def closed_form(action: str) -> bool:
@@ -299,12 +329,16 @@ def parse_action(text: str) -> ActionPath:
                          fix=f"level 2 (backbone) under {path.paradigm} must be one of: {', '.join(valid)}")
     path = ActionPath(path.paradigm, segs[1])
     refs = tuple(parse_refinement(s, path.spec, where, level=3 + i) for i, s in enumerate(segs[2:]))
+    if sum(r.kind == "on" for r in refs) > 1:
+        raise InputError("more than one on:SIMPLE segment", where=where,
+                         fix="a network learns the residual on top of one simple model: keep one on: segment")
     return replace(path, refinements=refs)
 
 
 def refinement_help(backbone: Backbone) -> str:
     params = ", ".join(f"{p.name} in [{fmt(p.low)}, {fmt(p.high)}]" for p in backbone.params.values())
-    return f"hparams:NAME=VALUE[,NAME=VALUE] with {params}; or loss:{'|'.join(LOSSES)}"
+    on = f"; or on:{'|'.join(simple_backbones())}" if backbone.on_simple else ""
+    return f"hparams:NAME=VALUE[,NAME=VALUE] with {params}; or loss:{'|'.join(LOSSES)}{on}"
 
 
 def parse_refinement(seg: str, backbone: Backbone, where: str, level: int) -> Refinement:
@@ -324,6 +358,15 @@ def parse_refinement(seg: str, backbone: Backbone, where: str, level: int) -> Re
             raise InputError(f"unknown loss {body!r}", where=where,
                              fix=f"loss must be one of: {', '.join(LOSSES)}")
         return Refinement("loss", loss=body)
+    if kind == "on":
+        able = [f"{b.paradigm}{SEP}{b.name}" for b in BACKBONES.values() if b.on_simple]
+        if not backbone.on_simple:
+            raise InputError(f"{backbone.paradigm}/{backbone.name} cannot learn a residual on a simple model",
+                             where=where, fix=f"on: applies to {', '.join(able)}")
+        if body not in simple_backbones():
+            raise InputError(f"on:{body} names no simple model", where=where,
+                             fix=f"on: must name one of: {', '.join(simple_backbones())}")
+        return Refinement("on", base=body)
     params = backbone.params
     values: dict[str, Any] = {}
     for item in filter(None, (s.strip() for s in body.split(","))):
@@ -376,6 +419,8 @@ def expansions(path: ActionPath | None) -> list[str]:
             out.append(f"{path.text()}{SEP}hparams:{name}={fmt(c)}")
     if not path.spec.closed_form:
         out += [f"{path.text()}{SEP}loss:{loss}" for loss in LOSSES if loss != values["loss"]]
+    if path.spec.on_simple and values["on"] is None:
+        out += [f"{path.text()}{SEP}on:{b}" for b in simple_backbones()]
     return list(dict.fromkeys(out))
 
 
@@ -392,7 +437,9 @@ def describe() -> dict[str, Any]:
             }
             for b in BACKBONES.values()
         },
-        "refinements": {"hparams": "hparams:NAME=VALUE[,NAME=VALUE]", "loss": list(LOSSES)},
+        "refinements": {"hparams": "hparams:NAME=VALUE[,NAME=VALUE]", "loss": list(LOSSES),
+                        "on": {"simple": simple_backbones(),
+                               "backbones": [f"{b.paradigm}{SEP}{b.name}" for b in BACKBONES.values() if b.on_simple]}},
     }
 
 

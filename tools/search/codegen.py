@@ -37,12 +37,32 @@ def template_text(name: str) -> str:
     return resources.files(TEMPLATES).joinpath(f"{name}.py").read_text()
 
 
+BUILD = "def build_model(info):"
+
+
 def render(action: ActionPath) -> str:
-    """The model module for a backbone: the shared primitives, then the backbone's template."""
+    """The model module for a backbone: the shared primitives, then the backbone's template;
+    with ``on:SIMPLE``, the simple model's and the network's templates under other builder
+    names, then ``_residual`` (whose ``build_model`` puts the network on the simple model)."""
     quote = '"' * 3
+    base = action.base
+    used = [action.spec.template] + ([base.template, "_residual"] if base else [])
     header = (f"{quote}Model module for action path {action.text()} (rendered by the builtin Coder"
-              f" from harmonycell.tools.search.model_templates/{action.spec.template}.py).{quote}\n\n")
-    return header + template_text("_common") + "\n\n" + template_text(action.spec.template)
+              f" from harmonycell.tools.search.model_templates/{', '.join(u + '.py' for u in used)}).{quote}\n\n")
+    if base is None:
+        return header + template_text("_common") + "\n\n" + template_text(action.spec.template)
+    parts = [template_text("_common"),
+             renamed_builder(template_text(base.template), "build_simple_model"),
+             renamed_builder(template_text(action.spec.template), "build_network"),
+             template_text("_residual")]
+    return header + "\n\n".join(parts)
+
+
+def renamed_builder(text: str, name: str) -> str:
+    if text.count(BUILD) != 1:  # a template must define its builder exactly once
+        raise InputError(f"a model template defines {text.count(BUILD)} build_model functions",
+                         where="model_templates", fix="define build_model(info) once per template")
+    return text.replace(BUILD, f"def {name}(info):")
 
 
 def generate(

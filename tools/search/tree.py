@@ -27,7 +27,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field
 
-from harmonycell.tools.search.actions import closed_form
+from harmonycell.tools.search.actions import closed_form, residual_base
 from harmonycell.tools.evaluation.metrics import HIGHER_IS_BETTER, SEARCH_METRIC, oriented
 from harmonycell.tools.record import atomic
 
@@ -106,12 +106,34 @@ class Tree(BaseModel):
     def trained(self) -> list[Node]:
         return [n for n in self.nodes.values() if n.status in ("ok", "failed")]
 
-    def best(self) -> Node | None:
-        """The working node with the best validation ``SEARCH_METRIC`` (its declared direction),
-        ties broken by reward."""
-        ok = [n for n in self.nodes.values() if n.status == "ok" and n.reward is not None]
+    def best(self, where: Callable[[Node], bool] = lambda n: True) -> Node | None:
+        """The working node (among those ``where`` allows) with the best validation
+        ``SEARCH_METRIC`` (its declared direction), ties broken by reward."""
+        ok = [n for n in self.nodes.values() if n.status == "ok" and n.reward is not None and where(n)]
         return max(ok, key=lambda n: (oriented(SEARCH_METRIC, n.val_metric) if n.val_metric is not None
                                       else -math.inf, n.reward), default=None)
+
+    def best_simple(self) -> Node | None:
+        """The best closed-form node: the one a network learns the residual on (``on:SIMPLE``)."""
+        return self.best(lambda n: n.level in ("backbone", "refinement") and closed_form(n.action))
+
+    def pick_sentence(self, picked: str | None) -> str:
+        """What kind of model the pick is, beside the best of the other kind, on validation (the
+        simple models are the yardstick every network must beat)."""
+        node = self.nodes.get(picked or "")
+        if node is None or node.status != "ok":
+            return ""
+        val = lambda n: f"{n.val_metric:.4f}" if n.val_metric is not None else "undefined"
+        if closed_form(node.action):
+            net = self.best(lambda n: n.level != "paradigm" and not closed_form(n.action))
+            other = (f"the best network, `{net.action}`, scored {val(net)}" if net
+                     else "no network finished")
+            return (f"The pick is a simple (closed-form) model, `{node.action}`: it is the best on "
+                    f"validation ({val(node)}); {other}.")
+        simple = self.best_simple()
+        other = (f"the best simple model, `{simple.action}`, scored {val(simple)}" if simple
+                 else "no simple model finished")
+        return f"The pick is the network `{node.action}` (validation {val(node)}); {other}."
 
     def kids(self, node: Node) -> list[Node]:
         return [self.nodes[c] for c in node.children]
@@ -246,6 +268,14 @@ def pick_by_prior(tree: Tree, node: Node, options: list[str], priors: dict[str, 
     if cheap:
         pick = cheap[0]
         return pick, f"builtin prior: closed-form models first, {pick} among {len(options)} untried"
+    # a network's residual on the best simple model so far: it only has to learn what that misses
+    simple = tree.best_simple()
+    if simple is not None:
+        name = simple.action.split("/")[1]
+        on = [o for o in options if residual_base(o) == name]
+        if on:
+            return on[0], (f"builtin prior: residual on the best simple model ({simple.action}, "
+                           f"validation {SEARCH_METRIC} {simple.val_metric}), {on[0]} among {len(options)} untried")
     scored = [(priors.get(o, 0.0), o) for o in options]
     best = max(s for s, _ in scored)
     if best > 0:
