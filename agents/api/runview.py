@@ -88,6 +88,19 @@ class Run:
         return f"Run({self.run_id}: {v.get('headline', '')})"
 
 
+def audit(data: str | os.PathLike | AnnData):
+    """The DataAuditor's profile of one .h5ad file or AnnData (what ``harmonycell audit`` prints):
+    a pydantic ``AuditReport``; ``.to_markdown()`` for reading."""
+    from harmonycell.tools.data.audit import audit_h5ad
+
+    if isinstance(data, AnnData):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{data.uns.get('dataset_name', 'adata')}.h5ad"
+            data.write_h5ad(path)
+            return audit_h5ad(path)
+    return audit_h5ad(Path(data))
+
+
 def load_run(path: str | os.PathLike) -> Run:
     """A finished run folder (``runs/<run-id>``)."""
     return Run(open_run(Path(path)).root)
