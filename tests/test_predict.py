@@ -86,6 +86,9 @@ def test_every_call_is_on_the_record_and_replay_verify_covers_the_fits(predict_r
     assert any(a["path"].endswith("model.pt") for a in refit["artifacts"])
     res = cli("replay", predict_run, "--verify")
     assert res.returncode == 0 and "OK" in res.stdout, res.stdout + res.stderr
+    # questions asked after the run are not decisions a re-execution must reproduce
+    res = cli("replay", predict_run, "--rerun", "--out", tmp_path / "reruns")
+    assert res.returncode == 0 and "SAME" in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]
     copy = tmp_path / "run"
     shutil.copytree(predict_run, copy)
     pt = next((copy / "predict").glob("*-refit-*/fit/model.pt"))

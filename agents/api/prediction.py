@@ -311,7 +311,9 @@ def ensure_fit(run: RunFolder, transcript: Transcript, node_id: str, refit: bool
                   "trained_on": ("every labelled unit (train, validation and test)" if refit
                                  else "the node's own training split (re-executed, test predictions reproduced)")}
     atomic.write_json(record_path, fit.record)
-    transcript.append("tool_call", SOURCE, "predict.refit" if refit else "predict.reexecute",
+    # events: asked after the run, not decisions a `replay --rerun` must reproduce; their
+    # artifacts are still checked by `replay --verify` like any record's
+    transcript.append("event", SOURCE, "predict.refit" if refit else "predict.reexecute",
                       {"args": {"node": node_id, "refit": refit}, "result": fit.record},
                       [transcript.artifact(f) for f in [*files, record_path]])
     return fit
@@ -448,7 +450,7 @@ def _answer(run: RunFolder, transcript: Transcript, node_id: str, queries: list[
     atomic.write_with(path, result.write_h5ad)
     files = [path] + ([call_dir / "queries.npz", call_dir / "sandbox" / "pred.npy"]
                       if (call_dir / "queries.npz").exists() else [])
-    transcript.append("tool_call", SOURCE, "predict",
+    transcript.append("event", SOURCE, "predict",
                       {"args": {"perturbations": sorted({q.requested for q in queries}),
                                 "contexts": sorted({q.context for q in queries}), "refit": refit, "call": call_id},
                        "result": {"node": node_id, "fit": fit.name if fit else None,
