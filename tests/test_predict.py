@@ -75,6 +75,22 @@ def test_refit_predicts_a_gene_never_perturbed_and_is_kept_with_the_run(predict_
     assert sum(r["type"] == "predict.refit" for r in records(predict_run)) == 1
 
 
+def test_a_gene_outside_the_kept_fit_refits_once_with_every_earlier_input(predict_run):
+    first = hc.predict(predict_run, NEVER_PERTURBED, contexts="LineA").uns["harmonycell"]["model"]["fit"]
+    wider = hc.predict(predict_run, "JAK2", contexts="LineA")  # in gene knowledge, not in the data
+    assert wider.obs["condition_name"].tolist() == ["JAK2"] and np.isfinite(wider.X).all()
+    name = wider.uns["harmonycell"]["model"]["fit"]
+    assert name != first
+    inputs = json.loads((predict_run / "predict" / name / "fit.json").read_text())["inputs"]
+    earlier = json.loads((predict_run / "predict" / first / "fit.json").read_text())["inputs"]
+    assert set(earlier) < set(inputs) and "JAK2" in inputs
+    # from now on both genes are answered by the wider fit, without another refit
+    n_refits = sum(r["type"] == "predict.refit" for r in records(predict_run))
+    both = hc.predict(predict_run, [NEVER_PERTURBED, "JAK2"], contexts="LineA")
+    assert both.uns["harmonycell"]["model"]["fit"] == name
+    assert sum(r["type"] == "predict.refit" for r in records(predict_run)) == n_refits
+
+
 def test_every_call_is_on_the_record_and_replay_verify_covers_the_fits(predict_run, tmp_path):
     hc.predict(predict_run, NEVER_PERTURBED, contexts="LineA")
     with pytest.raises(PredictionRefused):

@@ -8,8 +8,9 @@ One code path for ``harmonycell predict``, ``hc.predict`` and ``Run.predict``:
    (``PredictionRefused``): a gene neither knows, a context the run never saw, a combination the
    task kind never taught the model;
 2. the model: by default the selected node's action path refitted in the sandbox on every
-   labelled unit (train, validation and test: the verdict has been given), once per set of
-   perturbation inputs, kept in ``runs/<id>/predict/`` with sha256s on the transcript; with
+   labelled unit (train, validation and test: the verdict has been given), once, with every
+   measured gene of a CRISPR task as an input (a gene outside a kept fit's inputs refits again,
+   with every earlier input too), kept in ``runs/<id>/predict/`` with sha256s on the transcript; with
    ``refit=False`` the node as trained (its own held-out predictions where asked for, else the
    node re-executed, accepted only if it reproduces its recorded test predictions bit for bit);
 3. the answer: AnnData, one observation per (perturbation, context), the predicted mean
@@ -271,16 +272,20 @@ def ensure_fit(run: RunFolder, transcript: Transcript, node_id: str, refit: bool
     still match their record)."""
     node_dir = run.node_dir(node_id)
     code, config = (node_dir / "model.py").read_text(), json.loads((node_dir / "config.json").read_text())
+    if refit:
+        kept = kept_refits(run, node_id)
+        covering = next((f for f in kept if set(universe) <= set(f.record["inputs"])), None)
+        if covering is not None:
+            return covering
+        # a new refit carries every input an earlier one had, so the kept fits do not multiply
+        universe = universe + [g for f in kept for g in f.record["inputs"] if g not in universe]
     name = (f"{node_id}-refit-{_sha_text(json.dumps(universe))[:12]}" if refit else f"{node_id}-as-trained")
     root = run.root / PREDICT_DIR / name
     data_dir = root / "data" if refit else run.sandbox_data
     fit = Fit(name, root, data_dir, refit, reused=False)
     record_path = root / "fit.json"
-    if record_path.exists():
-        rec = json.loads(record_path.read_text())
-        if (fit.model_dir / "model.pt").exists() and atomic.sha256_file(fit.model_dir / "model.pt") == rec["model_sha256"]:
-            fit.reused, fit.record = True, rec
-            return fit
+    if not refit and _intact(fit):
+        return fit
     if root.exists():  # a fit left unfinished or altered: made again from scratch
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -307,16 +312,37 @@ def ensure_fit(run: RunFolder, transcript: Transcript, node_id: str, refit: bool
         files += sorted(p for p in data_dir.iterdir() if p.is_file())
     fit.record = {"fit": name, "node": node_id, "refit": refit, "backend": res.backend, "wall_s": res.wall_s,
                   "model_sha256": res.output("model.pt").sha256,
-                  "n_inputs": len(universe) if universe else len(load_meta(data_dir)["perts"]),
+                  "inputs": universe if refit else load_meta(data_dir)["perts"],
                   "trained_on": ("every labelled unit (train, validation and test)" if refit
                                  else "the node's own training split (re-executed, test predictions reproduced)")}
     atomic.write_json(record_path, fit.record)
     # events: asked after the run, not decisions a `replay --rerun` must reproduce; their
     # artifacts are still checked by `replay --verify` like any record's
     transcript.append("event", SOURCE, "predict.refit" if refit else "predict.reexecute",
-                      {"args": {"node": node_id, "refit": refit}, "result": fit.record},
+                      {"args": {"node": node_id, "refit": refit},
+                       "result": {**{k: v for k, v in fit.record.items() if k != "inputs"},
+                                  "n_inputs": len(fit.record["inputs"])}},
                       [transcript.artifact(f) for f in [*files, record_path]])
     return fit
+
+
+def _intact(fit: Fit) -> bool:
+    """Whether ``fit`` was made and its model file is still the one recorded (then it is reused)."""
+    path = fit.root / "fit.json"
+    if not path.exists() or not (fit.model_dir / "model.pt").exists():
+        return False
+    rec = json.loads(path.read_text())
+    if atomic.sha256_file(fit.model_dir / "model.pt") != rec.get("model_sha256"):
+        return False
+    fit.reused, fit.record = True, rec
+    return True
+
+
+def kept_refits(run: RunFolder, node_id: str) -> list[Fit]:
+    """The node's intact refits kept with the run, the widest first."""
+    fits = [Fit(p.name, p, p / "data", True, reused=False)
+            for p in sorted((run.root / PREDICT_DIR).glob(f"{node_id}-refit-*")) if p.is_dir()]
+    return sorted((f for f in fits if _intact(f) and "inputs" in f.record), key=lambda f: -len(f.record["inputs"]))
 
 
 # --- predicting ---------------------------------------------------------------------------------
