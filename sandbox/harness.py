@@ -24,7 +24,8 @@ cells and controls, with the inner split marked; a model left with no trainable 
 gradient training); defaults are the configured loss on ``forward``.
 
 Outputs in NODE_DIR: pred_val.npy, pred_test.npy (queries x genes, float32),
-train_log.jsonl (one line per epoch) and harness_result.json.
+train_log.jsonl (one line per epoch) and harness_result.json; with ``"save_model": true`` in the
+config also model.pt, the fitted model (``harmonycell predict`` answers new queries with it).
 """
 
 from __future__ import annotations
@@ -294,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         summary["peak_gpu_mem_bytes"] = int(torch.cuda.max_memory_allocated())
     (args.out / "harness_result.json").write_text(json.dumps(summary, indent=2))
+    if cfg.get("save_model"):  # `harmonycell predict`: the fitted model, pickled whole (closed-form fits too)
+        torch.save(model.cpu(), args.out / "model.pt")
     log("done")
     return 0
 

@@ -17,6 +17,7 @@ from scipy.sparse.csgraph import connected_components
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("agents", "tools", "sandbox", "prompts")  # the folders that are harmonycell.<name>
 CLI = "harmonycell.agents.cli"
+API_FOLDER = "api"  # agents/api: the Python API, installed as the package `harmonycell`
 
 
 def modules() -> dict[str, Path]:
@@ -26,6 +27,9 @@ def modules() -> dict[str, Path]:
             parts = list(path.relative_to(ROOT / top).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts = parts[:-1]
+            if top == "agents" and parts[:1] == [API_FOLDER]:  # agents/api is `harmonycell` itself
+                out[".".join(["harmonycell", *parts[1:]])] = path
+                continue
             out[".".join(["harmonycell", top, *parts])] = path
     return out
 
@@ -112,3 +116,21 @@ def test_core_never_imports_the_cli():
     core = [m for m in g if m.startswith("harmonycell.agents") and not m.startswith(CLI)]
     bad = [f"{m} -> {t} (line {line})" for m in core for t, line in g[m].items() if t.startswith(CLI)]
     assert not bad, "the run's core imports the terminal: " + "; ".join(bad)
+
+
+def api_modules(g) -> list[str]:
+    folders = ("agents", "tools", "sandbox", "prompts")
+    return [m for m in g if m == "harmonycell" or (m.startswith("harmonycell.") and m.split(".")[1] not in folders)]
+
+
+def test_the_api_sits_between_the_core_and_the_cli():
+    """tools <- sandbox <- agents core <- API (import harmonycell) <- CLI: the core never imports
+    the API, the API never imports the terminal, and the CLI's predict goes through the API."""
+    g = import_graph()
+    api = api_modules(g)
+    assert {"harmonycell", "harmonycell.prediction", "harmonycell.runview"} <= set(api)
+    core = [m for m in g if m.startswith("harmonycell.agents") and not m.startswith(CLI)]
+    bad = [f"{m} -> {t}" for m in core for t in g[m] if t in api]
+    bad += [f"{m} -> {t}" for m in api for t in g[m] if t.startswith(CLI)]
+    assert not bad, "wrong direction: " + "; ".join(bad)
+    assert "harmonycell.prediction" in g["harmonycell.agents.cli.predict"]

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from harmonycell.agents.base import StepAgent
+from harmonycell.agents.cli.predict import answer_prediction
 from harmonycell.agents.cli.render import render_record
 from harmonycell.agents.messages import Approval, Question, SearchDone, SearchReviewed, Steer, UnifyDone
 from harmonycell.agents.policies.answers import answer, classify, is_question, planning_available
@@ -310,7 +311,8 @@ def apply_steer(intent: RunIntent, changes: list[Steer], said: str = "") -> RunI
 
 # --- after the run ---------------------------------------------------------------------------
 
-AFTER = "Ask about the result (which model won, baselines, failures, the tree, a node's code), 'run again with ...', or quit"
+AFTER = ("Ask about the result (which model won, baselines, failures, the tree, a node's code), what a "
+         "perturbation would do, 'run again with ...', or quit")
 
 
 def after_run(conv: Conversation, intent: RunIntent) -> tuple[RunIntent, str] | None:
@@ -341,6 +343,8 @@ def after_run(conv: Conversation, intent: RunIntent) -> tuple[RunIntent, str] | 
             return new, said
         if low.startswith("node ") and len(low.split()) == 2:
             said = f"show {low.split()[1]}'s code"
+        if answer_prediction(conv, said):  # "what would knocking out JAK2 do?" (agents/cli/predict.py)
+            continue
         if classify(said) == "next" and planning_available():
             plan_next(conv, said)
             continue

@@ -15,6 +15,7 @@ from rich.prompt import Prompt
 
 from harmonycell.agents.cli import data as cli_data, evaluation as cli_eval, kb as cli_kb, sandbox as cli_sandbox, train as cli_train
 from harmonycell.agents.cli import plan as cli_plan
+from harmonycell.agents.cli import predict as cli_predict
 from harmonycell.agents.cli import report as cli_report
 from harmonycell.agents.cli.chat import converse
 from harmonycell.agents.cli.drive import Person, console, drive, err
@@ -279,6 +280,7 @@ app.command("baselines")(cli_eval.baselines)
 app.command("score")(cli_eval.score)
 app.command("train")(cli_train.train)
 app.command("plan")(cli_plan.plan)
+app.command("predict")(cli_predict.predict)
 app.command("report")(cli_report.report)
 app.command("runs")(cli_report.runs)
 app.add_typer(cli_sandbox.app, name="sandbox")
