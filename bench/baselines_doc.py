@@ -169,6 +169,8 @@ def render(results: list[tuple[Case, BaselinesReport, dict, list]], seeds: list[
               "- These files are small: a few test queries per fold, so one split's numbers swing "
               "widely; the cross-validated tables pool every fold, each query once, and say which "
               "differences hold (`too few units` where even a perfect result could not be significant).",
+              "- `linear_go` is the same model on gene knowledge (the perturbed gene's GO embedding from "
+              "org.Hs.eg.db); it is listed where some held-out gene is known to the database.",
               "- `linear` embeds a perturbed gene by its row of the PCs of training pseudo-bulk over "
               "all measured genes (before gene selection); it falls back to `train_mean` only where "
               "no perturbation of the query is a measured gene (drugs, cytokines), listed per query.",

@@ -31,7 +31,7 @@ from harmonycell.tools.evaluation.compare import COMPARED_METRICS  # noqa: E402
 from harmonycell.tools.evaluation.metrics import DEFINITIONS, FALLBACK_METRIC, SEARCH_METRIC  # noqa: E402
 
 METRICS = COMPARED_METRICS  # the headline, its fallback where a pool holds one query, two more beside
-BASELINES = ("control_mean", "train_mean", "linear", "additive")  # the order of the columns; additive: pairs only
+BASELINES = ("control_mean", "train_mean", "linear", "linear_go", "additive")  # column order; linear_go: where the held-out genes are known; additive: pairs
 
 
 @dataclass(frozen=True)
