@@ -20,7 +20,6 @@ from harmonycell.agents.base import StepAgent
 from harmonycell.agents.policies.planner import propose_expansion
 from harmonycell.agents.search import record_outcome, run_search
 from harmonycell.agents.messages import Approval, NodeAbandoned, NodePlan, NodeScored, SearchDone, UnifyDone
-from harmonycell.tools.evaluation.metrics import headline_of
 from harmonycell.tools.search import tree as T
 from harmonycell.tools.search.actions import child_actions, closed_form, not_for, parse_action
 from harmonycell.tools.search.budget import estimate_node_seconds, fmt_duration, nodes_that_fit

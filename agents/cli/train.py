@@ -15,7 +15,6 @@ import sys
 import tempfile
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
