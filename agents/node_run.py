@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anndata import AnnData
+from anndata import AnnData, read_h5ad
 from rich.console import Console
 
 from harmonycell.agents.context import RunContext
@@ -76,9 +76,7 @@ def open_node_run(root: Path, task: AnnData | Path, *, backend: str = "auto", se
         adata.write_h5ad(run.unified)
     else:
         _link_or_copy(Path(task), run.unified)
-        import anndata
-
-        adata = anndata.read_h5ad(run.unified)
+        adata = read_h5ad(run.unified)
     kind = (adata.uns.get("split_info") or {}).get("task")
     if not kind:
         raise InputError("the task's AnnData carries no task kind (uns['split_info']['task'])",
