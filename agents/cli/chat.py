@@ -34,7 +34,7 @@ from harmonycell.tools.errors import HarmonyCellError, InputError
 from harmonycell.tools.record.runfolder import RunFolder
 from harmonycell.tools.record.transcript import Transcript
 from harmonycell.tools.schema import TaskKind, context_labels
-from harmonycell.tools.search.actions import all_backbone_paths
+from harmonycell.tools.search.actions import all_backbone_paths, not_for
 
 Ask = Callable[[str], str]
 STEER_HELP = ("e.g. 'no generative models', '20 minutes', 'add 2 nodes', 'hold out LineA', 'drop labB'")
@@ -126,8 +126,7 @@ class User(StepAgent):
                 match_contexts(steer.hold_out, self._contexts())  # a name not in the data is refused
             if steer.drop_inputs and len(steer.drop_inputs) >= len(inputs):
                 raise InputError("dropping every input leaves nothing to model", where="drop", fix="keep one input")
-            banned = set(self.ctx.config.exclude) | set(steer.exclude)
-            if not [a for a in all_backbone_paths() if not banned & set(a.split("/"))]:
+            if not self._menu(set(self.ctx.config.exclude) | set(steer.exclude)):
                 raise InputError("that excludes every backbone the search has", where="exclude",
                                  fix="exclude fewer paradigms or backbones")
         except HarmonyCellError as exc:
@@ -162,9 +161,13 @@ class User(StepAgent):
             budget += steer.add_nodes
             self.ctx.console.print(f"[cyan]HarmonyCell:[/] noted. {self._plan(changes)}")
 
+    def _menu(self, banned: set[str]) -> list[str]:
+        """The backbones the Planner's menu offers this task kind, less what was ruled out."""
+        banned = banned | not_for(self.ctx.config.task)
+        return [a for a in all_backbone_paths() if not banned & set(a.split("/"))]
+
     def _plan(self, changes: list[Steer]) -> str:
-        banned = set(self.ctx.config.exclude).union(*(c.exclude for c in changes))
-        left = [a for a in all_backbone_paths() if not banned & set(a.split("/"))]
+        left = self._menu(set(self.ctx.config.exclude).union(*(c.exclude for c in changes)))
         limit = next((c.time_limit_s for c in reversed(changes) if c.time_limit_s), self.ctx.config.time_limit_s)
         return (f"The search will try {', '.join(left[:3])}{' ...' if len(left) > 3 else ''}"
                 + (f" within {limit / 60:g} min of training" if limit else "") + ".")
