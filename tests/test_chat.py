@@ -35,6 +35,16 @@ def said(text: str) -> str:
     return r"\s+".join(text.split())
 
 
+def quit_chat(child, out):
+    """Say quit, see the chat end cleanly, and return the one run folder it left."""
+    child.sendline("quit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir
+
+
 def records(run_dir):
     return [json.loads(line) for line in (run_dir / "transcript.jsonl").read_text().splitlines()]
 
@@ -82,11 +92,7 @@ def test_chat_conversation_with_questions_and_steering(synthetic_dir, tmp_path):
     child.sendline("what failed?")
     child.expect(said("nothing failed: every node ran on its first attempt"))
     child.expect(said("Ask about the result"))
-    child.sendline("quit")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0, child.before
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    run_dir = quit_chat(child, out)
     recs = records(run_dir)
     user = [r for r in recs if r["source"] == "User" and r["kind"] == "message"]
     intent = next(r["content"] for r in user if r["type"] == "RunIntent")

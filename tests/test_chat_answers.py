@@ -6,9 +6,8 @@ import json
 import re
 
 import anndata as ad
-import pexpect
 
-from test_chat import records, said, spawn
+from test_chat import quit_chat, records, said, spawn
 
 
 def answers_on_record(run_dir) -> dict[str, dict]:
@@ -49,12 +48,7 @@ def test_ten_questions_answered_from_the_records(synthetic_dir, tmp_path):
         child.expect(said("Ask about the result"))
         child.sendline(q)
     child.expect(said("Ask about the result"))
-    child.sendline("quit")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0, child.before
-
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    run_dir = quit_chat(child, out)
     rep = json.loads((run_dir / "unify" / "unify_report.json").read_text())
     inp = {i["dataset_id"]: i for i in rep["inputs"]}
     a, b = inp["labA_counts"], inp["labB_lognorm"]

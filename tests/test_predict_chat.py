@@ -1,26 +1,16 @@
 """The chat answers "what would knocking out JAK2 do?" after a run from `predict`, in a real
 pseudo-terminal: it says it is a prediction and which model made it, and it is on the record."""
 
-import json
-import os
 import sys
 
 import pexpect
 
-
-def env() -> dict:
-    return {**os.environ, "TERM": "dumb", "COLUMNS": "250"}
-
-
-def said(text: str) -> str:
-    return r"\s+".join(text.split())
+from test_chat import env, quit_chat, records, said, spawn
 
 
 def test_chat_answers_a_knockout_question_from_predict(synthetic_dir, tmp_path):
     out = tmp_path / "runs"
-    child = pexpect.spawn(sys.executable, ["-m", "harmonycell.agents.cli", "chat", "--out", str(out), "--epochs", "2",
-                                           "--backend", "local", "--no-kb"],
-                          encoding="utf-8", timeout=600, dimensions=(60, 250), env=env())
+    child = spawn(out, "--no-kb")
     child.logfile_read = open(tmp_path / "session.txt", "w")
     child.expect(said("What would you like to predict"))
     child.sendline(f"{synthetic_dir} how do cells respond to unseen perturbations? 1 node")
@@ -39,12 +29,8 @@ def test_chat_answers_a_knockout_question_from_predict(synthetic_dir, tmp_path):
     child.sendline("and knocking out NOTAGENE42?")
     child.expect(said("I cannot predict that: --perturbation: gene 'NOTAGENE42' is unknown"))
     child.expect(said("Ask about the result"))
-    child.sendline("quit")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0, child.before
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    recs = [json.loads(line) for line in (run_dir / "transcript.jsonl").read_text().splitlines()]
+    run_dir = quit_chat(child, out)
+    recs = records(run_dir)
     asked = [r["content"] for r in recs if r["type"] == "Question" and r["content"]["topic"] == "prediction"]
     assert len(asked) == 2 and asked[0]["by"] == "predict"
     assert asked[0]["sources"][0].endswith("pred.h5ad") and (run_dir / asked[0]["sources"][0]).exists()
