@@ -26,7 +26,7 @@ CONTROL_SPELLINGS = {
     "safe-harbour": ["AAVS1_sg2", "sgRosa26_1", "SafeHarbor_AAVS1-3"],
     "reporter": ["LacZ_g1", "EGFP", "Luciferase-sg1", "mCherry_sg2"],
     "empty-vector": ["empty_vector", "pLKO_empty", "EmptyVector-2"],
-    "vehicle": ["vehicle (DMSO)", "DMSO_0.1pct", "EtOH"],
+    "vehicle": ["vehicle (DMSO)", "DMSO_0.1pct", "EtOH", "DMSO 0.1%", "EtOH 0.5%", "10uM Vehicle"],
     "untreated": ["Untreated", "mock", "no_treatment"],
     "unstimulated": ["unstim", "Unstimulated_rep2", "resting"],
 }

@@ -63,7 +63,7 @@ _JOIN = {("non", "targeting"): "nontargeting", ("non", "target"): "nontarget", (
          ("empty", "vector"): "emptyvector", ("no", "treatment"): "notreatment",
          ("no", "insert"): "noinsert", ("wild", "type"): "wildtype",
          ("no", "target"): "notarget", ("un", "treated"): "untreated", ("no", "stim"): "nostim",
-         ("un", "stimulated"): "unstimulated"}
+         ("un", "stimulated"): "unstimulated", ("et", "oh"): "etoh"}
 _SEP = re.compile(r"[\s_\-\.\(\)\[\]/#:,;|=+]+")
 _GUIDE_PREFIX = re.compile(r"^(sg|sh|si|g|crispr)(?=[A-Z0-9])")
 _NUMBERED = re.compile(r"^([a-z]+?)(\d+)$")
@@ -92,7 +92,7 @@ def _content(toks: list[str], unfold_numbered: bool) -> list[str]:
             continue
         t = toks[i]
         i += 1
-        if re.fullmatch(r"(g|sg|sgrna|grna|guide|rep|r|v|n|no|s)?\d+[a-z]?|\d+(pct|percent|[munp]m|[mu]l|x|h|hr)", t):
+        if re.fullmatch(r"(g|sg|sgrna|grna|guide|rep|r|v|n|no|s)?\d+[a-z]?|\d+(%|pct|percent|[munpµ]?m|[muµ]?l|x|h|hrs?|min|d)", t):
             continue  # guide / replicate numbering, a vehicle's concentration or time
         m = _NUMBERED.match(t)
         if m and m.group(1) in DECORATION:  # mouse1, guide07
