@@ -150,7 +150,7 @@ def result_facts(run: RunFolder) -> list[Fact]:
 
 def config_facts(run: RunFolder) -> list[Fact]:
     cfg = run.config()
-    return [Fact(f"the run: task {cfg.task.value}, inputs {', '.join(Path(p.path).name for p in cfg.inputs)}, "
+    return [Fact(f"the run: task {cfg.task}, inputs {', '.join(Path(p.path).name for p in cfg.inputs)}, "
                  f"budget {cfg.budget_nodes} node(s), up to {cfg.epochs} epochs per node, seed {cfg.seed}"
                  + (f", excluded {', '.join(cfg.exclude)}" if cfg.exclude else ""), "task.yaml")]
 

@@ -24,17 +24,16 @@ from harmonycell.tools.evaluation.ceiling import NOISE_CEILING
 from harmonycell.tools.evaluation.verdict import decidability
 from harmonycell.tools.report.markdown import headline_text
 from harmonycell.tools.report.publish import write_report_html
-from harmonycell.tools.schema import SPLIT, TaskKind
+from harmonycell.tools.schema import SPLIT
 from harmonycell.tools.tasks.registry import task_kind
 from harmonycell.tools.data.taskdata import load_meta
 
 INTEGRITY = ("provenance", "split_integrity", "sandbox_saw_no_test_targets", "code_is_clean")
 
 
-def split_integrity(adata, task: TaskKind) -> Check:
-    """The split keeps the task's promise, checked at the level it promises: genes (single
-    perturbations) for unseen-perturbation, pairs with seen singles for unseen-combination,
-    whole contexts for unseen-cell-context."""
+def split_integrity(adata, task: str) -> Check:
+    """The split keeps the task's promise, checked at the level the kind promises (its
+    ``Kind.integrity``: single perturbations, pairs with seen singles, whole contexts, ...)."""
     pert = adata.obs[~adata.obs["is_control"].astype(bool)]
     test = pert[SPLIT].astype(str) == "test"
     problems, what, n_units = task_kind(task).integrity(adata)
@@ -52,7 +51,7 @@ def split_integrity(adata, task: TaskKind) -> Check:
     return Check(name="split_integrity", passed=ok, detail=detail)
 
 
-def held_out_unit(adata, task: TaskKind) -> tuple[str, int]:
+def held_out_unit(adata, task: str) -> tuple[str, int]:
     """(plural noun of the task's held-out unit, how many are held out) for the headline."""
     pert = adata.obs[~adata.obs["is_control"].astype(bool)]
     crispr_only = set(pert["pert_type"].astype(str)) <= {"crispr"}
@@ -60,7 +59,7 @@ def held_out_unit(adata, task: TaskKind) -> tuple[str, int]:
     return kind.noun(crispr_only), kind.integrity(adata)[2]
 
 
-def sandbox_blind(run, adata, task: TaskKind) -> Check:
+def sandbox_blind(run, adata, task: str) -> Check:
     """The sandbox's training data holds no cell of what the test asks about: a test perturbation,
     or (unseen cell context) a test context."""
     meta = load_meta(run.sandbox_data)
@@ -143,7 +142,7 @@ class Judge(StepAgent):
         if (run.root / "baselines.json").exists():
             fallbacks = json.loads((run.root / "baselines.json").read_text()).get("fallbacks", {})
         text = render_report(
-            run_id=cfg.run_id, task=cfg.task.value, inputs=[i.path for i in cfg.inputs],
+            run_id=cfg.run_id, task=cfg.task, inputs=[i.path for i in cfg.inputs],
             unify_line=f"{adata.n_obs} cells x {adata.n_vars} genes after unification"
             + (f" ({unify.get('summary')})" if unify.get("summary") else ""),
             tree=tree, best=t.node_id, best_action=tree.nodes[t.node_id].action if t.node_id else None,

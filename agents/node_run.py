@@ -27,7 +27,6 @@ from harmonycell.tools.data.taskdata import export_sandbox_data
 from harmonycell.tools.errors import InputError
 from harmonycell.tools.record.runfolder import RunConfig, RunFolder, check_h5ad, new_run_id
 from harmonycell.tools.record.transcript import Transcript
-from harmonycell.tools.schema import TaskKind
 from harmonycell.tools.search.tree import ROOT
 
 @dataclass
@@ -87,7 +86,7 @@ def open_node_run(root: Path, task: AnnData | Path, *, backend: str = "auto", se
     else:
         run.sandbox_data.parent.mkdir(parents=True, exist_ok=True)
         run.sandbox_data.symlink_to(Path(data_dir).resolve(), target_is_directory=True)
-    cfg = RunConfig(run_id=f"node-{new_run_id()}", task=TaskKind.parse(kind), inputs=[check_h5ad(run.unified)],
+    cfg = RunConfig(run_id=f"node-{new_run_id()}", task=kind, inputs=[check_h5ad(run.unified)],
                     seed=seed, budget_nodes=1, use_kb=False, node_timeout_s=node_timeout_s, backend=backend,
                     llm=llm, epochs=epochs, gene_sets=str(Path(gene_sets).resolve()) if gene_sets else None)
     run.save_config(cfg)

@@ -91,7 +91,7 @@ class Planner(StepAgent):
 
     def _profile(self) -> str:
         if "task_profile" not in self.ctx.cache:
-            self.ctx.cache["task_profile"] = task_profile_text(self._adata(), self.ctx.config.task.value)
+            self.ctx.cache["task_profile"] = task_profile_text(self._adata(), self.ctx.config.task)
         return self.ctx.cache["task_profile"]
 
     def _start(self, tree: T.Tree) -> None:
@@ -185,7 +185,7 @@ class Planner(StepAgent):
         if not cfg.use_kb or cfg.kb_replay is not None or not tree.trained():
             return
         profile = self._profile()
-        rec = RunRecord(run_id=cfg.run_id, task_kind=cfg.task.value, profile=profile,
+        rec = RunRecord(run_id=cfg.run_id, task_kind=cfg.task, profile=profile,
                         embedding=embed([profile])[0],
                         nodes=[NodeRecord(n.action, n.reward, n.val_metric, n.status) for n in tree.trained()],
                         selected_path=best.action if best else None,

@@ -81,7 +81,7 @@ class Unifier(StepAgent):
         n_cond = {s: int(pert.loc[pert[SPLIT] == s, "condition_name"].nunique()) for s in ("train", "val", "test")}
         report = json.loads((run.unify_dir / "unify_report.json").read_text())
         dropped = dropped_cells(report)
-        self.ctx.tool_call(self.name, "unify", {"inputs": done.inputs, "task": cfg.task.value, "seed": cfg.seed},
+        self.ctx.tool_call(self.name, "unify", {"inputs": done.inputs, "task": cfg.task, "seed": cfg.seed},
                            {"n_obs": adata.n_obs, "n_vars": adata.n_vars, "queries_test": len(meta["queries"]["test"])},
                            specs + [unified])
         unit, held = held_out_units(report.get("split_info") or {})

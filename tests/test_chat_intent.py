@@ -12,21 +12,20 @@ from harmonycell.agents.policies import answers, intent as I
 from harmonycell.agents.policies.llm import LLMConfig
 from harmonycell.tools.data.splits import unseen_cell_context
 from harmonycell.tools.errors import InputError
-from harmonycell.tools.schema import TaskKind
 from tests.llm_stub import StubServer, chat_completion
 
 
 @pytest.mark.parametrize("words, kind", [
-    ("I want to predict how an unseen cell type responds to interferon", TaskKind.unseen_cell_context),
-    ("will it work in a new cell line?", TaskKind.unseen_cell_context),
-    ("transfer to another donor", TaskKind.unseen_cell_context),
-    ("hold out B cells", TaskKind.unseen_cell_context),
-    ("predict the effect of new drugs", TaskKind.unseen_perturbation),
-    ("what do knockouts we have not screened do", TaskKind.unseen_perturbation),
-    ("genes that have not been tested", TaskKind.unseen_perturbation),
-    ("predict combinations of knockouts", TaskKind.unseen_combination),
-    ("double knockouts", TaskKind.unseen_combination),
-    ("unseen-combination please", TaskKind.unseen_combination),
+    ("I want to predict how an unseen cell type responds to interferon", "unseen-cell-context"),
+    ("will it work in a new cell line?", "unseen-cell-context"),
+    ("transfer to another donor", "unseen-cell-context"),
+    ("hold out B cells", "unseen-cell-context"),
+    ("predict the effect of new drugs", "unseen-perturbation"),
+    ("what do knockouts we have not screened do", "unseen-perturbation"),
+    ("genes that have not been tested", "unseen-perturbation"),
+    ("predict combinations of knockouts", "unseen-combination"),
+    ("double knockouts", "unseen-combination"),
+    ("unseen-combination please", "unseen-combination"),
 ])
 def test_plain_words_map_to_a_task_kind(words, kind):
     got = I.builtin_intent(words)
@@ -37,7 +36,7 @@ def test_options_in_plain_words_become_one_typed_request(synthetic_dir):
     got = I.builtin_intent(f"{synthetic_dir}/*.h5ad new drugs in 20 minutes, 3 nodes, no generative models, "
                            f"without gated mlp")
     assert [p.split("/")[-1] for p in got.files] == ["labA_counts.h5ad", "labB_lognorm.h5ad"]
-    assert (got.task, got.time_limit_s, got.budget_nodes) == (TaskKind.unseen_perturbation, 1200.0, 3)
+    assert (got.task, got.time_limit_s, got.budget_nodes) == ("unseen-perturbation", 1200.0, 3)
     assert got.exclude == ["generative", "gated-mlp"] and got.missing() == []
     assert "20 min" in got.understood() and "generative" in got.understood()
     held = I.builtin_intent("hold out B cells for the test")
@@ -101,7 +100,7 @@ def test_llm_intent_is_validated_reasked_and_used(synthetic_dir):
     good = {**bad, "exclude": ["generative"], "task_because": "a new cell line", "time_limit_s": 600}
     with StubServer([chat_completion(json.dumps(bad)), chat_completion(f"```json\n{json.dumps(good)}\n```", 1)]) as stub:
         got, call = I.read_intent(f"{synthetic_dir} does this carry over to a new cell line? skip the VAEs", _llm(stub))
-    assert got.by == "llm" and got.task == TaskKind.unseen_cell_context and got.exclude == ["generative"]
+    assert got.by == "llm" and got.task == "unseen-cell-context" and got.exclude == ["generative"]
     assert got.time_limit_s == 600 and len(got.files) == 2  # files are always read by the builtin policy
     assert call["outcome"] == "accepted" and call["attempts"] == 2 and "transformer" in call["rejected"][0]
     # the re-ask carried the reason back to the model
@@ -111,7 +110,7 @@ def test_llm_intent_is_validated_reasked_and_used(synthetic_dir):
 def test_llm_intent_that_never_validates_falls_back_to_builtin(synthetic_dir):
     with StubServer([chat_completion("I think you want a model."), chat_completion("{not json", 1)]) as stub:
         got, call = I.read_intent(f"{synthetic_dir} predict new drugs", _llm(stub))
-    assert got.by == "builtin (llm fallback)" and got.task == TaskKind.unseen_perturbation
+    assert got.by == "builtin (llm fallback)" and got.task == "unseen-perturbation"
     assert call["outcome"] == "fell back to builtin" and len(stub.requests) == 2
 
 
@@ -165,7 +164,7 @@ def test_a_new_run_request_carries_the_changes_and_keeps_the_rest(synthetic_dir)
     steer = I.read_steer("drop labB, hold out LineA and 30 minutes", files)
     new = apply_steer(base, [steer])
     assert [p.split("/")[-1] for p in new.files] == ["labA_counts.h5ad"]
-    assert new.task == TaskKind.unseen_cell_context and new.hold_out == ["LineA"]
+    assert new.task == "unseen-cell-context" and new.hold_out == ["LineA"]
     assert new.exclude == ["cvae"] and new.time_limit_s == 1800 and new.budget_nodes == 2
     assert run_options(new, 5) == {"budget_nodes": 2, "hold_out": ["LineA"], "exclude": ["cvae"],
                                    "time_limit_s": 1800.0}

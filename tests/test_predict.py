@@ -16,7 +16,6 @@ from harmonycell.tools.data.taskdata import load_meta
 from harmonycell.tools.genes.db import GeneDB
 from harmonycell.tools.record import atomic
 from harmonycell.tools.record.runfolder import RunFolder
-from harmonycell.tools.schema import TaskKind
 
 from predict_support import cli, predict_run, records  # noqa: F401  (the fixture)
 
@@ -145,7 +144,7 @@ def test_from_file_reads_one_perturbation_per_line(predict_run, tmp_path):
 
 def test_aliases_are_resolved_and_said(predict_run):
     adata = anndata.read_h5ad(RunFolder(predict_run).unified)
-    vocab = Vocabulary.of(adata, TaskKind.unseen_perturbation)
+    vocab = Vocabulary.of(adata, "unseen-perturbation")
     with GeneDB() as db:
         (q,) = resolve_queries(["P53"], ["LineA"], vocab, db)
     assert q.condition == "TP53" and q.notes == ("P53 read as TP53 (alias in gene knowledge)",)
@@ -154,16 +153,16 @@ def test_aliases_are_resolved_and_said(predict_run):
 def test_a_combination_is_refused_where_the_task_taught_only_singles(predict_run):
     adata = anndata.read_h5ad(RunFolder(predict_run).unified)
     singles = adata[~adata.obs["condition_name"].astype(str).str.contains("+", regex=False)].copy()
-    vocab = Vocabulary.of(singles, TaskKind.unseen_perturbation)
+    vocab = Vocabulary.of(singles, "unseen-perturbation")
     with pytest.raises(PredictionRefused, match="combination.*single perturbations only"):
         resolve_queries(["SG0003+SG0011"], None, vocab, None)
     # the unseen-combination task is taught to answer them
-    assert resolve_queries(["SG0003+SG0011"], ["LineA"], Vocabulary.of(singles, TaskKind.unseen_combination), None)
+    assert resolve_queries(["SG0003+SG0011"], ["LineA"], Vocabulary.of(singles, "unseen-combination"), None)
 
 
 def test_a_run_whose_perturbations_are_not_genes_refuses_a_gene(predict_run):
     adata = anndata.read_h5ad(RunFolder(predict_run).unified)
     adata.obs["pert_type"] = adata.obs["pert_type"].astype(str).replace("crispr", "drug")
-    vocab = Vocabulary.of(adata, TaskKind.unseen_perturbation)
+    vocab = Vocabulary.of(adata, "unseen-perturbation")
     with GeneDB() as db, pytest.raises(PredictionRefused, match="not genes"):
         resolve_queries(["JAK2"], None, vocab, db)

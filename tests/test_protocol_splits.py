@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from harmonycell.tools.data.splits import assign_splits
 from harmonycell.tools.data.unify import unify, write_unify_outputs
-from harmonycell.tools.schema import TaskKind, split_condition
+from harmonycell.tools.schema import split_condition
 from unify_helpers import small_h5ad
 
 LEAKY_COND = "KO3"
@@ -77,7 +77,7 @@ def combo_obs(n_genes: int = 12, n_pairs: int = 20, seed: int = 0) -> ad.AnnData
 
 @pytest.mark.parametrize("seed", range(5))
 def test_a_held_out_gene_is_in_no_training_or_validation_condition(seed):
-    a = assign_splits(combo_obs(seed=seed), TaskKind.unseen_perturbation, seed=seed)
+    a = assign_splits(combo_obs(seed=seed), "unseen-perturbation", seed=seed)
     info = a.uns["split_info"]
     obs = a.obs[~a.obs["is_control"]]
     units = {s: {u for c in obs.loc[obs["split"] == s, "condition_name"] for u in split_condition(c)}
@@ -94,7 +94,7 @@ def test_folds_test_every_unit_exactly_once():
     a0 = combo_obs(seed=3)
     tested = []
     for k in range(4):
-        a = assign_splits(a0.copy(), TaskKind.unseen_perturbation, seed=7, fold=(k, 4))
+        a = assign_splits(a0.copy(), "unseen-perturbation", seed=7, fold=(k, 4))
         tested += a.uns["split_info"]["test_units"]
         assert a.uns["split_info"]["fold"] == k and a.uns["split_info"]["folds"] == 4
     assert sorted(tested) == sorted(f"G{i}" for i in range(12))
@@ -108,7 +108,7 @@ def test_two_context_holdout_announces_never_trained_perturbations():
     obs["is_control"] = obs["condition_name"] == "control"
     obs.index = [f"c{i}" for i in range(len(obs))]
     a = assign_splits(ad.AnnData(X=sp.csr_matrix((len(obs), 2), dtype=np.float32), obs=obs),
-                      TaskKind.unseen_cell_context, seed=0)
+                      "unseen-cell-context", seed=0)
     info = a.uns["split_info"]
     trained = set(a.obs.loc[(a.obs["split"] == "train") & ~a.obs["is_control"], "condition_name"])
     tested = set(a.obs.loc[(a.obs["split"] == "test") & ~a.obs["is_control"], "condition_name"])
@@ -120,11 +120,11 @@ def test_judge_split_check_works_at_the_task_level():
     from harmonycell.agents.cli import main  # noqa: F401  (agents import order: cli first)
     from harmonycell.agents.judge import held_out_unit, split_integrity
 
-    a = assign_splits(combo_obs(seed=4), TaskKind.unseen_perturbation, seed=4)
+    a = assign_splits(combo_obs(seed=4), "unseen-perturbation", seed=4)
     a.obs["pert_type"] = np.where(a.obs["is_control"], "control", "crispr")
-    ok = split_integrity(a, TaskKind.unseen_perturbation)
+    ok = split_integrity(a, "unseen-perturbation")
     assert ok.passed, ok.detail
-    assert held_out_unit(a, TaskKind.unseen_perturbation) == ("genes", len(a.uns["split_info"]["test_units"]))
+    assert held_out_unit(a, "unseen-perturbation") == ("genes", len(a.uns["split_info"]["test_units"]))
     # a condition-level split that leaks a held-out gene through a training pair is caught
     test_gene = a.uns["split_info"]["test_units"][0]
     pairs = [c for c in a.obs["condition_name"].unique() if "+" in c and test_gene in c.split("+")]
@@ -134,8 +134,8 @@ def test_judge_split_check_works_at_the_task_level():
     for p in pairs:
         split[(a.obs["condition_name"] == p).to_numpy()] = "train"
     a.obs["split"] = pd.Categorical(split, categories=["train", "val", "test"])
-    bad = split_integrity(a, TaskKind.unseen_perturbation)
+    bad = split_integrity(a, "unseen-perturbation")
     assert not bad.passed and test_gene in bad.detail
     # a test condition made only of trained genes is caught even without declared units
     del a.uns["split_info"]
-    assert not split_integrity(a, TaskKind.unseen_perturbation).passed
+    assert not split_integrity(a, "unseen-perturbation").passed

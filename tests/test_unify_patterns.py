@@ -19,7 +19,6 @@ from harmonycell.tools.data.harmonise import cell_type_key, harmonise_cell_types
 from harmonycell.tools.data.mapping import control_match
 from harmonycell.tools.data.species import species_of
 from harmonycell.tools.data.unify import unify
-from harmonycell.tools.schema import TaskKind
 from unify_helpers import real
 
 N = 600
@@ -75,7 +74,7 @@ def test_guide_only_column_is_pooled_by_gene(pap, tmp_path):
     a = pap.copy()
     _, guide = guides(a)
     a.obs = pd.DataFrame({"sgRNA": guide}, index=a.obs_names)
-    o = unify([save(a, tmp_path / "guides.h5ad")], task=TaskKind.unseen_perturbation)
+    o = unify([save(a, tmp_path / "guides.h5ad")], task="unseen-perturbation")
     obs = o.adata.obs
     pert = obs.loc[~obs["is_control"], "condition_name"].astype(str)
     current = o.report.gene_names.labels  # MARCH8 is MARCHF8 today
@@ -107,7 +106,7 @@ def test_gene_names_are_not_mistaken_for_controls(gene):
 def test_plain_cell_type_column_names(norman, tmp_path, name):
     a = norman.copy()
     a.obs = a.obs.rename(columns={"cell_type": name})
-    o = unify([save(a, tmp_path / "ct.h5ad")], task=TaskKind.unseen_cell_context)
+    o = unify([save(a, tmp_path / "ct.h5ad")], task="unseen-cell-context")
     assert o.report.inputs[0].fields["cell_type"].source == name
     assert set(o.adata.obs["cell_type"].astype(str)) == set(norman.obs["cell_type"].astype(str))
 
@@ -144,7 +143,7 @@ def test_normalised_unlogged_values_are_detected_and_logged(pap, tmp_path, targe
 
 
 def test_kang_cell_types_harmonised_across_inputs_with_every_merge_reported(tmp_path):
-    o = unify([real("kang_scgen_valid"), real("kang_muscat_example")], task=TaskKind.unseen_cell_context)
+    o = unify([real("kang_scgen_valid"), real("kang_muscat_example")], task="unseen-cell-context")
     merges = o.report.harmonised["cell_types"]
 
     def merged(a: str, b: str) -> bool:  # the spelling kept is the one with more cells

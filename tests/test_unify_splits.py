@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from harmonycell.tools.errors import InputError
-from harmonycell.tools.schema import TaskKind
 from harmonycell.tools.data.splits import assign_splits
 from harmonycell.tools.data.unify import unify
 from unify_helpers import real
@@ -28,7 +27,7 @@ def conds_of(a, split):
 
 
 def test_unseen_perturbation_ratios_and_controls(papalexi):
-    a = assign_splits(papalexi.copy(), TaskKind.unseen_perturbation, seed=3)
+    a = assign_splits(papalexi.copy(), "unseen-perturbation", seed=3)
     tr, va, te = (conds_of(a, s) for s in ("train", "val", "test"))
     assert not (tr & va) and not (tr & te) and not (va & te)
     assert len(tr | va | te) == 25
@@ -50,7 +49,7 @@ def test_seeded_and_deterministic(papalexi):
 
 
 def test_unseen_cell_context_holds_out_one_whole_context(perturbench):
-    a = assign_splits(perturbench.copy(), TaskKind.unseen_cell_context, seed=0)
+    a = assign_splits(perturbench.copy(), "unseen-cell-context", seed=0)
     ctx = a.obs["dataset_id"].astype(str) + "|" + a.obs["cell_type"].astype(str)
     test_ctx = set(ctx[a.obs["split"] == "test"])
     assert len(test_ctx) == 1
@@ -68,7 +67,7 @@ def test_unseen_cell_context_holds_out_one_whole_context(perturbench):
 
 
 def test_unseen_combination_keeps_singles_in_train(perturbench):
-    a = assign_splits(perturbench.copy(), TaskKind.unseen_combination, seed=0)
+    a = assign_splits(perturbench.copy(), "unseen-combination", seed=0)
     te, tr = conds_of(a, "test"), conds_of(a, "train")
     assert te and all("+" in c for c in te)
     for combo in te:

@@ -1,10 +1,7 @@
-"""The canonical interface every input is projected onto (SPEC section 2) and the task kinds."""
+"""The canonical interface every input is projected onto (SPEC section 2). The task kinds are
+``tools.tasks``: each names itself, and is found by that name through ``tools.tasks.registry``."""
 
 from __future__ import annotations
-
-from enum import Enum
-
-from harmonycell.tools.errors import InputError
 
 OBS_FIELDS = (
     "cell_type",
@@ -25,22 +22,6 @@ VAR_SYMBOL = "gene_symbol"
 SPLIT = "split"
 SPLITS = ("train", "val", "test")
 N_HVG = 2000
-
-
-class TaskKind(str, Enum):
-    unseen_perturbation = "unseen-perturbation"
-    unseen_cell_context = "unseen-cell-context"
-    unseen_combination = "unseen-combination"
-
-    @classmethod
-    def parse(cls, value: str) -> "TaskKind":
-        try:
-            return cls(value)
-        except ValueError:
-            choices = ", ".join(k.value for k in cls)
-            raise InputError(
-                f"unknown task kind {value!r}", where="--task", fix=f"use one of: {choices}"
-            ) from None
 
 
 def context_labels(obs):

@@ -43,8 +43,9 @@ from harmonycell.tools.genes.db import GeneDB, GeneKnowledgeMissing
 from harmonycell.tools.record import atomic
 from harmonycell.tools.record.runfolder import RunFolder
 from harmonycell.tools.record.transcript import Transcript, read_records
-from harmonycell.tools.schema import (COMBO_SEP, OBSM_DOSE, OBSM_MASK, SPLIT, UNS_PERTS, VAR_SYMBOL, TaskKind,
+from harmonycell.tools.schema import (COMBO_SEP, OBSM_DOSE, OBSM_MASK, SPLIT, UNS_PERTS, VAR_SYMBOL,
                                       canonical_condition, context_labels)
+from harmonycell.tools.tasks.registry import task_kind
 from harmonycell.tools.search.tree import Tree
 
 SANDBOX_SCRIPT = Path(__file__).with_name("sandbox_predict.py")
@@ -123,10 +124,10 @@ class Vocabulary:
     contexts: list[str]
     genetic: bool  # the perturbations are genes (CRISPR): gene knowledge may stand in for data
     combos_taught: bool  # the model may be asked a combination
-    task: TaskKind
+    task: str
 
     @classmethod
-    def of(cls, adata: AnnData, task: TaskKind) -> "Vocabulary":
+    def of(cls, adata: AnnData, task: str) -> "Vocabulary":
         perts = [str(p) for p in adata.uns[UNS_PERTS]]
         symbols = adata.var[VAR_SYMBOL].astype(str) if VAR_SYMBOL in adata.var else adata.var_names.astype(str)
         measured: dict[str, str] = {}
@@ -138,7 +139,7 @@ class Vocabulary:
         genetic = bool((obs.loc[perturbed, "pert_type"].astype(str) == "crispr").any())
         combos = any(COMBO_SEP in str(c) for c in obs.loc[perturbed, "condition_name"].astype(str).unique())
         return cls(perts, measured, sorted(context_labels(obs).unique()), genetic,
-                   combos or task == TaskKind.unseen_combination, task)
+                   combos or task_kind(task).answers_combinations, task)
 
 
 def _gene_db() -> GeneDB | None:
@@ -200,7 +201,7 @@ def resolve_queries(requested: list[str], contexts: list[str] | None, vocab: Voc
             raise InputError(f"{item!r} names no perturbation", where="--perturbation", fix="write GENE or A+B")
         if len(parts) > 1 and not vocab.combos_taught:
             raise PredictionRefused(
-                f"{item!r} is a combination, and this run's task ({vocab.task.value}) trained on single "
+                f"{item!r} is a combination, and this run's task ({vocab.task}) trained on single "
                 "perturbations only: its model cannot answer combinations",
                 where="--perturbation", fix="ask for single perturbations, or run the unseen-combination task")
         resolved = [resolve_part(p, vocab, db) for p in parts]
@@ -514,7 +515,7 @@ def build_anndata(run: RunFolder, node_id: str, queries: list[Query], pred: np.n
         "notice": NOTICE,
         "run_id": cfg.run_id,
         "run": str(run.root),
-        "task": cfg.task.value,
+        "task": cfg.task,
         "model": {"node": node_id, "action": node.action,
                   "code_sha256": atomic.sha256_file(run.node_dir(node_id) / "model.py"),
                   "fit": fit.name if fit else "none (the node's own held-out predictions)",

@@ -23,6 +23,7 @@ from harmonycell.tools.record.runfolder import RunConfig, RunFolder
 from harmonycell.tools.search.tree import Tree
 from harmonycell.tools.data.taskdata import queries_for
 from harmonycell.tools.schema import SPLIT
+from harmonycell.tools.tasks.registry import DEFAULT_KIND
 
 
 @dataclass
@@ -106,7 +107,7 @@ def load_run(path: str | os.PathLike) -> Run:
     return Run(open_run(Path(path)).root)
 
 
-def run(data: str | os.PathLike | AnnData | Sequence[str | os.PathLike | AnnData], task: str = "unseen-perturbation",
+def run(data: str | os.PathLike | AnnData | Sequence[str | os.PathLike | AnnData], task: str = DEFAULT_KIND,
         out: str | os.PathLike = "runs", *, budget: int = 32, time_limit: str | None = None, epochs: int = 100,
         seed: int = 0, backend: str = "auto", no_kb: bool = False, quiet: bool = False,
         extra_args: Sequence[str] = ()) -> Run:

@@ -33,8 +33,9 @@ from harmonycell.tools.data.splits import match_contexts
 from harmonycell.tools.errors import HarmonyCellError, InputError
 from harmonycell.tools.record.runfolder import RunFolder
 from harmonycell.tools.record.transcript import Transcript
-from harmonycell.tools.schema import TaskKind, context_labels
+from harmonycell.tools.schema import context_labels
 from harmonycell.tools.search.actions import all_backbone_paths, not_for
+from harmonycell.tools.tasks.registry import DEFAULT_KIND, hold_out_kind, kinds, task_kind
 
 Ask = Callable[[str], str]
 STEER_HELP = ("e.g. 'no generative models', '20 minutes', 'add 2 nodes', 'hold out LineA', 'drop labB'")
@@ -199,8 +200,13 @@ CHAT_ROUTES, CHAT_PRODUCES = derive((*TEAM, User))
 
 OPENING = ("What would you like to predict, and from which files? "
            "(paths, a folder or a glob, and the question in your own words)")
-TASK_QUESTION = ("What should the model predict: responses to perturbations not seen in training, "
-                 "in a cell type / line / donor not seen in training, or to unseen combinations?")
+
+
+def task_question() -> str:
+    """The chat's task question, offering each registered kind (read at each call)."""
+    offers = [k.asked_as() for k in kinds()]
+    listed = ", ".join(offers[:-1]) + ", or " + offers[-1] if len(offers) > 1 else offers[0]
+    return f"What should the model predict: {listed}?"
 
 
 def ask_files(conv: Conversation) -> list[str]:
@@ -215,18 +221,21 @@ def ask_files(conv: Conversation) -> list[str]:
             conv.console.print(f"[red]{escape(exc.one_line())}[/]")
 
 
-def ask_task(conv: Conversation, ambiguous: list[str] | None = None) -> tuple[TaskKind, str]:
-    prompt = TASK_QUESTION if not ambiguous else f"Your words fit more than one task ({'; '.join(ambiguous)}). {TASK_QUESTION}"
+def ask_task(conv: Conversation, ambiguous: list[str] | None = None) -> tuple[str, str]:
+    """(the kind's name, the words that decided it)."""
+    question = task_question()
+    prompt = question if not ambiguous else f"Your words fit more than one task ({'; '.join(ambiguous)}). {question}"
     while True:
         said = conv.wait(prompt)
-        kinds = [k for k in TaskKind if k.value == said.strip()]
-        kind, because = (kinds[0], said.strip()) if kinds else read_task(said)[:2]
+        named = [k.name for k in kinds() if k.name == said.strip()]
+        kind, because = (named[0], said.strip()) if named else read_task(said)[:2]
         if kind is None and said.strip() == "":
-            kind, because = TaskKind.unseen_perturbation, "the default"
+            kind, because = DEFAULT_KIND, "the default"
         if kind is not None:
             return kind, because
-        conv.console.print(f"[red]I could not tell the task from {said!r}[/]; say e.g. 'new drugs', "
-                           f"'an unseen cell line', 'combinations', or one of {', '.join(k.value for k in TaskKind)}")
+        examples = ", ".join(f"'{k.example_words()}'" for k in kinds())
+        conv.console.print(f"[red]I could not tell the task from {said!r}[/]; say e.g. {examples}, "
+                           f"or one of {', '.join(k.name for k in kinds())}")
 
 
 def hold_out_in_files(names: list[str], files: list[str]) -> None:
@@ -251,7 +260,7 @@ def riding_questions(said: str) -> list[str]:
 def understand(conv: Conversation, files: list[str], task: str | None) -> RunIntent:
     """The opening turns: the person's request, typed, restated, completed."""
     if files and task:
-        return RunIntent(files=[str(f) for f in files], task=TaskKind.parse(task), task_because="--task")
+        return RunIntent(files=[str(f) for f in files], task=task, task_because="--task")
     while True:
         # the request itself is often a question ("how do knockouts we have not screened ...?"):
         # only words that say nothing about files or a task are answered as a question
@@ -271,7 +280,7 @@ def understand(conv: Conversation, files: list[str], task: str | None) -> RunInt
     for q in riding_questions(said):  # "predict genes nobody tested -- which cells are controls?"
         conv.reply(q)
     if task:
-        intent.task, intent.task_because = TaskKind.parse(task), "--task"
+        intent.task, intent.task_because = task_kind(task).name, "--task"
     conv.console.print(f"[cyan]HarmonyCell:[/] I understood: {escape(intent.understood())}"
                        + (f" [dim](read by {intent.by})[/]" if intent.by != "builtin" else ""))
     asked = not intent.files or intent.task is None or bool(intent.ambiguous)
@@ -280,10 +289,11 @@ def understand(conv: Conversation, files: list[str], task: str | None) -> RunInt
     if intent.task is None or intent.ambiguous:
         intent.task, intent.task_because = ask_task(conv, intent.ambiguous)
         intent.ambiguous = []
-    if intent.hold_out and intent.task != TaskKind.unseen_cell_context:
-        conv.console.print(f"[cyan]HarmonyCell:[/] holding out cell types means the unseen-cell-context task; "
-                           f"switching from {intent.task.value}.")
-        intent.task = TaskKind.unseen_cell_context
+    if intent.hold_out and not task_kind(intent.task).takes_hold_out:
+        wanted = hold_out_kind().name
+        conv.console.print(f"[cyan]HarmonyCell:[/] holding out cell types means the {wanted} task; "
+                           f"switching from {intent.task}.")
+        intent.task = wanted
     if asked:
         conv.console.print(f"[cyan]HarmonyCell:[/] so: {escape(intent.understood())}")
     return intent
@@ -302,7 +312,7 @@ def apply_steer(intent: RunIntent, changes: list[Steer], said: str = "") -> RunI
     upd = {"files": files, "said": said or intent.said, "by": "builtin"}
     for c in changes:
         if c.hold_out:
-            upd.update(hold_out=c.hold_out, task=TaskKind.unseen_cell_context, task_because=f"hold out {', '.join(c.hold_out)}")
+            upd.update(hold_out=c.hold_out, task=hold_out_kind().name, task_because=f"hold out {', '.join(c.hold_out)}")
         if c.exclude:
             upd["exclude"] = sorted(set(intent.exclude) | set(c.exclude))
         if c.time_limit_s:
@@ -386,7 +396,7 @@ def converse(files: list[Path] | None, task: str | None, ask: Ask, console: Cons
         opening = [("message", "User", "RunIntent", intent.record())]
         if call:
             opening.insert(0, ("llm_call", "User", "intent", call))
-        run = start([Path(f) for f in intent.files], intent.task.value, person=lambda ctx: User(ctx, conv),
+        run = start([Path(f) for f in intent.files], intent.task, person=lambda ctx: User(ctx, conv),
                     opening=opening, **run_options(intent, budget, time_limit_s), **options)
         conv.run, conv.transcript, call = run, None, None
         if conv.restart:

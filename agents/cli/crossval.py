@@ -19,7 +19,7 @@ from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
 from harmonycell.tools.record import atomic
 from harmonycell.tools.record.runfolder import RunFolder, create_run, new_run_id
 from harmonycell.tools.report.markdown import comparisons_table, headline_text
-from harmonycell.tools.tasks.registry import task_kind
+from harmonycell.tools.tasks.registry import DEFAULT_KIND, task_kind
 
 
 def fold_result(run: RunFolder, repeat: int, fold: int) -> FoldResult:
@@ -37,7 +37,7 @@ def fold_result(run: RunFolder, repeat: int, fold: int) -> FoldResult:
 def held_out_units(parent: Path, runs: list[str]) -> tuple[str, set[str]]:
     """(plural noun, the units held out over one repeat's folds) from the folds' split.json."""
     held: set[str] = set()
-    kind = task_kind("unseen-perturbation")
+    kind = task_kind(DEFAULT_KIND)
     crispr_only = True
     for name in runs:
         split = json.loads((parent / name / "unify" / "split.json").read_text())

@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from harmonycell.tools.errors import HarmonyCellError, InputError, SpecError
+from harmonycell.tools.tasks.registry import kind_names, task_kind
 
 
 def fail(e: HarmonyCellError) -> None:
@@ -67,7 +68,7 @@ def audit(
 def unify(
     files: List[Path] = typer.Argument(..., help="one or more .h5ad files"),
     out: Path = typer.Option(..., "--out", help="output folder: unified.h5ad, mapping/, unify_report.json"),
-    task: Optional[str] = typer.Option(None, "--task", help="unseen-perturbation | unseen-cell-context | unseen-combination"),
+    task: Optional[str] = typer.Option(None, "--task", help=kind_names()),
     seed: int = typer.Option(0, "--seed", help="seed of the split"),
     n_hvg: int = typer.Option(2000, "--n-hvg", help="highly variable genes kept"),
     spec_dir: Optional[Path] = typer.Option(None, "--specs", help="folder of <stem>.json mapping specs to use (validated and repaired)"),
@@ -80,10 +81,9 @@ def unify(
     from harmonycell.tools.data.validate import (
         FREE_SPACE_FACTOR, check_files, check_options, check_out_dir, check_unify_out, load_specs,
     )
-    from harmonycell.tools.schema import TaskKind
 
     try:
-        kind = TaskKind.parse(task) if task else None
+        kind = task_kind(task).name if task else None
         check_options(n_hvg=n_hvg, seed=seed)
         check_files(list(files))
         check_out_dir(out, FREE_SPACE_FACTOR * sum(Path(f).stat().st_size for f in files))

@@ -68,7 +68,7 @@ def drive(run: RunFolder, person: Person | None = None, llm_client=None) -> None
     try:
         ctx.executor = make_executor(cfg.executor, backend, cfg.backend, cfg.workers, cfg.ray_address,
                                      allow_unwalled=cfg.llm is None)
-        verdict = run_team(ctx, RunRequest(inputs=[i.path for i in cfg.inputs], task=cfg.task.value,
+        verdict = run_team(ctx, RunRequest(inputs=[i.path for i in cfg.inputs], task=cfg.task,
                                            seed=cfg.seed), team)
     except BaseException as exc:
         if ctx.cancel.is_set():

@@ -27,7 +27,7 @@ from harmonycell.tools.record import atomic
 from harmonycell.tools.errors import HarmonyCellError, InputError
 from harmonycell.tools.record.runfolder import RunFolder, create_run
 from harmonycell.tools.record.transcript import Transcript
-from harmonycell.tools.schema import TaskKind
+from harmonycell.tools.tasks.registry import DEFAULT_KIND, kind_names, task_kind
 from harmonycell.tools.evaluation.metrics import SEARCH_METRIC
 from harmonycell.tools.search.budget import DEFAULT_TIME_LIMIT
 
@@ -82,7 +82,7 @@ def start(files: list[Path], task: str, out: Path, llm_config: Path | None = Non
     from harmonycell.tools.data.audit import write_audit
     from harmonycell.tools.data.validate import door
 
-    TaskKind.parse(task)
+    task_kind(task)
     specs = options.get("specs_dir")
     checked = door(files, out, task=task, specs_dir=Path(specs) if specs else None, llm=bool(llm),
                    seed=options.get("seed"), budget=options.get("budget_nodes"), epochs=options.get("epochs"))
@@ -118,7 +118,7 @@ def control_specs_dir(files: list[Path], control: list[str] | None, specs: Path 
 @app.command()
 def run(
     files: List[Path] = typer.Argument(..., help="input .h5ad files (any schema)"),
-    task: str = typer.Option("unseen-perturbation", help="unseen-perturbation | unseen-cell-context | unseen-combination"),
+    task: str = typer.Option(DEFAULT_KIND, help=kind_names()),
     out: Path = typer.Option(Path("runs"), help="runs root; the run gets its own folder inside"),
     seed: int = typer.Option(0),
     budget: int = typer.Option(32, help="training nodes the search may run (with --time-limit: whichever ends first)"),
@@ -256,7 +256,7 @@ def demo(out: Path = typer.Option(Path("runs"), help="runs root"),
     paths = write_synthetic(data_dir, SimConfig(seed=seed))
     console.print(f"synthetic inputs: {', '.join(str(p) for p in paths)}")
     # sized so that the whole demo (three nodes searched) takes about a minute on 2 idle cores
-    start(paths, "unseen-perturbation", out, seed=seed, epochs=60, backend=backend, **options)
+    start(paths, DEFAULT_KIND, out, seed=seed, epochs=60, backend=backend, **options)
 
 
 @app.command("replay")

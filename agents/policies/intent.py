@@ -15,47 +15,14 @@ import json
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from harmonycell.agents.messages import Steer
 from harmonycell.agents.policies.llm import LLMConfig, ReplyInvalid, ask_validated, build_client, run_sync
 from harmonycell.tools.errors import InputError
 from harmonycell.tools.record.runfolder import check_h5ad
-from harmonycell.tools.schema import TaskKind
 from harmonycell.tools.search.actions import BACKBONES, PARADIGMS
-
-TASK_WORDS = {
-    TaskKind.unseen_perturbation: "responses to perturbations not seen in training",
-    TaskKind.unseen_cell_context: "responses in a cell type / line / donor not seen in training",
-    TaskKind.unseen_combination: "responses to combinations whose single perturbations were seen",
-}
-
-# words that say "not done" in front of a verb ("genes nobody tested", "a cell type we never measured")
-NEVER = r"(?:nobody|no\s+one|no-one|never|not\s+yet|(?:have|has|had|did|do)(?:n't|\s+not)(?:\s+yet)?)"
-
-# phrase -> task kind; the first pattern of each kind that matches is quoted back to the person
-TASK_PATTERNS: dict[TaskKind, tuple[str, ...]] = {
-    TaskKind.unseen_cell_context: (
-        r"\b(?:unseen|new|novel|unknown|another|other|different|held[- ]out)\s+(?:cell[ -]?types?|cell[ -]?lines?|"
-        r"donors?|patients?|tissues?|(?:cell )?contexts?)\b",
-        r"\bhold(?:ing)?[ -]out\s+(?:the\s+)?[\w+\- ]+?\s+cells?\b",
-        r"\b(?:transfer|generali[sz]e)\w*\s+(?:to|across)\s+(?:\w+\s+)?(?:cell[ -]?types?|cell[ -]?lines?|donors?)",
-        r"\b(?:cell[ -]?types?|cell[ -]?lines?|donors?|patients?|tissues?)\s+(?:that\s+)?(?:\w+\s+){0,2}?"
-        + NEVER + r"\s+(?:\w+\s+){0,2}?(?:measur|profil|s[ae]e|sequenc|test|screen|observ)\w*",
-    ),
-    TaskKind.unseen_combination: (
-        r"\bcombinations?\b", r"\bcombinatorial\b", r"\bdouble\s+(?:knock\w*|perturbations?|mutants?)",
-        r"\bpairs?\s+of\s+(?:drugs|genes|perturbations|knock\w*)", r"\b(?:pairs|pairwise|double)\b",
-    ),
-    TaskKind.unseen_perturbation: (
-        r"\b(?:unseen|new|novel|untested|unscreened)\s+(?:drugs?|compounds?|perturbations?|genes?|knock\w*|guides?)",
-        r"\b(?:drugs?|compounds?|perturbations?|genes?|knock\w*)\s+(?:that\s+)?(?:we|they|I)\s+"
-        r"(?:have(?:n't| not)?|did(?:n't| not)?|never)\s+(?:not\s+|yet\s+)?(?:screen|test|measur|s[ae]e)",
-        r"\bnot\s+(?:yet\s+)?(?:been\s+)?(?:screened|tested|measured)\b",
-        r"\b(?:drugs?|compounds?|perturbations?|genes?|knock\w*|guides?|targets?)\s+(?:that\s+)?(?:\w+\s+){0,2}?"
-        + NEVER + r"\s+(?:\w+\s+){0,2}?(?:screen|test|measur|s[ae]e|profil|perturb|knock|tri)\w*",
-    ),
-}
+from harmonycell.tools.tasks.registry import by_cue_priority, hold_out_kind, kinds, task_kind
 
 # words people use for the search's paradigms and backbones (the action grammar's names)
 ALIASES: dict[str, str] = {
@@ -91,7 +58,7 @@ class RunIntent(BaseModel):
 
     said: str = ""
     files: list[str] = Field(default_factory=list)
-    task: TaskKind | None = None
+    task: str | None = None  # a registered task kind's name
     task_because: str = ""  # the words that decided the task kind
     hold_out: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
@@ -99,6 +66,11 @@ class RunIntent(BaseModel):
     budget_nodes: int | None = Field(None, ge=1)
     by: str = "builtin"  # builtin | llm | builtin (llm fallback)
     ambiguous: list[str] = Field(default_factory=list)  # what could be read more than one way
+
+    @field_validator("task")
+    @classmethod
+    def _registered(cls, name: str | None) -> str | None:
+        return None if name is None else task_kind(name).name
 
     def missing(self) -> list[str]:
         return [w for w, ok in (("files", bool(self.files)), ("task", self.task is not None)) if not ok]
@@ -109,7 +81,7 @@ class RunIntent(BaseModel):
                  else "no input files yet"]
         if self.task:
             why = f' (you said "{self.task_because}")' if self.task_because else ""
-            parts.append(f"task {self.task.value}: {TASK_WORDS[self.task]}{why}")
+            parts.append(f"task {self.task}: {task_kind(self.task).description}{why}")
         if self.hold_out:
             parts.append(f"hold out for the test: {', '.join(self.hold_out)}")
         if self.exclude:
@@ -187,20 +159,20 @@ def read_hold_out(text: str) -> list[str]:
     return [n for n in (x.strip() for x in names) if n]
 
 
-def read_task(text: str) -> tuple[TaskKind | None, str, list[str]]:
-    """(kind, the words that decided it, other kinds the words also fit)."""
+def read_task(text: str) -> tuple[str | None, str, list[str]]:
+    """(kind's name, the words that decided it, other kinds the words also fit), by the registered
+    kinds' cues, in their priority order (read at each call: a kind registered later is read too)."""
     hits = []
-    for kind, patterns in TASK_PATTERNS.items():
-        for pat in patterns:
+    for kind in by_cue_priority():
+        for pat in kind.cues:
             m = re.search(pat, text, re.I)
             if m:
-                hits.append((kind, m.group(0)))
+                hits.append((kind.name, m.group(0)))
                 break
     if not hits:
         return None, "", []
-    # "hold out B cells" decides the unit even when perturbations are also mentioned
     kind, because = hits[0]
-    others = [k.value for k, _ in hits[1:] if k != kind]
+    others = [k for k, _ in hits[1:] if k != kind]
     return kind, because, others
 
 
@@ -215,12 +187,12 @@ def builtin_intent(said: str) -> RunIntent:
     paths, words = split_words(said)
     files = read_files(paths)
     kind, because, others = read_task(words)
-    for value in (k.value for k in TaskKind):  # the kind's own name is plain enough
-        if value in words:
-            kind, because, others = TaskKind(value), value, []
+    for name in (k.name for k in kinds()):  # the kind's own name is plain enough
+        if name in words:
+            kind, because, others = name, name, []
     hold = read_hold_out(words)
     if hold and kind is None:
-        kind, because = TaskKind.unseen_cell_context, f"hold out {', '.join(hold)}"
+        kind, because = hold_out_kind().name, f"hold out {', '.join(hold)}"
     return RunIntent(said=said, files=files, task=kind, task_because=because, hold_out=hold,
                      exclude=read_exclusions(words), time_limit_s=read_time(words),
                      budget_nodes=read_nodes(words), ambiguous=[f"task could also be {o}" for o in others])
@@ -255,7 +227,7 @@ def prompt(said: str, files: list[str]) -> str:
     schema = {k: v for k, v in RunIntent.model_json_schema()["properties"].items()
               if k not in {"said", "by", "files"}}
     return (f"The person wrote:\n{said}\n\nInput files found in their words: {json.dumps(files)}\n\n"
-            f"Task kinds: {json.dumps({k.value: w for k, w in TASK_WORDS.items()})}\n"
+            f"Task kinds: {json.dumps({k.name: k.description for k in kinds()})}\n"
             f"Search paradigms: {list(PARADIGMS)}; backbones: {list(BACKBONES)} (only these may be excluded)\n"
             f"Reply with a JSON object with these fields (null or [] when not said): {json.dumps(schema)}\n"
             "task_because quotes the person's words that decide the task; ambiguous lists what you could not decide.")
@@ -269,6 +241,8 @@ def parse_reply(reply: str, said: str, files: list[str]) -> RunIntent:
         intent = RunIntent.model_validate({**data, "said": said, "files": files, "by": "llm"})
     except (json.JSONDecodeError, ValidationError) as e:
         raise ReplyInvalid(f"not a valid request object: {str(e).splitlines()[0]}") from None
+    except InputError as e:  # a task kind that is not registered
+        raise ReplyInvalid(f"not a valid request object: {e.one_line()}") from None
     unknown = [x for x in intent.exclude if x not in PARADIGMS and x not in BACKBONES]
     if unknown:
         raise ReplyInvalid(f"exclude names {unknown} are not in the action space {list(PARADIGMS) + list(BACKBONES)}")

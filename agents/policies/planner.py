@@ -93,7 +93,7 @@ def propose_expansion(ctx, tree: T.Tree, untried: Callable[[T.Node], list[str]])
             if (n.id == T.ROOT or n.status == "ok") and untried(n)}
     if not menu:
         return None
-    profile = {"task": ctx.config.task.value, "budget_nodes": ctx.config.budget_nodes,
+    profile = {"task": ctx.config.task, "budget_nodes": ctx.config.budget_nodes,
                "trained_nodes": len(tree.trained()),
                # what the knowledge base retrieved (SPEC 6): its mode and the action priors it gave
                "knowledge_base": {"mode": (tree.kb or {}).get("mode", "tabula rasa"),

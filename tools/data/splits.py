@@ -13,8 +13,8 @@ import pandas as pd
 from anndata import AnnData
 
 from harmonycell.tools.errors import InputError
-from harmonycell.tools.schema import SPLIT, TaskKind
-from harmonycell.tools.tasks.registry import KINDS, task_kind
+from harmonycell.tools.schema import SPLIT
+from harmonycell.tools.tasks.registry import KINDS, hold_out_kind, task_kind
 from harmonycell.tools.tasks.unseen_cell_context import KIND as _CELL_CONTEXT
 from harmonycell.tools.tasks.unseen_cell_context import match_contexts
 from harmonycell.tools.tasks.unseen_cell_context import unit_key as _unit_key  # the chat's name for it
@@ -27,7 +27,7 @@ def unseen_cell_context(obs: pd.DataFrame, rng: np.random.Generator, fold=None,
     return _CELL_CONTEXT.split(obs, rng, fold, hold_out)
 
 
-def assign_splits(adata: AnnData, task: TaskKind | str, seed: int = 0,
+def assign_splits(adata: AnnData, task: str, seed: int = 0,
                   fold: tuple[int, int] | None = None, hold_out: list[str] | None = None) -> AnnData:
     """Set ``obs['split']`` (train/val/test) and ``uns['split_info']``; returns ``adata``.
     ``fold=(k, K)``: the test units are fold k of a seeded K-fold partition.
@@ -35,8 +35,9 @@ def assign_splits(adata: AnnData, task: TaskKind | str, seed: int = 0,
     kind = task_kind(task)
     rng = np.random.default_rng(seed)
     if hold_out and not kind.takes_hold_out:
-        raise InputError(f"holding out cell types needs the unseen-cell-context task, not {kind.name}",
-                         where="hold out", fix="use --task unseen-cell-context or drop the hold-out")
+        wanted = hold_out_kind().name
+        raise InputError(f"holding out cell types needs the {wanted} task, not {kind.name}",
+                         where="hold out", fix=f"use --task {wanted} or drop the hold-out")
     split, info = kind.split(adata.obs, rng, fold, hold_out or None)
     adata.obs[SPLIT] = pd.Categorical(split, categories=["train", "val", "test"])
     counts = adata.obs[SPLIT].value_counts()

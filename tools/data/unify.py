@@ -45,7 +45,6 @@ from harmonycell.tools.schema import (
     OBSM_MASK,
     UNS_PERTS,
     VAR_SYMBOL,
-    TaskKind,
     canonical_condition,
     split_condition,
 )
@@ -57,6 +56,7 @@ from harmonycell.tools.data.genes import (
     select_task_genes,
 )
 from harmonycell.tools.data.splits import assign_splits
+from harmonycell.tools.tasks.registry import task_kind
 from harmonycell.tools.data.validate import (
     check_duplicate_inputs,
     check_gene_names,
@@ -399,19 +399,19 @@ def input_report(p: Prepared, lost: int) -> InputReport:
     )
 
 
-def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, n_hvg: int = N_HVG,
+def unify(paths: list[Path], task: str | None = None, seed: int = 0, n_hvg: int = N_HVG,
           specs: dict[str, MappingSpec] | None = None, fold: tuple[int, int] | None = None,
           hold_out: list[str] | None = None, audits: dict[str, AuditReport] | None = None) -> UnifyOutcome:
     """Unify ``paths`` into one canonical AnnData. ``specs`` (stem -> spec) come from a caller's
     policy (e.g. an LLM); they are validated and repaired exactly like builtin ones. ``audits``
     (stem -> audit) are the inputs' audits made earlier, carried instead of made again. ``fold``
     (k, K): the test units are fold k of a seeded K-fold partition (see ``splits``); ``hold_out``
-    names the cell types the test must hold out (unseen-cell-context)."""
+    names the cell types the test must hold out (a kind that ``takes_hold_out``)."""
     paths = [Path(p) for p in paths]
     if not paths:
         raise InputError("no input files", where="unify", fix="pass one or more .h5ad files")
-    if isinstance(task, str):
-        task = TaskKind.parse(task)
+    if task is not None:
+        task_kind(task)  # an unknown kind is refused before the inputs are read
     specs, audits = specs or {}, audits or {}
     check_options(n_hvg=n_hvg)
     for path in paths:
@@ -463,7 +463,7 @@ def unify(paths: list[Path], task: TaskKind | str | None = None, seed: int = 0, 
         inputs=reports, n_cells=adata.n_obs, n_genes=adata.n_vars, gene_key=key, genes_common=genes_common,
         n_hvg=adata.n_vars, perturbations=len(vocab),
         conditions=int(adata.obs.loc[~adata.obs["is_control"], "condition_name"].nunique()),
-        task=task.value if task else None, seed=seed if task else None, split_info=split_info,
+        task=task, seed=seed if task else None, split_info=split_info,
         gene_selection=gene_record, genes=[str(g) for g in adata.var_names],
         harmonised=harmonised, gene_names=renames,
     )

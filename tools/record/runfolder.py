@@ -9,11 +9,11 @@ from typing import Literal
 
 import h5py
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from harmonycell.tools.record import atomic
 from harmonycell.tools.errors import InputError
-from harmonycell.tools.schema import TaskKind
+from harmonycell.tools.tasks.registry import task_kind
 
 State = Literal["running", "failed", "complete"]
 
@@ -28,7 +28,7 @@ class RunConfig(BaseModel):
     """Everything that determines a run; written to task.yaml before anything else happens."""
 
     run_id: str
-    task: TaskKind
+    task: str  # a registered task kind's name
     inputs: list[InputFile]
     seed: int = 0
     budget_nodes: int = Field(2, ge=1, description="training nodes the search may run")
@@ -52,6 +52,11 @@ class RunConfig(BaseModel):
     hold_out: list[str] = Field(default_factory=list, description="cell types / contexts the test holds out")
     exclude: list[str] = Field(default_factory=list, description="paradigms or backbones not to try")
     created: str = ""
+
+    @field_validator("task")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        return task_kind(name).name  # an unknown name: the registry's InputError, with the names it knows
 
 
 class RunStatus(BaseModel):
@@ -131,12 +136,12 @@ def create_run(out_root: Path, inputs: list[Path], task: str, **options) -> RunF
     Everything that can be checked before the run is checked here, so a bad input leaves no
     run folder behind.
     """
-    kind = TaskKind.parse(task)
+    task_kind(task)  # an unknown kind is refused before the inputs are read
     if not inputs:
         raise InputError("no input files given", fix="pass one or more .h5ad files")
     files = [check_h5ad(Path(p)) for p in inputs]
     run_id = options.pop("run_id", None) or new_run_id()
-    return _new_folder(out_root, RunConfig(run_id=run_id, task=kind, inputs=files, created=_now(), **options))
+    return _new_folder(out_root, RunConfig(run_id=run_id, task=task, inputs=files, created=_now(), **options))
 
 
 def create_run_from(out_root: Path, cfg: RunConfig, **changes) -> RunFolder:

@@ -20,16 +20,34 @@ from harmonycell.tools.schema import CONTROL_LABEL, SPLIT, context_labels, split
 TEST_FRACTION = 0.2
 VAL_FRACTION = 0.15  # of the training units
 
+# words that say "not done" in front of a verb ("genes nobody tested", "a cell type we never
+# measured"), shared by the kinds' cues
+NEVER = r"(?:nobody|no\s+one|no-one|never|not\s+yet|(?:have|has|had|did|do)(?:n't|\s+not)(?:\s+yet)?)"
+
 
 class Kind(ABC):
-    """One task kind. ``name`` is what ``--task`` says; ``unit`` names one held-out unit (as
-    ``split.json`` records it); ``inner_unit`` is what the sandbox's inner split for early stopping
-    holds out of the training cells: ``condition`` or ``context``."""
+    """One task kind. ``name`` is what ``--task`` says (and what run records store); ``unit`` names
+    one held-out unit (as ``split.json`` records it); ``inner_unit`` is what the sandbox's inner
+    split for early stopping holds out of the training cells: ``condition`` or ``context``.
+
+    The chat reads a kind from a person's words with its ``cues`` (case-insensitive regular
+    expressions, the first that matches is quoted back), trying kinds in ``cue_priority`` order
+    (lower first, then registration order): the first kind whose cue matches decides, the others
+    that match are reported as ambiguous. ``description`` restates the kind to the person (and
+    to an LLM reading the request); ``question`` is how the chat's task question offers it;
+    ``example`` is words a person may type to pick it."""
 
     name: ClassVar[str]
     unit: ClassVar[str]
     inner_unit: ClassVar[str] = "condition"
     takes_hold_out: ClassVar[bool] = False  # whether the person may name the units to hold out
+    answers_combinations: ClassVar[bool] = False  # its test asks about combinations A+B
+
+    description: ClassVar[str]
+    question: ClassVar[str] = ""  # "": the description
+    example: ClassVar[str] = ""  # "": the name
+    cues: ClassVar[tuple[str, ...]] = ()
+    cue_priority: ClassVar[int] = 100
 
     @abstractmethod
     def split(self, obs: pd.DataFrame, rng: np.random.Generator, fold: tuple[int, int] | None = None,
@@ -55,6 +73,12 @@ class Kind(ABC):
 
     def test_units(self, info: dict) -> list[str]:
         return list(self.held_out(info).get("test", []))
+
+    def asked_as(self) -> str:
+        return self.question or self.description
+
+    def example_words(self) -> str:
+        return self.example or self.name
 
 
 # --- rules the kinds share ----------------------------------------------------------------------

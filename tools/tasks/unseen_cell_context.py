@@ -7,7 +7,7 @@ import numpy as np
 
 from harmonycell.tools.errors import InputError
 from harmonycell.tools.schema import SPLIT, context_labels
-from harmonycell.tools.tasks.base import VAL_FRACTION, Kind, carve, cut_test, perturbed, split_controls
+from harmonycell.tools.tasks.base import NEVER, VAL_FRACTION, Kind, carve, cut_test, perturbed, split_controls
 
 
 def unit_key(name: str) -> str:
@@ -39,6 +39,18 @@ class UnseenCellContext(Kind):
     unit = "cell context"
     inner_unit = "context"
     takes_hold_out = True
+    description = "responses in a cell type / line / donor not seen in training"
+    question = "in a cell type / line / donor not seen in training"
+    example = "an unseen cell line"
+    cue_priority = 0  # first: "hold out B cells" decides the unit even when perturbations are mentioned
+    cues = (
+        r"\b(?:unseen|new|novel|unknown|another|other|different|held[- ]out)\s+(?:cell[ -]?types?|cell[ -]?lines?|"
+        r"donors?|patients?|tissues?|(?:cell )?contexts?)\b",
+        r"\bhold(?:ing)?[ -]out\s+(?:the\s+)?[\w+\- ]+?\s+cells?\b",
+        r"\b(?:transfer|generali[sz]e)\w*\s+(?:to|across)\s+(?:\w+\s+)?(?:cell[ -]?types?|cell[ -]?lines?|donors?)",
+        r"\b(?:cell[ -]?types?|cell[ -]?lines?|donors?|patients?|tissues?)\s+(?:that\s+)?(?:\w+\s+){0,2}?"
+        + NEVER + r"\s+(?:\w+\s+){0,2}?(?:measur|profil|s[ae]e|sequenc|test|screen|observ)\w*",
+    )
 
     def split(self, obs, rng, fold=None, hold_out=None):
         ctx = context_labels(obs)

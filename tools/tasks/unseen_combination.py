@@ -23,6 +23,15 @@ RULE = ("combinations A+B whose singles are both measured are the units: a test 
 class UnseenCombination(Kind):
     name = "unseen-combination"
     unit = "combination"
+    answers_combinations = True
+    description = "responses to combinations whose single perturbations were seen"
+    question = "to unseen combinations"
+    example = "combinations"
+    cue_priority = 1
+    cues = (
+        r"\bcombinations?\b", r"\bcombinatorial\b", r"\bdouble\s+(?:knock\w*|perturbations?|mutants?)",
+        r"\bpairs?\s+of\s+(?:drugs|genes|perturbations|knock\w*)", r"\b(?:pairs|pairwise|double)\b",
+    )
 
     def split(self, obs, rng, fold=None, hold_out=None):
         conds = perturbed_conditions(obs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from harmonycell.tools.errors import InputError
 from harmonycell.tools.schema import SPLIT, split_condition
 from harmonycell.tools.tasks.base import (
+    NEVER,
     VAL_FRACTION,
     Kind,
     assign_conditions,
@@ -29,6 +30,17 @@ RULE = ("single perturbations (genes) are the units: a test unit appears in no t
 class UnseenPerturbation(Kind):
     name = "unseen-perturbation"
     unit = "perturbation"
+    description = "responses to perturbations not seen in training"
+    example = "new drugs"
+    cue_priority = 2  # last: "new drugs in an unseen cell line" asks about the cell line
+    cues = (
+        r"\b(?:unseen|new|novel|untested|unscreened)\s+(?:drugs?|compounds?|perturbations?|genes?|knock\w*|guides?)",
+        r"\b(?:drugs?|compounds?|perturbations?|genes?|knock\w*)\s+(?:that\s+)?(?:we|they|I)\s+"
+        r"(?:have(?:n't| not)?|did(?:n't| not)?|never)\s+(?:not\s+|yet\s+)?(?:screen|test|measur|s[ae]e)",
+        r"\bnot\s+(?:yet\s+)?(?:been\s+)?(?:screened|tested|measured)\b",
+        r"\b(?:drugs?|compounds?|perturbations?|genes?|knock\w*|guides?|targets?)\s+(?:that\s+)?(?:\w+\s+){0,2}?"
+        + NEVER + r"\s+(?:\w+\s+){0,2}?(?:screen|test|measur|s[ae]e|profil|perturb|knock|tri)\w*",
+    )
 
     def split(self, obs, rng, fold=None, hold_out=None):
         conds = perturbed_conditions(obs)
