@@ -226,9 +226,6 @@ def test_unregistered_the_kind_is_gone_everywhere(toy):
 NAMED_ELSEWHERE = {
     # the refusal's fix tells the person which task to run instead (user-facing text)
     "agents/api/prediction.py": 1,
-    # the nearest-context backbone's declaration of the one kind it is offered for (a backbone's
-    # own fact: a new kind needs no edit here, an empty declaration means every kind)
-    "tools/search/actions.py": 1,
 }
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from harmonycell.tools.errors import InputError
+from harmonycell.tools.tasks.registry import task_kind
 
 SEP = "/"
 Target = Literal["config", "hparams"]  # where a parameter goes: training config or model info
@@ -104,8 +105,9 @@ class Backbone:
     residual: bool = True
     # fitted in closed form (the harness calls fit(); no optimiser): a loss refinement means nothing
     closed_form: bool = False
-    # the task kinds it can answer better than a baseline by construction (empty: every kind)
-    kinds: tuple[str, ...] = ()
+    # the held-out unit (a task kind's ``inner_unit``: "context" or "condition") it can answer
+    # better than a baseline by construction; empty: every task kind
+    for_held_out: str = ""
     # may learn the residual on top of a closed-form model (``on:SIMPLE``): a residual network
     # with no loss or predict of its own, so its delta adds to the simple model's prediction
     on_simple: bool = False
@@ -147,7 +149,7 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
              " query context's (a held-out cell type answers like the cell types it resembles)",
              extra=(Param("k", "int", 1, 8, 3, "hparams", help="contexts averaged (the inner split chooses)"),),
              # with one training context it is the train-mean shift: offered where contexts are held out
-             ignores=_NO_NETWORK, closed_form=True, kinds=("unseen-cell-context",)),
+             ignores=_NO_NETWORK, closed_form=True, for_held_out="context"),
     Backbone("resnet", "discriminative", "resnet",
              "pre-norm residual MLP blocks over [control encoding, perturbation embedding]",
              on_simple=True),
@@ -295,7 +297,8 @@ def backbones_of(paradigm: str) -> list[str]:
 def not_for(kind: str) -> set[str]:
     """Backbones that cannot answer task kind ``kind`` better than its baselines by construction:
     left out of that kind's search menu."""
-    return {b.name for b in BACKBONES.values() if b.kinds and str(getattr(kind, "value", kind)) not in b.kinds}
+    held_out = task_kind(kind).inner_unit
+    return {b.name for b in BACKBONES.values() if b.for_held_out and b.for_held_out != held_out}
 
 
 def all_backbone_paths() -> list[str]:
