@@ -15,15 +15,14 @@ from harmonycell.cells import SAMPLED, SHIFTED, draw_controls, generative
 from harmonycell.prediction import (Fit, PredictionRefused, Query, Vocabulary, _backend, resolve_queries,
                                     sandbox_predict, selected_node)
 from harmonycell.sandbox.training import run_training
-from harmonycell.tools.search import codegen
 from harmonycell.tools.data.taskdata import load_meta
 from harmonycell.tools.genes.db import GeneDB
 from harmonycell.tools.record import atomic
 from harmonycell.tools.record.runfolder import RunFolder
-from harmonycell.tools.schema import TaskKind
+from harmonycell.tools.schema import TaskKind, context_labels
+from harmonycell.tools.search import codegen
 
 from predict_support import cli, predict_run, records  # noqa: F401  (the fixture)
-from harmonycell.tools.schema import context_labels
 
 NEVER_PERTURBED = "SG0001"  # measured by the synthetic data, perturbed in no cell
 
@@ -127,7 +126,7 @@ def test_cli_writes_the_anndata_and_says_it_is_a_prediction(predict_run, tmp_pat
     assert got.obs["predicted"].all() and list(got.obs["cell_type"]) == ["LineB"]
     assert got.uns["harmonycell"]["verdict"]["headline"]
     # ridge, closed form: the default ensemble of 5 bootstrap refits gives the spread
-    assert got.uns["harmonycell"]["uncertainty"]["members"] == 5 and got.layers["spread"].shape == got.shape
+    assert got.uns["harmonycell"]["spread"]["members"] == 5 and got.layers["spread"].shape == got.shape
     assert "5 bootstrap refits" in res.stdout
 
 
@@ -185,12 +184,14 @@ def _types(run_dir, kind):
 
 def test_the_spread_is_over_bootstrap_refits_kept_with_the_run_and_the_mean_is_the_full_refit(predict_run):
     with_members = hc.predict(predict_run, "SG0003", contexts="LineA", members=3)
-    info = with_members.uns["harmonycell"]["uncertainty"]
-    assert info["members"] == 3 and list(info["seeds"]) == [0, 1, 2] and "bootstrap" in info["what"]
+    info = with_members.uns["harmonycell"]["spread"]
+    assert info["members"] == 3 and list(info["seeds"]) == [0, 1, 2] and info["layer"] == "spread"
+    assert "3 bootstrap refits" in with_members.uns["harmonycell"]["uncertainty"]
     # the mean is the refit on every unit: the same with members as without
     alone = hc.predict(predict_run, "SG0003", contexts="LineA", members=1)
     assert np.array_equal(with_members.X, alone.X)
-    assert "spread" not in alone.layers and "--members 1" in alone.uns["harmonycell"]["uncertainty"]["what"]
+    assert "spread" not in alone.layers and "spread" not in alone.uns["harmonycell"]
+    assert alone.uns["harmonycell"]["uncertainty"].startswith("none: --members 1")
     # positive where the perturbation moves the genes: bootstraps of a closed-form model disagree
     spread, delta = with_members.layers["spread"][0], with_members.layers["delta"][0]
     moved = np.argsort(-np.abs(delta))[:25]
@@ -207,7 +208,8 @@ def test_the_spread_is_over_bootstrap_refits_kept_with_the_run_and_the_mean_is_t
         assert len(rec["units_drawn"]) == len(n_cells) > len(set(rec["units_drawn"]))  # repeats: with replacement
         train = np.load(member / "data" / "train.npz")
         assert (~train["is_control"]).sum() == sum(n_cells[u] for u in rec["units_drawn"])
-        assert atomic.sha256_file(member / "data" / "controls.npz") == atomic.sha256_file(full / "data" / "controls.npz")
+        controls = [atomic.sha256_file(f / "data" / "controls.npz") for f in (member, full)]
+        assert controls[0] == controls[1]
         assert any(r["type"] == "predict.member" and r["content"]["result"]["fit"] == name
                    and any(a["sha256"] == sha for a in r["artifacts"]) for r in records(predict_run))
     # a later call reuses the kept members: no sandbox fit at all, and it says so
@@ -223,7 +225,7 @@ def test_no_refit_has_no_spread_and_says_why(predict_run):
     q = meta["queries"]["test"][0]
     pred = hc.predict(predict_run, q["condition"], contexts=q["context"], refit=False)
     assert "spread" not in pred.layers
-    assert pred.uns["harmonycell"]["uncertainty"]["what"].startswith("none: --no-refit answers with the node as trained")
+    assert pred.uns["harmonycell"]["uncertainty"].startswith("none: --no-refit answers with the node as trained")
 
 
 def test_a_tampered_member_is_caught_by_replay_and_fitted_again(predict_run, tmp_path):

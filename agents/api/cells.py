@@ -85,10 +85,8 @@ def cells_anndata(means: AnnData, adata: AnnData, draws: np.ndarray, cells: np.n
                   var=means.var.copy())
     info = dict(means.uns["harmonycell"])
     info.pop("delta", None)
-    spread = means.uns["harmonycell"]["uncertainty"].get("layer")
-    info["uncertainty"] = {"layer": "", "what": (
-        f"per (perturbation, context), in layers['{spread}'] of the predicted means" if spread
-        else means.uns["harmonycell"]["uncertainty"]["what"])}
+    if info.pop("spread", None):  # a layer of the means, not of these cells
+        info["uncertainty"] = "per (perturbation, context), of the predicted means: " + info["uncertainty"]
     info["cells"] = {
         "per_query": n, "seed": seed, "sampled_from": how,
         "what": (f"{n} cells per (perturbation, context), each started from a control cell of the context drawn "

@@ -55,7 +55,7 @@ from harmonycell.tools.schema import (COMBO_SEP, OBSM_DOSE, OBSM_MASK, SPLIT, UN
                                       canonical_condition, context_labels)
 from harmonycell.tools.search.tree import Tree
 from harmonycell.uncertainty import (NO_REFIT, ONE_MEMBER, SPREAD_LAYER, bootstrap_units, check_members,
-                                     default_members, described, member_seeds, none_because, spread)
+                                     default_members, facts, member_seeds, none_because, sentence, spread)
 
 SANDBOX_SCRIPT = Path(__file__).with_name("sandbox_predict.py")
 PREDICT_DIR = "predict"  # inside the run folder: fits and calls, every file on the transcript
@@ -589,13 +589,10 @@ def _answer(run: RunFolder, transcript: Transcript, node_id: str, queries: list[
         if sample:  # a generative node as trained samples every query's cells, its own held-out ones too
             got = sandbox_predict(run, [trained], queries, call_dir, draws, asked.cells_seed, name="cells")
             sampled, files = got.cells, files + got.files
-    if member_preds is not None:
-        uncertainty = described(len(member_fits), member_seeds(len(member_fits)), [f.name for f in member_fits],
-                                [f.record["model_sha256"] for f in member_fits],
-                                member_fits[0].record["n_units"])
-    else:
-        uncertainty = none_because(ONE_MEMBER if asked.refit else NO_REFIT)
-    result = build_anndata(run, node_id, queries, pred, source, adata, fit, asked.refit, uncertainty)
+    spread_of = None if member_preds is None else facts(
+        len(member_fits), member_seeds(len(member_fits)), [f.name for f in member_fits],
+        [f.record["model_sha256"] for f in member_fits], member_fits[0].record["n_units"])
+    result = build_anndata(run, node_id, queries, pred, source, adata, fit, asked.refit, spread_of)
     if member_preds is not None:
         result.layers[SPREAD_LAYER] = spread(member_preds)
     call_dir.mkdir(parents=True, exist_ok=True)
@@ -623,7 +620,7 @@ def _answer(run: RunFolder, transcript: Transcript, node_id: str, queries: list[
 
 
 def build_anndata(run: RunFolder, node_id: str, queries: list[Query], pred: np.ndarray, source: list[str],
-                  adata: AnnData, fit: Fit | None, refit: bool, uncertainty: dict) -> AnnData:
+                  adata: AnnData, fit: Fit | None, refit: bool, spread_of: dict | None = None) -> AnnData:
     tree = Tree.load(run.tree_json)
     node = tree.nodes[node_id]
     ctrl = control_means(adata, sorted({q.context for q in queries}))
@@ -658,7 +655,9 @@ def build_anndata(run: RunFolder, node_id: str, queries: list[Query], pred: np.n
                   "refit": refit,
                   "trained_on": fit.record.get("trained_on", "") if fit else "the node's own training split"},
         "verdict": verdict_summary(run),
-        "uncertainty": uncertainty,
+        "uncertainty": sentence(spread_of) if spread_of else none_because(ONE_MEMBER if refit else NO_REFIT),
         "delta": "layers['delta']: prediction minus the mean of the context's measured control cells",
     }
+    if spread_of:
+        out.uns["harmonycell"]["spread"] = spread_of
     return out

@@ -22,10 +22,12 @@ from anndata import AnnData
 from harmonycell.tools.errors import InputError
 from harmonycell.tools.search.actions import closed_form
 
-# Measured with bench/predict.py on Papalexi (bench/results/predict.json, 2 shared cores): one
-# refit of a closed-form model costs seconds, so 5 members add well under a minute to the first
-# call; a network refit trains for about a minute, so 3 members (the fewest that give a standard
-# deviation worth reading) already add minutes. Later calls reuse the kept members.
+# Measured on Papalexi with 2 shared cores: the first `predict` of a ridge run took 7.9 s with
+# --members 1 and 27.7 s with 5 members (bench/results/predict.json: about 4 s a member), so 5
+# members cost a closed-form model seconds; a resnet node trains 13-17 s at 10 epochs
+# (bench/results/models_papalexi.json) and up to about a minute at the default 60 with early
+# stopping, so a network gets 3 (the fewest whose standard deviation is worth reading), which
+# adds a few minutes to the first call. Later calls reuse the kept members.
 MEMBERS_CLOSED_FORM = 5
 MEMBERS_NETWORK = 3
 UNIT = "condition"  # what a bootstrap resamples: the perturbation units the task labels
@@ -80,28 +82,27 @@ def spread(member_preds: np.ndarray) -> np.ndarray:
     return np.asarray(member_preds, np.float64).std(axis=0, ddof=1).astype(np.float32)
 
 
-def described(k: int, seeds: list[int], fits: list[str], shas: list[str], n_units: int) -> dict:
-    """``uns['harmonycell']['uncertainty']`` when there is a spread layer."""
-    return {
-        "layer": SPREAD_LAYER,
-        "what": (f"layers['{SPREAD_LAYER}']: per-gene standard deviation (ddof=1) of the predicted expression "
-                 f"of {k} bootstrap refits of the selected model; each refit trained on a resample, with "
-                 f"replacement, of the run's {n_units} labelled perturbation units ({UNIT}s; every control cell "
-                 f"kept), seeds {seeds}. It measures how much the answer moves when the training perturbations "
-                 "change, not the cell-to-cell variability of the response; X is the refit on every unit, not "
-                 "the members' mean"),
-        "members": k,
-        "resampled": f"{UNIT}s, with replacement; control cells always kept",
-        "seeds": seeds,
-        "member_fits": fits,
-        "member_model_sha256": shas,
-    }
+def facts(k: int, seeds: list[int], fits: list[str], shas: list[str], n_units: int) -> dict:
+    """``uns['harmonycell']['spread']``: what made ``layers['spread']``, for a program to read."""
+    return {"layer": SPREAD_LAYER, "statistic": "standard deviation over members (ddof=1), per gene",
+            "members": k, "resampled": f"{UNIT}s, with replacement; control cells always kept", "n_units": n_units,
+            "seeds": seeds, "member_fits": fits, "member_model_sha256": shas}
 
 
-def none_because(reason: str) -> dict:
+def sentence(spread: dict) -> str:
+    """``uns['harmonycell']['uncertainty']``, said for a person, when there is a spread layer."""
+    return (f"layers['{spread['layer']}']: per-gene standard deviation (ddof=1) of the predicted expression of "
+            f"{spread['members']} bootstrap refits of the selected model; each refit trained on a resample, with "
+            f"replacement, of the run's {spread['n_units']} labelled perturbation units ({UNIT}s; every control "
+            f"cell kept), seeds {list(spread['seeds'])}. It measures how much the answer moves when the training "
+            "perturbations change, not the cell-to-cell variability of the response; X is the refit on every "
+            "unit, not the members' mean")
+
+
+def none_because(reason: str) -> str:
     """``uns['harmonycell']['uncertainty']`` when there is none, with the reason."""
-    return {"layer": "", "what": f"none: {reason}; read the run's verdict (held-out comparisons with the "
-                                 "baselines) for how far to trust it", "members": 0}
+    return (f"none: {reason}; read the run's verdict (held-out comparisons with the baselines) for how far "
+            "to trust it")
 
 
 NO_REFIT = "--no-refit answers with the node as trained (one fit), and a spread needs bootstrap refits"

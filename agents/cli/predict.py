@@ -41,8 +41,8 @@ def predict(
                                           "default 5 for a closed-form model, 3 for a network; 1: none"),
     cells: Optional[int] = typer.Option(None, "--cells", help="also N cells per (perturbation, context): "
                                         "sampled from a generative model, else control cells shifted by the "
-                                        "predicted delta; written to OUT with .cells.h5ad for .h5ad (kept with "
-                                        "the run either way)"),
+                                        "predicted delta; written beside --out (pred.h5ad -> pred.cells.h5ad) "
+                                        "and kept with the run (the path is printed)"),
 ) -> None:
     """Predict the response to perturbations nobody measured with the run's selected model."""
     console = Console()
@@ -66,10 +66,10 @@ def predict(
         delta = result.layers["delta"][i]
         top = np.argsort(-np.abs(delta))[:TOP_GENES]
         table.add_row(row["condition_name"], row["context"], row["source"],
-                      ", ".join(f"{symbols[g]} {delta[g]:+.2f}" + (f" ±{spread[i, g]:.2f}" if spread is not None else "")
-                                for g in top))
+                      ", ".join(f"{symbols[g]} {delta[g]:+.2f}"
+                                + (f" ±{spread[i, g]:.2f}" if spread is not None else "") for g in top))
     console.print(table)
-    console.print(f"uncertainty: {info['uncertainty']['what']}", highlight=False, soft_wrap=True)
+    console.print(f"uncertainty: {info['uncertainty']}", highlight=False, soft_wrap=True)
     if out is not None:
         atomic.write_with(out, result.write_h5ad)
         console.print(f"predictions: {out}", highlight=False)
