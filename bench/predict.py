@@ -1,5 +1,9 @@
 """Latency of `harmonycell predict` on Papalexi: the first call (refit), later calls (the kept fit).
 
+Also the first call with the spread's bootstrap members against the first call without them
+(`--members K` vs `--members 1`, the same invocation otherwise), each on its own copy of the run as
+it finished (no kept fit), so both pay the full refit.
+
 Runs `harmonycell run` on the real Papalexi ECCITE-seq screen (or takes a finished run folder),
 then times `harmonycell predict` as a person calls it (a fresh process each time, so Python's
 start and imports are in the number), and `hc.predict` in one Python process (what a notebook
@@ -15,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -43,6 +48,7 @@ def main() -> None:
     ap.add_argument("--run", type=Path, default=None, help="a finished Papalexi run (default: run one)")
     ap.add_argument("--budget", type=int, default=3)
     args = ap.parse_args()
+    uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     load_before = [round(x, 2) for x in os.getloadavg()]
     run_s = None
     if args.run is None:
@@ -53,8 +59,19 @@ def main() -> None:
     import harmonycell as hc
     from harmonycell.tools.data.taskdata import load_meta
 
+    from harmonycell.uncertainty import default_members
+
     run = hc.load_run(args.run)
     held_out = load_meta(args.run / "data" / "sandbox")["queries"]["test"][0]["condition"]
+    k = default_members(run.search_tree.nodes[run.selected].action)
+    first = {}
+    for members in (1, k):
+        fresh = args.out / f"{args.run.name}-members-{members}"
+        shutil.rmtree(fresh, ignore_errors=True)
+        shutil.copytree(args.run, fresh, ignore=lambda d, names: ["predict"] if Path(d) == args.run else [])
+        first[f"members_{members}_s"], _ = timed([*CLI, "predict", str(fresh), "-p", NEW_GENE,
+                                                  "--members", str(members)])
+        shutil.rmtree(fresh)
     cli = {}
     cli["first_call_with_refit_s"], _ = timed([*CLI, "predict", str(args.run), "-p", NEW_GENE])
     cli["same_gene_again_s"], _ = timed([*CLI, "predict", str(args.run), "-p", NEW_GENE])
@@ -72,7 +89,10 @@ def main() -> None:
                 "on a Papalexi run; the first call refits the selected model on every labelled unit",
         "data": DATA.name, "run": str(args.run), "run_s": run_s, "selected": run.selected,
         "action": run.search_tree.nodes[run.selected].action, "cli": cli, "in_process": in_process,
-        "fits_kept": fits, "load_average_before": load_before,
+        "first_call_members": {"what": f"first `harmonycell predict RUN -p {NEW_GENE} --members K` on a copy of the "
+                                       "finished run with no kept fit: K=1 refits once (no spread), the default K "
+                                       "also fits K bootstrap members", "default_members": k, **first},
+        "fits_kept": fits, "uptime_before": uptime_before, "load_average_before": load_before,
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "machine": platform.platform(), "cpus": os.cpu_count(),
     }

@@ -83,3 +83,11 @@ def test_a_regular_install_gives_import_harmonycell(tmp_path):
     assert res.returncode == 0, res.stderr
     where, ok = res.stdout.splitlines()
     assert str(venv) in where and ok == "True True True"
+
+
+def test_run_predict_passes_members_and_cells_through(predict_run):
+    run = hc.load_run(predict_run)
+    cells = run.predict("SG0003", contexts="LineA", members=1, cells=5)
+    assert cells.n_obs == 5 and set(cells.obs["condition_name"]) == {"SG0003"} and cells.obs["predicted"].all()
+    assert cells.uns["harmonycell"]["cells"]["per_query"] == 5
+    assert cells.uns["harmonycell"]["uncertainty"].startswith("none: --members 1")

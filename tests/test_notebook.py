@@ -37,7 +37,8 @@ def test_tutorial_runs_end_to_end(real_data, tmp_path, monkeypatch):
     assert "NOT BETTER THAN BASELINES" in everything or "BETTER THAN EVERY BASELINE" in everything
     assert "PREDICTED by a model, not measured" in everything
     assert "JAK1" in everything and "IRF9" in everything
-    assert "'predict.refit', 'predict'" in everything and "replay --verify: OK" in everything
+    assert "'predict.refit', 'predict.member'" in everything and "'predict.member', 'predict']" in everything
+    assert "replay --verify: OK" in everything
     images = [o for c in code for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) == 2  # the comparisons and the top changed genes
     (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if (p / "verdict.json").exists()]

@@ -11,11 +11,16 @@ import numpy as np
 import pytest
 
 import harmonycell as hc
-from harmonycell.prediction import PredictionRefused, Vocabulary, resolve_queries, selected_node
+from harmonycell.cells import SAMPLED, SHIFTED, draw_controls, generative
+from harmonycell.prediction import (Fit, PredictionRefused, Query, Vocabulary, _backend, resolve_queries,
+                                    sandbox_predict, selected_node)
+from harmonycell.sandbox.training import run_training
 from harmonycell.tools.data.taskdata import load_meta
 from harmonycell.tools.genes.db import GeneDB
 from harmonycell.tools.record import atomic
 from harmonycell.tools.record.runfolder import RunFolder
+from harmonycell.tools.schema import context_labels
+from harmonycell.tools.search import codegen
 
 from predict_support import cli, predict_run, records  # noqa: F401  (the fixture)
 
@@ -120,13 +125,18 @@ def test_cli_writes_the_anndata_and_says_it_is_a_prediction(predict_run, tmp_pat
     got = anndata.read_h5ad(out)
     assert got.obs["predicted"].all() and list(got.obs["cell_type"]) == ["LineB"]
     assert got.uns["harmonycell"]["verdict"]["headline"]
-    assert "no ensemble" in got.uns["harmonycell"]["uncertainty"]  # no spread is claimed
+    # ridge, closed form: the default ensemble of 5 bootstrap refits gives the spread
+    assert got.uns["harmonycell"]["spread"]["members"] == 5 and got.layers["spread"].shape == got.shape
+    assert "5 bootstrap refits" in res.stdout
 
 
 @pytest.mark.parametrize("args, needle", [
     (["--perturbation", "NOTAGENE42"], "gene 'NOTAGENE42' is unknown"),
     (["--perturbation", NEVER_PERTURBED, "--context", "Liver"], "context 'Liver' was never seen"),
     (["--perturbation", NEVER_PERTURBED, "--no-refit"], f"has no input for {NEVER_PERTURBED}"),
+    (["--perturbation", NEVER_PERTURBED, "--cells", "0"], "--cells: --cells 0 asks for no cells"),
+    (["--perturbation", NEVER_PERTURBED, "--members", "0"], "--members 0 is not a positive whole number"),
+    (["--perturbation", "SG0003", "--members", "3", "--no-refit"], "--members needs a refit"),
 ])
 def test_refusals_are_one_line_and_exit_2(predict_run, args, needle):
     res = cli("predict", predict_run, *args)
@@ -166,3 +176,112 @@ def test_a_run_whose_perturbations_are_not_genes_refuses_a_gene(predict_run):
     vocab = Vocabulary.of(adata, "unseen-perturbation")
     with GeneDB() as db, pytest.raises(PredictionRefused, match="not genes"):
         resolve_queries(["JAK2"], None, vocab, db)
+
+
+def _types(run_dir, kind):
+    return sum(r["type"] == kind for r in records(run_dir))
+
+
+def test_the_spread_is_over_bootstrap_refits_kept_with_the_run_and_the_mean_is_the_full_refit(predict_run):
+    with_members = hc.predict(predict_run, "SG0003", contexts="LineA", members=3)
+    info = with_members.uns["harmonycell"]["spread"]
+    assert info["members"] == 3 and list(info["seeds"]) == [0, 1, 2] and info["layer"] == "spread"
+    assert "3 bootstrap refits" in with_members.uns["harmonycell"]["uncertainty"]
+    # the mean is the refit on every unit: the same with members as without
+    alone = hc.predict(predict_run, "SG0003", contexts="LineA", members=1)
+    assert np.array_equal(with_members.X, alone.X)
+    assert "spread" not in alone.layers and "spread" not in alone.uns["harmonycell"]
+    assert alone.uns["harmonycell"]["uncertainty"].startswith("none: --members 1")
+    # positive where the perturbation moves the genes: bootstraps of a closed-form model disagree
+    spread, delta = with_members.layers["spread"][0], with_members.layers["delta"][0]
+    moved = np.argsort(-np.abs(delta))[:25]
+    assert np.isfinite(spread).all() and (spread[moved] > 0).all()
+    # each member trained on a resample of the units with replacement, every control cell kept
+    full = predict_run / "predict" / with_members.uns["harmonycell"]["model"]["fit"]
+    adata = anndata.read_h5ad(RunFolder(predict_run).unified)
+    cond = adata.obs["condition_name"].astype(str)
+    n_cells = cond[~adata.obs["is_control"].astype(bool)].value_counts()
+    for seed, name, sha in zip(info["seeds"], info["member_fits"], info["member_model_sha256"]):
+        member = full / "members" / f"seed{seed}"
+        rec = json.loads((member / "fit.json").read_text())
+        assert rec["fit"] == name and rec["model_sha256"] == sha == atomic.sha256_file(member / "fit" / "model.pt")
+        assert len(rec["units_drawn"]) == len(n_cells) > len(set(rec["units_drawn"]))  # repeats: with replacement
+        train = np.load(member / "data" / "train.npz")
+        assert (~train["is_control"]).sum() == sum(n_cells[u] for u in rec["units_drawn"])
+        controls = [atomic.sha256_file(f / "data" / "controls.npz") for f in (member, full)]
+        assert controls[0] == controls[1]
+        assert any(r["type"] == "predict.member" and r["content"]["result"]["fit"] == name
+                   and any(a["sha256"] == sha for a in r["artifacts"]) for r in records(predict_run))
+    # a later call reuses the kept members: no sandbox fit at all, and it says so
+    members, refits = _types(predict_run, "predict.member"), _types(predict_run, "predict.refit")
+    again = hc.predict(predict_run, "SG0003", contexts="LineA", members=3)
+    assert _types(predict_run, "predict.member") == members and _types(predict_run, "predict.refit") == refits
+    assert [r for r in records(predict_run) if r["type"] == "predict"][-1]["content"]["result"]["members_reused"] == 3
+    assert np.array_equal(again.layers["spread"], with_members.layers["spread"])
+
+
+def test_no_refit_has_no_spread_and_says_why(predict_run):
+    meta = load_meta(RunFolder(predict_run).sandbox_data)
+    q = meta["queries"]["test"][0]
+    pred = hc.predict(predict_run, q["condition"], contexts=q["context"], refit=False)
+    assert "spread" not in pred.layers
+    assert pred.uns["harmonycell"]["uncertainty"].startswith("none: --no-refit answers with the node as trained")
+
+
+def test_a_tampered_member_is_caught_by_replay_and_fitted_again(predict_run, tmp_path):
+    fit = hc.predict(predict_run, NEVER_PERTURBED, contexts="LineA", members=2).uns["harmonycell"]["model"]["fit"]
+    copy = tmp_path / "run"
+    shutil.copytree(predict_run, copy)
+    pt = copy / "predict" / fit / "members" / "seed1" / "fit" / "model.pt"
+    pt.write_bytes(pt.read_bytes() + b"x")
+    res = cli("replay", copy, "--verify")
+    assert res.returncode == 1 and "members/seed1/fit/model.pt" in res.stdout, res.stdout
+    n = _types(copy, "predict.member")
+    pred = hc.predict(copy, NEVER_PERTURBED, contexts="LineA", members=2)
+    assert _types(copy, "predict.member") == n + 1  # the altered member alone, made again
+    assert [r for r in records(copy) if r["type"] == "predict"][-1]["content"]["result"]["members_reused"] == 1
+    assert "spread" in pred.layers
+
+
+def test_cells_are_drawn_control_cells_shifted_by_the_predicted_delta(predict_run, tmp_path):
+    out = tmp_path / "pred.h5ad"
+    res = cli("predict", predict_run, "-p", NEVER_PERTURBED, "-p", "SG0003", "--context", "LineB", "--out", out,
+              "--cells", "30", "--members", "1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    means, cells = anndata.read_h5ad(out), anndata.read_h5ad(tmp_path / "pred.cells.h5ad")
+    assert "not generative" in res.stdout and cells.n_obs == 60 and list(cells.var_names) == list(means.var_names)
+    assert cells.obs["predicted"].all() and set(cells.obs["sampled_from"]) == {SHIFTED}
+    assert "not generative" in cells.uns["harmonycell"]["cells"]["what"]
+    adata = anndata.read_h5ad(RunFolder(predict_run).unified)
+    rows = adata.obs_names.get_indexer(cells.obs["control_cell"])
+    src = adata.obs.iloc[rows]
+    assert src["is_control"].astype(bool).all() and set(context_labels(src)) == set(means.obs["context"])
+    delta = means.layers["delta"][means.obs_names.get_indexer(cells.obs["query"])]
+    X = np.asarray(adata.X[rows].todense() if hasattr(adata.X, "todense") else adata.X[rows])
+    assert np.allclose(cells.X, np.clip(X + delta, 0, None), atol=1e-6)
+    # the same control cells for both perturbations: they differ by the predicted delta alone
+    by = cells.obs.groupby("condition_name", observed=True)["control_cell"].apply(list)
+    assert by[NEVER_PERTURBED] == by["SG0003"]
+
+
+def test_a_generative_model_samples_its_cells(predict_run, tmp_path):
+    """The selected model of the fixture's run is closed-form; a cvae trained in the sandbox on the
+    same data shows the generative path: each cell is a draw of the model, not a shifted mean."""
+    assert generative("generative/cvae") and not generative("simple/ridge")
+    run = RunFolder(predict_run)
+    mc = codegen.generate("generative/cvae/hparams:width=32,latent_dim=4")
+    fit = Fit("cvae", tmp_path / "cvae", run.sandbox_data, refit=False, reused=False)
+    res = run_training(_backend(run), run.sandbox_data, mc.code, {**mc.config, "epochs": 2, "save_model": True},
+                       fit.model_dir, timeout_s=300)
+    assert res.ok, res.stderr_tail
+    adata = anndata.read_h5ad(run.unified)
+    meta = load_meta(run.sandbox_data)
+    queries = [Query("SG0003", "SG0003", meta["contexts"][0])]
+    draws = draw_controls(adata, [q.context for q in queries], 6, seed=0)
+    draws[0, :3] = draws[0, 0]  # one control cell three times: three different draws of the model
+    got = sandbox_predict(run, [fit], queries, tmp_path / "call", draws, cells_seed=0)
+    assert got.cells.shape == (1, 6, adata.n_vars) and np.isfinite(got.cells).all()
+    assert not np.allclose(got.cells[0, 0], got.cells[0, 1]) and not np.allclose(got.cells[0, 1], got.cells[0, 2])
+    again = sandbox_predict(run, [fit], queries, tmp_path / "again", draws, cells_seed=0)
+    assert np.array_equal(again.cells, got.cells) and np.array_equal(again.pred, got.pred)  # seeded
+    assert SAMPLED.startswith("generative model")

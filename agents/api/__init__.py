@@ -5,7 +5,8 @@
 - ``hc.load_run(path)``: a finished run: ``.verdict``, ``.comparisons`` and ``.tree`` (pandas),
   ``.predict(...)`` (AnnData);
 - ``hc.predict(run, perturbations, ...)``: the run's selected model answers perturbations nobody
-  measured (what ``harmonycell predict`` prints and writes);
+  measured (what ``harmonycell predict`` prints and writes): AnnData of predicted means with
+  ``layers['spread']`` over bootstrap refits (``members=``), or ``cells=N`` cells per query;
 - ``hc.score(task, predictions)``: one's own predictions judged with the run's protocol (what
   ``harmonycell score --compare`` prints).
 

@@ -13,10 +13,17 @@ One code path for ``harmonycell predict``, ``hc.predict`` and ``Run.predict``:
    with every earlier input too), kept in ``runs/<id>/predict/`` with sha256s on the transcript; with
    ``refit=False`` the node as trained (its own held-out predictions where asked for, else the
    node re-executed, accepted only if it reproduces its recorded test predictions bit for bit);
-3. the answer: AnnData, one observation per (perturbation, context), the predicted mean
-   expression over the run's genes, ``layers['delta']`` (prediction minus the context's control
-   mean), canonical ``obs`` plus ``predicted=True``, and ``uns['harmonycell']`` naming the run,
-   the model and its verdict. Every call, refusals included, is a transcript record.
+3. the spread (``uncertainty``): with a refit, ``members`` bootstrap refits of the same action
+   path, each on a resample of the labelled perturbation units (seeded, every control kept),
+   kept inside the refit's folder and reused like it; none with ``refit=False`` or ``members=1``;
+4. the answer: AnnData, one observation per (perturbation, context), the predicted mean
+   expression over the run's genes (the refit on every unit, never the members' mean),
+   ``layers['delta']`` (prediction minus the context's control mean), ``layers['spread']`` (the
+   members' per-gene standard deviation), canonical ``obs`` plus ``predicted=True``, and
+   ``uns['harmonycell']`` naming the run, the model, its verdict and what the spread is. With
+   ``cells=N``, N cells per (perturbation, context) as a second AnnData (``cells``): sampled from
+   a generative model, else control cells shifted by the predicted delta. Every call, refusals
+   included, and every fit is a transcript record.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from harmonycell.cells import SAMPLED, SHIFTED, cells_anndata, check_cells, draw_controls, generative, shifted
 from harmonycell.sandbox.backends import get_backend
 from harmonycell.sandbox.result import Job
 from harmonycell.sandbox.training import HARNESS, NODE_ENV, run_training
@@ -47,13 +55,13 @@ from harmonycell.tools.schema import (COMBO_SEP, OBSM_DOSE, OBSM_MASK, SPLIT, UN
                                       canonical_condition, context_labels)
 from harmonycell.tools.tasks.registry import task_kind
 from harmonycell.tools.search.tree import Tree
+from harmonycell.uncertainty import (NO_REFIT, ONE_MEMBER, SPREAD_LAYER, bootstrap_units, check_members,
+                                     default_members, facts, member_seeds, none_because, sentence, spread)
 
 SANDBOX_SCRIPT = Path(__file__).with_name("sandbox_predict.py")
 PREDICT_DIR = "predict"  # inside the run folder: fits and calls, every file on the transcript
 SOURCE = "Predictor"  # the transcript's name for this speaker
 NOTICE = "PREDICTED by a model, not measured"
-NO_UNCERTAINTY = ("none: one fit of one model, no ensemble or bootstrap; read the run's verdict "
-                  "(held-out comparisons with the baselines) for how far to trust it")
 
 
 class PredictionRefused(InputError):
@@ -271,8 +279,6 @@ def ensure_fit(run: RunFolder, transcript: Transcript, node_id: str, refit: bool
                adata: AnnData | None) -> Fit:
     """The fitted model for these inputs, made once and kept with the run (reused when its files
     still match their record)."""
-    node_dir = run.node_dir(node_id)
-    code, config = (node_dir / "model.py").read_text(), json.loads((node_dir / "config.json").read_text())
     if refit:
         kept = kept_refits(run, node_id)
         covering = next((f for f in kept if set(universe) <= set(f.record["inputs"])), None)
@@ -282,23 +288,10 @@ def ensure_fit(run: RunFolder, transcript: Transcript, node_id: str, refit: bool
         universe = universe + [g for f in kept for g in f.record["inputs"] if g not in universe]
     name = (f"{node_id}-refit-{_sha_text(json.dumps(universe))[:12]}" if refit else f"{node_id}-as-trained")
     root = run.root / PREDICT_DIR / name
-    data_dir = root / "data" if refit else run.sandbox_data
-    fit = Fit(name, root, data_dir, refit, reused=False)
-    record_path = root / "fit.json"
+    fit = Fit(name, root, root / "data" if refit else run.sandbox_data, refit, reused=False)
     if not refit and _intact(fit):
         return fit
-    if root.exists():  # a fit left unfinished or altered: made again from scratch
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    if refit:
-        export_sandbox_data(refit_data(adata, universe), data_dir)
-    res = run_training(_backend(run), data_dir, code, {**config, "save_model": True}, fit.model_dir,
-                       timeout_s=run.config().node_timeout_s, run_id=run.config().run_id)
-    if not res.ok or res.output("model.pt") is None:
-        shutil.rmtree(root)
-        raise PredictionRefused(f"fitting {node_id} for prediction failed ({res.status}): "
-                                f"{(res.stderr_tail or res.stdout_tail)[-400:]}", where=str(run.root),
-                                fix="see the node's own logs; the run's model may not survive a refit")
+    res = _train(run, node_id, fit, refit_data(adata, universe) if refit else None)
     if not refit:
         recorded = Tree.load(run.tree_json).nodes[node_id].predictions.get("test")
         again = res.output("pred_test.npy").sha256
@@ -308,23 +301,74 @@ def ensure_fit(run: RunFolder, transcript: Transcript, node_id: str, refit: bool
                 f"re-executing {node_id} did not reproduce its recorded test predictions (sha256 {again[:12]} "
                 f"vs {recorded[:12]}): its trained state cannot be recovered exactly",
                 where="--no-refit", fix="drop --no-refit to refit the selected model on every labelled unit")
+    _keep(transcript, fit, node_id, res, "predict.refit" if refit else "predict.reexecute", {
+        "inputs": universe if refit else load_meta(fit.data_dir)["perts"],
+        "trained_on": ("every labelled unit (train, validation and test)" if refit
+                       else "the node's own training split (re-executed, test predictions reproduced)")})
+    return fit
+
+
+def ensure_members(run: RunFolder, transcript: Transcript, node_id: str, full: Fit, k: int,
+                   adata: AnnData) -> list[Fit]:
+    """``k`` bootstrap refits of ``full`` (same inputs, resampled units; see ``uncertainty``), kept
+    inside its folder and reused while their files match their record and ``full`` is the same fit."""
+    members, base = [], None
+    for seed in member_seeds(k):
+        root = full.root / "members" / f"seed{seed}"
+        fit = Fit(f"{full.name}-member-seed{seed}", root, root / "data", True, reused=False)
+        if _intact(fit) and fit.record.get("member_of_sha256") == full.record["model_sha256"]:
+            members.append(fit)
+            continue
+        fit.reused = False
+        if base is None:
+            base = refit_data(adata, full.record["inputs"])
+        sample, drawn = bootstrap_units(base, seed)
+        res = _train(run, node_id, fit, sample)
+        _keep(transcript, fit, node_id, res, "predict.member", {
+            "member_of": full.name, "member_of_sha256": full.record["model_sha256"], "seed": seed,
+            "n_units": len(drawn), "n_distinct_units": len(set(drawn)), "units_drawn": drawn,
+            "trained_on": (f"a bootstrap resample (seed {seed}) of the {len(drawn)} labelled perturbation units, "
+                           f"with replacement ({len(set(drawn))} distinct), and every control cell")})
+        members.append(fit)
+    return members
+
+
+def _train(run: RunFolder, node_id: str, fit: Fit, data: AnnData | None):
+    """The node's code and config trained in the sandbox into ``fit`` (``data``: exported first;
+    None: the run's own sandbox data), from scratch; PredictionRefused if it fails."""
+    node_dir = run.node_dir(node_id)
+    code, config = (node_dir / "model.py").read_text(), json.loads((node_dir / "config.json").read_text())
+    if fit.root.exists():  # a fit left unfinished or altered: made again from scratch
+        shutil.rmtree(fit.root)
+    fit.root.mkdir(parents=True)
+    if data is not None:
+        export_sandbox_data(data, fit.data_dir)
+    res = run_training(_backend(run), fit.data_dir, code, {**config, "save_model": True}, fit.model_dir,
+                       timeout_s=run.config().node_timeout_s, run_id=run.config().run_id)
+    if not res.ok or res.output("model.pt") is None:
+        shutil.rmtree(fit.root)
+        raise PredictionRefused(f"fitting {node_id} for prediction failed ({res.status}): "
+                                f"{(res.stderr_tail or res.stdout_tail)[-400:]}", where=str(run.root),
+                                fix="see the node's own logs; the run's model may not survive a refit")
+    return res
+
+
+def _keep(transcript: Transcript, fit: Fit, node_id: str, res, event: str, facts: dict) -> None:
+    """``fit.json`` written and the fit put on the transcript, every file with its sha256."""
     files = [fit.model_dir / f for f in ("model.py", "config.json", "model.pt", "pred_test.npy")]
-    if refit:
-        files += sorted(p for p in data_dir.iterdir() if p.is_file())
-    fit.record = {"fit": name, "node": node_id, "refit": refit, "backend": res.backend, "wall_s": res.wall_s,
-                  "model_sha256": res.output("model.pt").sha256,
-                  "inputs": universe if refit else load_meta(data_dir)["perts"],
-                  "trained_on": ("every labelled unit (train, validation and test)" if refit
-                                 else "the node's own training split (re-executed, test predictions reproduced)")}
+    if fit.refit:
+        files += sorted(p for p in fit.data_dir.iterdir() if p.is_file())
+    fit.record = {"fit": fit.name, "node": node_id, "refit": fit.refit, "backend": res.backend,
+                  "wall_s": res.wall_s, "model_sha256": res.output("model.pt").sha256, **facts}
+    record_path = fit.root / "fit.json"
     atomic.write_json(record_path, fit.record)
     # events: asked after the run, not decisions a `replay --rerun` must reproduce; their
     # artifacts are still checked by `replay --verify` like any record's
-    transcript.append("event", SOURCE, "predict.refit" if refit else "predict.reexecute",
-                      {"args": {"node": node_id, "refit": refit},
-                       "result": {**{k: v for k, v in fit.record.items() if k != "inputs"},
-                                  "n_inputs": len(fit.record["inputs"])}},
+    said = {k: v for k, v in fit.record.items() if k not in ("inputs", "units_drawn")}
+    if "inputs" in fit.record:
+        said["n_inputs"] = len(fit.record["inputs"])
+    transcript.append("event", SOURCE, event, {"args": {"node": node_id, "refit": fit.refit}, "result": said},
                       [transcript.artifact(f) for f in [*files, record_path]])
-    return fit
 
 
 def _intact(fit: Fit) -> bool:
@@ -347,10 +391,23 @@ def kept_refits(run: RunFolder, node_id: str) -> list[Fit]:
 
 
 # --- predicting ---------------------------------------------------------------------------------
-def sandbox_predict(run: RunFolder, fit: Fit, queries: list[Query], call_dir: Path) -> np.ndarray:
-    meta = load_meta(fit.data_dir)
+@dataclass
+class Answered:
+    """What one sandbox call returns: the first fit's predictions, the other fits', sampled cells."""
+
+    pred: np.ndarray  # (queries, genes)
+    members: np.ndarray | None = None  # (members, queries, genes)
+    cells: np.ndarray | None = None  # (queries, N, genes)
+    files: list[Path] = field(default_factory=list)
+
+
+def sandbox_predict(run: RunFolder, fits: list[Fit], queries: list[Query], call_dir: Path,
+                    draws: np.ndarray | None = None, cells_seed: int = 0, name: str = "sandbox") -> Answered:
+    """``fits`` (all over the same control cells: a fit and its members) answer ``queries`` in one
+    sandbox job; with ``draws`` the first also samples one cell per drawn control cell."""
+    meta = load_meta(fits[0].data_dir)
     perts, contexts = meta["perts"], meta["contexts"]
-    train = np.load(fit.data_dir / "train.npz")
+    train = np.load(fits[0].data_dir / "train.npz")
     doses = train["dose"][train["mask"] > 0]
     dose = float(np.median(doses)) if doses.size else 1.0  # the typical dose of the data's perturbations
     mask = np.zeros((len(queries), len(perts)), np.float32)
@@ -358,28 +415,40 @@ def sandbox_predict(run: RunFolder, fit: Fit, queries: list[Query], call_dir: Pa
         for part in q.condition.split(COMBO_SEP):
             mask[i, perts.index(part)] = 1.0
     call_dir.mkdir(parents=True, exist_ok=True)
-    qpath = call_dir / "queries.npz"
-    atomic.write_with(qpath, lambda p: p.write_bytes(_npz_bytes(
-        mask=mask, dose=mask * dose, context=np.array([contexts.index(q.context) for q in queries], np.int32))))
+    qpath = call_dir / ("queries.npz" if name == "sandbox" else f"{name}-queries.npz")
+    arrays = {"mask": mask, "dose": mask * dose,
+              "context": np.array([contexts.index(q.context) for q in queries], np.int32)}
+    if draws is not None:
+        arrays.update(cell_ctrl=draws, cell_seed=np.int64(cells_seed))
+    atomic.write_with(qpath, lambda p: p.write_bytes(_npz_bytes(**arrays)))
     backend = _backend(run)
-    out = call_dir / "sandbox"
+    out = call_dir / name
     out.mkdir(parents=True)
+    fit_inputs = {f"fit{i}": f.model_dir for i, f in enumerate(fits)}
     job = Job(command=[], workdir=out, timeout_s=run.config().node_timeout_s, env=dict(NODE_ENV),
               run_id=run.config().run_id,
-              inputs={"data": fit.data_dir, "harness": HARNESS, "script": SANDBOX_SCRIPT,
-                      "fit": fit.model_dir, "queries": qpath})
+              inputs={"data": fits[0].data_dir, "harness": HARNESS, "script": SANDBOX_SCRIPT, "queries": qpath,
+                      **fit_inputs})
     job.command = [backend.python(), backend.input_path(job, "script"),
-                   *[x for n in ("harness", "data", "fit", "queries") for x in (f"--{n}", backend.input_path(job, n))],
-                   "--out", "."]
+                   *[x for n in ("harness", "data", "queries") for x in (f"--{n}", backend.input_path(job, n))],
+                   "--out", ".", "--fit", *[backend.input_path(job, n) for n in fit_inputs]]
     res = backend.run(job)
     if not res.ok or res.output("pred.npy") is None:
         raise PredictionRefused(f"the model failed to answer in the sandbox ({res.status}): "
                                 f"{(res.stderr_tail or res.stdout_tail)[-400:]}", where=str(call_dir))
-    pred = np.load(out / "pred.npy")
-    if pred.shape != (len(queries), len(meta["genes"])) or not np.isfinite(pred).all():
-        raise PredictionRefused(f"the model's answer has shape {pred.shape} or non-finite values",
-                                where=str(out / "pred.npy"))
-    return pred
+    got = Answered(np.load(out / "pred.npy"), files=[qpath, out / "pred.npy"])
+    if len(fits) > 1:
+        got.members = np.load(out / "members.npy")
+        got.files.append(out / "members.npy")
+    if draws is not None:
+        got.cells = np.load(out / "cells.npy")
+        got.files.append(out / "cells.npy")
+    shape = (len(queries), len(meta["genes"]))
+    for what, arr, want in (("answer", got.pred, shape), ("members' answer", got.members, (len(fits) - 1, *shape)),
+                            ("cells", got.cells, None if draws is None else (*draws.shape, shape[1]))):
+        if arr is not None and (arr.shape != want or not np.isfinite(arr).all()):
+            raise PredictionRefused(f"the model's {what} has shape {arr.shape} or non-finite values", where=str(out))
+    return got
 
 
 def _npz_bytes(**arrays) -> bytes:
@@ -412,10 +481,34 @@ def control_means(adata: AnnData, contexts: list[str]) -> dict[str, np.ndarray]:
     return {c: dense(adata.X[np.flatnonzero(ctrl & (ctx == c))]).mean(0) for c in contexts}
 
 
+@dataclass
+class Answer:
+    """One call's answer: the per-query means, the sampled cells (``cells=N``), where it is kept."""
+
+    means: AnnData
+    cells: AnnData | None
+    call_dir: Path
+
+
 def predict(run_dir: Path, perturbations: list[str] | str, contexts: list[str] | str | None = None,
-            refit: bool = True) -> AnnData:
+            refit: bool = True, members: int | None = None, cells: int | None = None,
+            cells_seed: int = 0) -> AnnData:
     """The selected model's predicted response to ``perturbations`` (``"GENE"`` or ``"A+B"``) in
-    ``contexts`` (default: every context the run saw). See the module docstring."""
+    ``contexts`` (default: every context the run saw). See the module docstring.
+
+    ``members``: bootstrap refits behind ``layers['spread']`` (default 5 for a closed-form model,
+    3 for a network; 1: none); refit only. ``cells``: return instead N cells per (perturbation,
+    context), one observation each (sampled from a generative model, else the drawn control cells
+    shifted by the predicted delta; ``cells_seed`` seeds which control cells), with the query's
+    obs, ``predicted=True`` and ``sampled_from``. ``predict_call`` returns both."""
+    got = predict_call(run_dir, perturbations, contexts, refit, members, cells, cells_seed)
+    return got.cells if cells is not None else got.means
+
+
+def predict_call(run_dir: Path, perturbations: list[str] | str, contexts: list[str] | str | None = None,
+                 refit: bool = True, members: int | None = None, cells: int | None = None,
+                 cells_seed: int = 0) -> Answer:
+    """``predict``'s call, returning the means and (with ``cells``) the cells together."""
     import anndata
 
     perturbations = [perturbations] if isinstance(perturbations, str) else list(perturbations)
@@ -423,8 +516,11 @@ def predict(run_dir: Path, perturbations: list[str] | str, contexts: list[str] |
     run = open_run(run_dir)
     transcript = Transcript(run.root)
     call_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-    args = {"perturbations": perturbations, "contexts": contexts, "refit": refit, "call": call_id}
+    args = {"perturbations": perturbations, "contexts": contexts, "refit": refit, "members": members,
+            "cells": cells, "call": call_id}
     try:
+        check_members(members, refit)
+        check_cells(cells)
         node_id = selected_node(run)
         adata = anndata.read_h5ad(run.unified)
         vocab = Vocabulary.of(adata, run.config().task)
@@ -434,26 +530,43 @@ def predict(run_dir: Path, perturbations: list[str] | str, contexts: list[str] |
         finally:
             if db is not None:
                 db.close()
-        answer = _answer(run, transcript, node_id, queries, refit, adata, vocab, call_id)
+        answer = _answer(run, transcript, node_id, queries, adata, vocab, call_id,
+                         Asked(refit, members, cells, cells_seed))
     except InputError as exc:
         transcript.append("event", SOURCE, "prediction_refused", {"args": args, "reason": exc.one_line()})
         raise
     return answer
 
 
-def _answer(run: RunFolder, transcript: Transcript, node_id: str, queries: list[Query], refit: bool,
-            adata: AnnData, vocab: Vocabulary, call_id: str) -> AnnData:
+@dataclass(frozen=True)
+class Asked:
+    refit: bool
+    members: int | None  # None: the default for the selected model
+    cells: int | None
+    cells_seed: int
+
+
+def _answer(run: RunFolder, transcript: Transcript, node_id: str, queries: list[Query], adata: AnnData,
+            vocab: Vocabulary, call_id: str, asked: Asked) -> Answer:
     call_dir = run.root / PREDICT_DIR / "calls" / call_id
+    action = Tree.load(run.tree_json).nodes[node_id].action
     pred = np.zeros((len(queries), adata.n_vars), np.float32)
     source = [""] * len(queries)
-    fit = None
-    if refit:
+    sample = asked.cells is not None and generative(action)  # else the cells are shifted controls
+    draws = (draw_controls(adata, [q.context for q in queries], asked.cells, asked.cells_seed)
+             if asked.cells is not None else None)
+    fit, member_fits, member_preds, sampled, files = None, [], None, None, []
+    if asked.refit:
         universe = list(vocab.perts)
         if vocab.genetic:  # every measured gene is an input too, so one refit answers most questions
             universe += [g for g in dict.fromkeys(vocab.measured.values()) if g not in universe]
         universe += [p for q in queries for p in q.condition.split(COMBO_SEP) if p not in universe]
         fit = ensure_fit(run, transcript, node_id, True, universe, adata)
-        pred[:] = sandbox_predict(run, fit, queries, call_dir)
+        k = default_members(action) if asked.members is None else asked.members
+        member_fits = ensure_members(run, transcript, node_id, fit, k, adata) if k > 1 else []
+        got = sandbox_predict(run, [fit, *member_fits], queries, call_dir, draws if sample else None,
+                              asked.cells_seed)
+        pred[:], member_preds, sampled, files = got.pred, got.members, got.cells, got.files
         source = ["refit on every labelled unit"] * len(queries)
     else:
         own = held_out_rows(run, node_id)
@@ -461,34 +574,54 @@ def _answer(run: RunFolder, transcript: Transcript, node_id: str, queries: list[
         for i, q in enumerate(queries):
             if (q.condition, q.context) in own:
                 pred[i], source[i] = own[(q.condition, q.context)], "the node's own held-out prediction"
-        if rest:
+        if rest or sample:
             trained_on = set(load_meta(run.sandbox_data)["perts"])
             missing = sorted({p for i in rest for p in queries[i].condition.split(COMBO_SEP)} - trained_on)
             if missing:
                 raise PredictionRefused(f"node {node_id} as trained has no input for {', '.join(missing)}",
                                         where="--no-refit", fix="drop --no-refit: the refit adds it as an input")
-            fit = ensure_fit(run, transcript, node_id, False, None, None)
-            pred[rest] = sandbox_predict(run, fit, [queries[i] for i in rest], call_dir)
+            trained = ensure_fit(run, transcript, node_id, False, None, None)
+        if rest:
+            fit = trained
+            got = sandbox_predict(run, [fit], [queries[i] for i in rest], call_dir)
+            pred[rest], files = got.pred, got.files
             for i in rest:
                 source[i] = "the node as trained (re-executed)"
-    result = build_anndata(run, node_id, queries, pred, source, adata, fit, refit)
+        if sample:  # a generative node as trained samples every query's cells, its own held-out ones too
+            got = sandbox_predict(run, [trained], queries, call_dir, draws, asked.cells_seed, name="cells")
+            sampled, files = got.cells, files + got.files
+    spread_of = None if member_preds is None else facts(
+        len(member_fits), member_seeds(len(member_fits)), [f.name for f in member_fits],
+        [f.record["model_sha256"] for f in member_fits], member_fits[0].record["n_units"])
+    result = build_anndata(run, node_id, queries, pred, source, adata, fit, asked.refit, spread_of)
+    if member_preds is not None:
+        result.layers[SPREAD_LAYER] = spread(member_preds)
     call_dir.mkdir(parents=True, exist_ok=True)
     path = call_dir / "pred.h5ad"
     atomic.write_with(path, result.write_h5ad)
-    files = [path] + ([call_dir / "queries.npz", call_dir / "sandbox" / "pred.npy"]
-                      if (call_dir / "queries.npz").exists() else [])
+    kept = [path]
+    cell_data = None
+    if asked.cells is not None:
+        made = (np.clip(sampled, 0.0, None) if sample else shifted(adata, draws, np.asarray(result.layers["delta"])))
+        cell_data = cells_anndata(result, adata, draws, made, SAMPLED if sample else SHIFTED, asked.cells_seed)
+        kept.append(call_dir / "cells.h5ad")
+        atomic.write_with(kept[-1], cell_data.write_h5ad)
     transcript.append("event", SOURCE, "predict",
                       {"args": {"perturbations": sorted({q.requested for q in queries}),
-                                "contexts": sorted({q.context for q in queries}), "refit": refit, "call": call_id},
+                                "contexts": sorted({q.context for q in queries}), "refit": asked.refit,
+                                "members": asked.members, "cells": asked.cells, "call": call_id},
                        "result": {"node": node_id, "fit": fit.name if fit else None,
                                   "fit_reused": fit.reused if fit else None, "n_queries": len(queries),
+                                  "members": len(member_fits),
+                                  "members_reused": sum(f.reused for f in member_fits),
+                                  "cells": (SAMPLED if sample else SHIFTED) if asked.cells else None,
                                   "aliases": sorted({n for q in queries for n in q.notes})}},
-                      [transcript.artifact(f) for f in files])
-    return result
+                      [transcript.artifact(f) for f in kept + files])
+    return Answer(result, cell_data, call_dir)
 
 
 def build_anndata(run: RunFolder, node_id: str, queries: list[Query], pred: np.ndarray, source: list[str],
-                  adata: AnnData, fit: Fit | None, refit: bool) -> AnnData:
+                  adata: AnnData, fit: Fit | None, refit: bool, spread_of: dict | None = None) -> AnnData:
     tree = Tree.load(run.tree_json)
     node = tree.nodes[node_id]
     ctrl = control_means(adata, sorted({q.context for q in queries}))
@@ -523,7 +656,9 @@ def build_anndata(run: RunFolder, node_id: str, queries: list[Query], pred: np.n
                   "refit": refit,
                   "trained_on": fit.record.get("trained_on", "") if fit else "the node's own training split"},
         "verdict": verdict_summary(run),
-        "uncertainty": NO_UNCERTAINTY,
+        "uncertainty": sentence(spread_of) if spread_of else none_because(ONE_MEMBER if refit else NO_REFIT),
         "delta": "layers['delta']: prediction minus the mean of the context's measured control cells",
     }
+    if spread_of:
+        out.uns["harmonycell"]["spread"] = spread_of
     return out

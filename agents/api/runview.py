@@ -81,8 +81,12 @@ class Run:
         return self.folder.report_md
 
     def predict(self, perturbations: Sequence[str] | str, contexts: Sequence[str] | str | None = None,
-                refit: bool = True) -> AnnData:
-        return predict(self.path, perturbations, contexts, refit=refit)
+                refit: bool = True, members: int | None = None, cells: int | None = None,
+                cells_seed: int = 0) -> AnnData:
+        """``hc.predict`` with this run: the means (``layers['spread']`` over ``members`` bootstrap
+        refits), or with ``cells=N`` N cells per (perturbation, context)."""
+        return predict(self.path, perturbations, contexts, refit=refit, members=members, cells=cells,
+                       cells_seed=cells_seed)
 
     def __repr__(self) -> str:
         v = self.verdict

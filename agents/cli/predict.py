@@ -1,8 +1,10 @@
 """``harmonycell predict RUN --perturbation GENE [--perturbation A+B] [--from FILE] [--context CT]
-[--out pred.h5ad] [--no-refit]``: the run's selected model answers perturbations nobody measured.
+[--out pred.h5ad] [--no-refit] [--members K] [--cells N]``: the run's selected model answers
+perturbations nobody measured.
 
-A thin layer over ``harmonycell.predict`` (the Python API): it parses, calls, prints a summary and
-writes the AnnData. Refusals are ``InputError``s: one line and exit code 2, as everywhere.
+A thin layer over ``harmonycell.prediction.predict_call`` (the Python API): it parses, calls,
+prints a summary and writes the AnnData (and, with ``--cells``, the cells beside it). Refusals
+are ``InputError``s: one line and exit code 2, as everywhere.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from harmonycell.prediction import NOTICE, predict as predict_api, read_requests
+from harmonycell.prediction import NOTICE, predict as predict_api, predict_call, read_requests
 from harmonycell.tools.errors import HarmonyCellError
 from harmonycell.tools.record import atomic
 
@@ -33,11 +35,20 @@ def predict(
                                                      "default: every one"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the predictions here (.h5ad)"),
     no_refit: bool = typer.Option(False, "--no-refit", help="use the selected node as trained instead of "
-                                  "refitting it on every labelled unit"),
+                                  "refitting it on every labelled unit (no spread then)"),
+    members: Optional[int] = typer.Option(None, "--members", help="bootstrap refits (resampled perturbation "
+                                          "units) whose per-gene standard deviation is layers['spread']; "
+                                          "default 5 for a closed-form model, 3 for a network; 1: none"),
+    cells: Optional[int] = typer.Option(None, "--cells", help="also N cells per (perturbation, context): "
+                                        "sampled from a generative model, else control cells shifted by the "
+                                        "predicted delta; written beside --out (pred.h5ad -> pred.cells.h5ad) "
+                                        "and kept with the run (the path is printed)"),
 ) -> None:
     """Predict the response to perturbations nobody measured with the run's selected model."""
     console = Console()
-    result = predict_api(run_dir, read_requests(perturbation, from_file), context, refit=not no_refit)
+    got = predict_call(run_dir, read_requests(perturbation, from_file), context, refit=not no_refit,
+                       members=members, cells=cells)
+    result = got.means
     info = result.uns["harmonycell"]
     model = info["model"]
     console.print(f"[bold]{NOTICE}[/]: node {model['node']} ({model['action']}) of run {info['run_id']}, "
@@ -45,20 +56,35 @@ def predict(
                   f"run verdict: {info['verdict']['headline']}", highlight=False, soft_wrap=True)
     for note in sorted({n for r in result.obs["resolution"] if r for n in r.split("; ")}):
         console.print(f"alias: {note}", highlight=False)
-    table = Table(title=f"top {TOP_GENES} changed genes (prediction - control mean of the context)")
+    table = Table(title=f"top {TOP_GENES} changed genes (prediction - control mean of the context"
+                        + (", ± the bootstrap spread)" if "spread" in result.layers else ")"))
     for col in ("perturbation", "context", "source", "top changed genes"):
         table.add_column(col)
     symbols = result.var["gene_symbol"].astype(str).to_numpy() if "gene_symbol" in result.var else result.var_names
+    spread = result.layers["spread"] if "spread" in result.layers else None
     for i, (name, row) in enumerate(result.obs.iterrows()):
         delta = result.layers["delta"][i]
         top = np.argsort(-np.abs(delta))[:TOP_GENES]
         table.add_row(row["condition_name"], row["context"], row["source"],
-                      ", ".join(f"{symbols[g]} {delta[g]:+.2f}" for g in top))
+                      ", ".join(f"{symbols[g]} {delta[g]:+.2f}"
+                                + (f" ±{spread[i, g]:.2f}" if spread is not None else "") for g in top))
     console.print(table)
     console.print(f"uncertainty: {info['uncertainty']}", highlight=False, soft_wrap=True)
     if out is not None:
         atomic.write_with(out, result.write_h5ad)
         console.print(f"predictions: {out}", highlight=False)
+    if got.cells is not None:
+        console.print(f"cells: {got.cells.uns['harmonycell']['cells']['what']}", highlight=False, soft_wrap=True)
+        where = cells_path(out) if out is not None else got.call_dir / "cells.h5ad"
+        if out is not None:
+            atomic.write_with(where, got.cells.write_h5ad)
+        console.print(f"cells: {where} ({got.cells.n_obs} cells)", highlight=False)
+
+
+def cells_path(out: Path) -> Path:
+    """Where ``--cells`` writes beside ``--out``: pred.h5ad -> pred.cells.h5ad."""
+    return out.with_name(out.name[: -len(".h5ad")] + ".cells.h5ad" if out.name.endswith(".h5ad")
+                         else out.name + ".cells.h5ad")
 
 
 # --- the chat's route: "what would knocking out JAK2 do?" after a run ---------------------------
@@ -99,7 +125,8 @@ def answer_prediction(conv, said: str) -> bool:
         return False
     wanted = [c for c in contexts if re.search(rf"\b{re.escape(c)}\b", said, re.IGNORECASE)] or None
     try:
-        result = predict_api(run.root, genes, wanted)
+        # a chat answer names the top genes only: it skips the bootstrap members' refits
+        result = predict_api(run.root, genes, wanted, members=1)
     except HarmonyCellError as exc:
         text = f"I cannot predict that: {exc.one_line()}"
         sources = []
@@ -117,7 +144,8 @@ def answer_prediction(conv, said: str) -> bool:
                          + ", ".join(f"{symbols[g]} {delta[g]:+.2f}" for g in top))
         lines += [f"({n})" for n in sorted({n for r in result.obs["resolution"] if r for n in r.split("; ")})]
         lines.append(f"How far to trust it: the run's verdict was '{info['verdict']['headline']}'; "
-                     f"no uncertainty is given (one fit). `harmonycell predict {run.root} -p GENE --out FILE` writes it.")
+                     f"no uncertainty is given here (one fit). `harmonycell predict {run.root} -p GENE --out FILE` "
+                     "writes it with a spread over bootstrap refits.")
         text = "\n".join(lines)
         sources = [r["artifacts"][0]["path"] for r in _last_predict_record(run.root)]
     conv.record(Question(said=said, answer=text, topic="prediction", sources=sources, by="predict"))
