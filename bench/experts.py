@@ -41,6 +41,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: its sibling modules
+import gears_go  # noqa: E402
+from harmonycell.tools.errors import HarmonyCellError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO / ".." / "shared" / "data" / "real"
@@ -62,6 +67,9 @@ class Expert:
     why_not: str = ""     # the reason, when it is known not to run offline on CPU
     pip_args: tuple[str, ...] = field(default_factory=tuple)
     idea: str = ""        # the architectural idea our backbones lack (docs/experts.md)
+    # host-side files the adapter needs in its output folder, written before it runs:
+    # (sandbox folder, output folder) -> what was written
+    prepare: Callable[[Path, Path], dict] | None = None
 
 
 EXPERTS = {e.name: e for e in (
@@ -82,9 +90,12 @@ EXPERTS = {e.name: e for e in (
     Expert("cpa", "Lotfollahi et al., Molecular Systems Biology 2023", ("cpa-tools==0.8.1",), None,
            why_not="cpa-tools 0.8.1 requires torch>1.8,<2.0; the only torch here is 2.13.0 (CPU), "
                    "and torch 1.x from the registry is the CUDA build (several GB of nvidia packages)"),
-    Expert("gears", "Roohani et al., Nature Biotechnology 2023", ("cell-gears==0.1.2",), None,
-           why_not="GEARS downloads its gene-ontology graph and gene list from a web server at run "
-                   "time (dataverse); this machine reaches only package registries"),
+    # cell-gears imports torch_geometric without declaring it, and indexes a sparse matrix with a
+    # pandas Series, which scipy >= 1.15 rejects; its GO graph and gene list are written by the
+    # host from the local gene database (bench/gears_go.py), never downloaded
+    Expert("gears", "Roohani et al., Nature Biotechnology 2023",
+           ("cell-gears==0.1.2", "torch_geometric==2.8.1", "scipy==1.14.1"),
+           "gears_adapter.py", prepare=gears_go.write_for_sandbox),
 )}
 
 
@@ -265,6 +276,12 @@ def run_expert(py: Path, expert: Expert, run_dir: Path, out: Path, seed: int, ep
     done = out / "source.json"
     if not (done.exists() and json.loads(done.read_text()) == source):
         done.unlink(missing_ok=True)
+        if expert.prepare is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            try:
+                expert.prepare(data, out)
+            except HarmonyCellError as e:  # e.g. the gene database is not installed
+                return {"status": "cannot run here", "reason": e.one_line()}
         cmd = [str(py), str(ADAPTERS / expert.adapter), "--data", str(data),
                "--out", str(out), "--seed", str(seed), "--epochs", str(epochs)]
         t0 = time.time()
@@ -728,9 +745,11 @@ def render_learnt(results: dict) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tasks", default=",".join(TASKS))
-    ap.add_argument("--seeds", default="0")
-    ap.add_argument("--experts", default=",".join(EXPERTS))
+    ap.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)} (default: all)")
+    ap.add_argument("--seeds", default="0", help="comma-separated split seeds (default: 0)")
+    ap.add_argument("--experts", default=",".join(EXPERTS),
+                    help=f"comma-separated, of {', '.join(EXPERTS)} (default: all); e.g. --experts gears "
+                         "--tasks norman --seeds 0 runs GEARS alone on one task and split")
     ap.add_argument("--budget", type=int, default=3, help="HarmonyCell search budget (nodes)")
     ap.add_argument("--epochs", type=int, default=60, help="epoch cap for our nodes and the experts")
     ap.add_argument("--folds", type=int, default=1,

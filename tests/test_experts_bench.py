@@ -1,13 +1,25 @@
 """The expert benchmark's pure parts (the real run: bench/experts.py): registries, the rows of an
-expert that cannot run here, pooling per-query scores over cross-validation folds, and merging a
-new result into the committed ones. No expert is installed or trained here."""
+expert that cannot run here, pooling per-query scores over cross-validation folds, merging a
+new result into the committed ones, and GEARS's GO files built from the gene database. No expert
+is installed or trained here."""
 
 import csv
+import importlib.util
 import io
 import json
+import pickle
+
+import pandas as pd
+import pytest
 
 from bench import experts as ex
+from bench import gears_go
 from harmonycell.tools.data.splits import KINDS
+from harmonycell.tools.genes.db import GeneDB
+
+# real genes of the Norman screen: erythroid (KLF1, GATA1, TAL1), myeloid (CEBPA, CEBPB, SPI1), and others
+NORMAN_GENES = ["KLF1", "GATA1", "TAL1", "CEBPA", "CEBPB", "SPI1", "CBL", "CNN1", "FOXA1", "FOXA3", "JUN",
+                "FOSB", "MAPK1", "ETS2", "SET", "DUSP9", "BAK1", "IRF1"]
 
 
 def rows(values, prefix="P"):
@@ -30,8 +42,6 @@ def test_every_expert_has_an_adapter_file_or_a_stated_reason_and_every_task_a_re
 
 
 def test_an_expert_that_cannot_run_gets_its_reason_and_no_venv(tmp_path):
-    py, why = ex.ensure_venv(ex.EXPERTS["gears"], cache=tmp_path)
-    assert py is None and "dataverse" in why
     py, why = ex.ensure_venv(ex.EXPERTS["cpa"], cache=tmp_path)
     assert py is None and "torch>1.8,<2.0" in why
     assert not any(tmp_path.iterdir())  # nothing half-made
@@ -176,3 +186,89 @@ def test_a_run_reading_the_knowledge_base_is_compared_with_the_same_search_witho
     assert "| HarmonyCell without the knowledge base (generative/cvae) |" in text
     assert "Worse than it: harmonycell_without_kb (the same search without the knowledge base)." in text
     assert "reading the stored win, HarmonyCell selected discriminative/attribute-decoder" in text
+
+
+@pytest.fixture(scope="module")
+def gene_db():
+    with GeneDB() as d:  # CI installs it: a missing database fails here, it is not skipped
+        yield d
+
+
+def gears_reference_edges(gene2go: dict, k: int) -> set:
+    """cell-gears 0.1.2's own GO graph: utils.get_GO_edge_list over all pairs (Jaccard > 0.1),
+    then get_similarity_network's per-target nlargest(k + 1)."""
+    pairs = [(a, b, len(gene2go[a] & gene2go[b]) / len(gene2go[a] | gene2go[b])) for a in gene2go for b in gene2go]
+    df = pd.DataFrame([p for p in pairs if p[2] > 0.1], columns=["source", "target", "importance"])
+    df = df.groupby("target").apply(lambda x: x.nlargest(k + 1, ["importance"])).reset_index(drop=True)
+    return {(s, t, round(w, 9)) for s, t, w in df.itertuples(index=False)}
+
+
+def test_gears_is_an_expert_with_its_adapter_and_the_undeclared_torch_geometric_pinned():
+    e = ex.EXPERTS["gears"]
+    assert e.adapter == "gears_adapter.py" and (ex.ADAPTERS / e.adapter).is_file() and not e.why_not
+    assert "cell-gears==0.1.2" in e.requirements
+    assert any(r.startswith("torch_geometric==") for r in e.requirements)
+    # the host writes its GO files, nothing is downloaded (bench/experts.py imports bench/gears_go.py as a
+    # script's sibling module, so the function is compared by its code, not its identity)
+    assert e.prepare.__code__ is not None and e.prepare.__code__.co_filename == gears_go.write_for_sandbox.__code__.co_filename
+    assert e.prepare.__name__ == "write_for_sandbox"
+
+
+def test_gears_go_sets_come_from_the_database_and_an_unknown_gene_is_reported_not_invented(gene_db):
+    sets = gears_go.go_sets(NORMAN_GENES + ["NOTAGENE1", "ENSG00000102145"], gene_db)
+    assert sets.unknown == ["NOTAGENE1"] and "NOTAGENE1" not in sets.gene2go
+    assert set(NORMAN_GENES) <= set(sets.gene2go)
+    assert sets.renamed == {"ENSG00000102145": "GATA1"}  # an Ensembl id is looked up as its symbol
+    assert sets.gene2go["ENSG00000102145"] == sets.gene2go["GATA1"]
+    assert "GO:0030218" in sets.gene2go["KLF1"]  # erythrocyte differentiation, a direct annotation
+
+
+@pytest.mark.filterwarnings("ignore:DataFrameGroupBy.apply:FutureWarning")  # GEARS's own pandas call
+def test_gears_go_edges_are_gears_own_graph_and_link_genes_that_share_go_terms(gene_db):
+    gene2go = gears_go.go_sets(NORMAN_GENES, gene_db).gene2go
+    edges = gears_go.go_edges(gene2go, k=3)
+    assert {(s, t, round(w, 9)) for s, t, w in edges} == gears_reference_edges(gene2go, 3)
+    assert all(sum(t == g for _, t, _ in edges) <= 4 for g in gene2go)  # the gene itself + k neighbours
+    assert ("GATA1", "GATA1", 1.0) in edges
+    near = {t: {s for s, tt, _ in edges if tt == t and s != t} for t in gene2go}
+    assert "CEBPB" in near["CEBPA"] and "CEBPA" in near["CEBPB"]  # C/EBP family: shared GO terms
+    assert "TAL1" in near["KLF1"]  # both erythroid transcription factors
+    assert "CEBPA" not in near["KLF1"]
+
+
+def test_gears_files_sit_where_gears_looks_for_them(gene_db, tmp_path):
+    info = gears_go.write_gears_files(NORMAN_GENES[:12], ["KLF1", "CEBPA", "NOTAGENE1"], tmp_path, gene_db, k=3)
+    spec = importlib.util.spec_from_file_location("gears_adapter", ex.ADAPTERS / "gears_adapter.py")
+    adapter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(adapter)
+    # the adapter checks exactly the paths cell-gears 0.1.2 downloads to when they are missing
+    assert adapter.GEARS_FILES == (gears_go.GENE2GO, gears_go.GENE_LIST, gears_go.EDGES)
+    gene2go = pickle.loads((tmp_path / gears_go.GENE2GO).read_bytes())
+    assert set(gene2go) == set(NORMAN_GENES[:12]) and all(isinstance(v, set) and v for v in gene2go.values())
+    assert pickle.loads((tmp_path / gears_go.GENE_LIST).read_bytes()) == NORMAN_GENES[:12] + ["NOTAGENE1"]
+    df = pd.read_csv(tmp_path / gears_go.EDGES)
+    assert list(df.columns) == ["source", "target", "importance"] and len(df) == info["edges"]
+    assert set(df["source"]) | set(df["target"]) <= set(gene2go)
+    assert info["unknown"] == ["NOTAGENE1"] and info["perts_not_in_go"] == ["NOTAGENE1"]
+
+
+def test_the_gears_adapter_names_conditions_as_gears_and_drops_those_outside_its_graph(tmp_path):
+    from sandbox_helpers import tiny_task
+
+    spec = importlib.util.spec_from_file_location("gears_adapter", ex.ADAPTERS / "gears_adapter.py")
+    adapter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(adapter)
+    assert adapter.gears_condition([]) == "ctrl" and adapter.gears_condition(["KLF1"]) == "KLF1+ctrl"
+    assert adapter.gears_condition(["CEBPA", "KLF1"]) == "CEBPA+KLF1"
+    d = adapter.load(tiny_task(tmp_path / "task"))
+    train = d["meta"]["train_conditions"]
+    perts = sorted(c for c in train if c != d["meta"]["control_label"])
+    a, dropped = adapter.training_adata(d, in_go=set(perts[1:]))
+    assert dropped == [perts[0]]  # its gene has no GO terms: GEARS's load() drops it too
+    conds = set(a.obs["condition"])
+    assert conds == {"ctrl"} | {f"{p}+ctrl" for p in perts[1:]}
+    assert (a.obs["condition"] == "ctrl").sum() == len(d["controls"]["X"])  # every control cell, as input
+    assert list(a.var["gene_name"]) == d["meta"]["genes"] and a.n_vars == len(d["meta"]["genes"])
+    split = adapter.split_dict(list(a.obs["condition"]), seed=0)
+    assert split["train"][0] == "ctrl" and not set(split["train"]) & set(split["val"]) and split["test"] == []
+    assert set(split["train"]) | set(split["val"]) == conds and len(split["val"]) >= 1
