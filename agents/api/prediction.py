@@ -45,7 +45,7 @@ from harmonycell.tools.record.runfolder import RunFolder
 from harmonycell.tools.record.transcript import Transcript, read_records
 from harmonycell.tools.schema import (COMBO_SEP, OBSM_DOSE, OBSM_MASK, SPLIT, UNS_PERTS, VAR_SYMBOL, TaskKind,
                                       canonical_condition, context_labels)
-from harmonycell.tools.search.tree import Tree
+from harmonycell.tools.search.tree import ENSEMBLE_ID, Tree
 
 SANDBOX_SCRIPT = Path(__file__).with_name("sandbox_predict.py")
 PREDICT_DIR = "predict"  # inside the run folder: fits and calls, every file on the transcript
@@ -93,6 +93,12 @@ def selected_node(run: RunFolder) -> str:
     if best is None:
         raise PredictionRefused("the run selected no model (its search ended without a trained node)",
                                 where=str(run.root), fix="start a run that trains a node, then predict with it")
+    ens = Tree.load(run.tree_json).ensemble if best == ENSEMBLE_ID else None
+    if ens is not None:  # prediction refits one node's code; an ensemble has none of its own
+        raise PredictionRefused(f"the run's pick is {ens.label()}; predict answers with one node's model, "
+                                f"and has no option to choose a member ({', '.join(f'{m}: {a}' for m, a in zip(ens.members, ens.actions))})",
+                                where=str(run.root), fix="start a run that searches one of those action paths, "
+                                "or read the ensemble's held-out predictions in nodes/ensemble/pred_test.npy")
     return best
 
 
