@@ -140,7 +140,7 @@ class Judge(StepAgent):
         else:
             now = atomic.sha256_file(run.root / t.predictions.path)
             checks.append(ensemble_provenance(t, tree, run.nodes_dir, now) if t.node_id == ENSEMBLE_ID
-                          else provenance(t, picked[0].predictions.get("test"), now))
+                          else provenance(t, picked[0].predictions.get("test") if picked else None, now))
             # the ensemble's own step is the host's weighting: the code that ran is its members'
             problems = [f"{n.id}: {p}" if len(picked) > 1 else p for n in picked
                         for p in check_code((run.node_dir(n.id) / "model.py").read_text())]

@@ -126,7 +126,8 @@ class NodeScored(BaseModel):
 
 
 class SearchDone(BaseModel):
-    """Planner: budget spent; the best node goes to the final test."""
+    """Planner: budget spent; the pick (the best node, or the ensemble of the best nodes where it
+    is strictly better on validation) goes to the final test."""
 
     best_node: str | None  # a node id, or "ensemble" (tools.search.tree.ENSEMBLE_ID): the tree's ensemble
     n_nodes: int

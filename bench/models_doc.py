@@ -285,8 +285,9 @@ def picks_section(path: Path = RESULTS / "search_picks.json") -> list[str]:
     picks = json.loads(path.read_text())
     lines = ["## HarmonyCell's pick", "",
              "What a user gets: `harmonycell run --folds K --budget B --no-kb` (`python bench/search_picks.py`),",
-             "each fold's search choosing its node on validation only, its test scores pooled over the folds",
-             "beside the baselines and the noise ceiling (the cross-validation report's numbers).", ""]
+             "each fold's search choosing its node on validation only (or the ensemble of its best nodes, where",
+             "that ensemble's cross-fitted validation score is strictly better), its test scores pooled over the",
+             "folds beside the baselines and the noise ceiling (the cross-validation report's numbers).", ""]
     for key, r in picks.items():
         spread = r["spread"]
         metrics = list(next(iter(spread.values())))

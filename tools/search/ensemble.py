@@ -32,7 +32,6 @@ RULE = (f"convex weights (>= 0, sum 1) minimising the squared error of the valid
         f"{ENSEMBLE_FOLDS} folds of validation conditions (weights never fitted on the queries they score)")
 
 
-
 def simplex_weights(preds: np.ndarray, y: np.ndarray) -> np.ndarray:
     """argmin_w ||sum_k w_k preds[k] - y||^2 with w >= 0, sum w = 1. ``preds``: (K, Q, G)."""
     k = len(preds)
