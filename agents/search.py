@@ -31,6 +31,7 @@ from harmonycell.tools.evaluation.metrics import headline_of
 from harmonycell.tools.evaluation.pseudobulk import targets_for
 from harmonycell.tools.search.ensemble import ensemble_of_tree
 from harmonycell.tools.search.tree import ENSEMBLE_ID, Node, Tree
+from harmonycell.tools.tasks.registry import task_kind
 
 # who carries a node, and the routes between them (read from their handlers)
 NODE_AGENTS: tuple[type[StepAgent], ...] = (Coder, Debugger, Evaluator)
@@ -85,7 +86,9 @@ def ensemble_candidate(ctx: RunContext, tree: Tree, source: str) -> None:
         return ctx.cache["targets_val"]
 
     try:
-        ens, why = ensemble_of_tree(tree, ctx.run.nodes_dir, val, seed=tree.seed)
+        # folds keep one held-out unit together: the task kind's unit, as a query names it
+        ens, why = ensemble_of_tree(tree, ctx.run.nodes_dir, val, seed=tree.seed,
+                                    unit=task_kind(ctx.config.task).inner_unit)
     except InputError as exc:  # a member's file changed since it was scored: no ensemble from it
         ens, why = None, exc.one_line()
     tree.ensemble, tree.ensemble_note = ens, why or None

@@ -106,7 +106,8 @@ def test_a_search_builds_the_ensemble_of_its_best_nodes_and_records_it(search_ru
     # its validation score is the cross-fitted one, recomputed here from the members' files
     val = targets_for(ad.read_h5ad(RunFolder(search_run).unified), "val")
     P = np.stack([np.load(search_run / "nodes" / m / "pred_val.npy").astype(np.float64) for m in ens.members])
-    oof = cross_fitted(P, val.y.astype(np.float64), condition_folds([q.condition for q in val.queries], ens.folds, tree.seed))
+    oof = cross_fitted(P, val.y.astype(np.float64),
+                       condition_folds([getattr(q, ens.fold_unit) for q in val.queries], ens.folds, tree.seed))
     saved = np.load(search_run / "nodes" / "ensemble" / "pred_val.npy")
     np.testing.assert_allclose(saved, oof, rtol=1e-5, atol=1e-6)
     assert (ens.val_metric_name, ens.val_metric) == headline_of(score(val, saved).aggregate)

@@ -6,7 +6,8 @@ squared error of the validation predictions. Test predictions are never read to 
 
 Weights fitted on the validation queries would flatter the ensemble on those same queries, so its
 validation score, the one that competes with the nodes' for the pick, is *cross-fitted*: the
-validation conditions are split into ``ENSEMBLE_FOLDS`` seeded folds, each fold predicted with
+validation units (conditions, or contexts where the task holds out contexts) are split into
+``ENSEMBLE_FOLDS`` seeded folds, each fold predicted with
 weights fitted on the others, and the assembled out-of-fold prediction is scored. The final
 weights (fitted on every validation query) make the ensemble's test prediction.
 """
@@ -29,7 +30,7 @@ ENSEMBLE_TOP = 3
 ENSEMBLE_FOLDS = 5
 RULE = (f"convex weights (>= 0, sum 1) minimising the squared error of the validation predictions of "
         f"the top {ENSEMBLE_TOP} nodes; its validation score is cross-fitted over up to "
-        f"{ENSEMBLE_FOLDS} folds of validation conditions (weights never fitted on the queries they score)")
+        f"{ENSEMBLE_FOLDS} folds of the validation units (weights never fitted on the queries they score)")
 
 
 def simplex_weights(preds: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -52,12 +53,13 @@ def combine(weights, preds) -> np.ndarray:
     return np.tensordot(np.asarray(weights, dtype=np.float64), stacked, axes=1).astype(np.float32)
 
 
-def condition_folds(conditions: list[str], n_folds: int, seed: int) -> np.ndarray:
-    """A fold id per query; the queries of one condition (several contexts) share a fold."""
-    names = sorted(set(conditions))
+def condition_folds(units: list[str], n_folds: int, seed: int) -> np.ndarray:
+    """A fold id per query, from each query's held-out unit: the queries of one unit share a fold
+    (one condition in several contexts; or one context, where the task holds out contexts)."""
+    names = sorted(set(units))
     order = np.random.default_rng(seed).permutation(len(names))
     fold_of = {names[i]: j % n_folds for j, i in enumerate(order)}
-    return np.array([fold_of[c] for c in conditions])
+    return np.array([fold_of[c] for c in units])
 
 
 def cross_fitted(preds: np.ndarray, y: np.ndarray, folds: np.ndarray) -> np.ndarray:
@@ -70,20 +72,21 @@ def cross_fitted(preds: np.ndarray, y: np.ndarray, folds: np.ndarray) -> np.ndar
     return out
 
 
-def build_ensemble(members: list[tuple[str, str, np.ndarray, np.ndarray]], val: Targets, seed: int = 0
-                   ) -> tuple[Ensemble | None, np.ndarray | None, np.ndarray | None, str]:
+def build_ensemble(members: list[tuple[str, str, np.ndarray, np.ndarray]], val: Targets, seed: int = 0,
+                   unit: str = "condition") -> tuple[Ensemble | None, np.ndarray | None, np.ndarray | None, str]:
     """``members``: (node id, action, validation prediction (Q_val, G), test prediction) per
-    node, best first. Returns (ensemble, its cross-fitted validation prediction, its test
-    prediction, "") or (None, None, None, why there is no ensemble)."""
+    node, best first; ``unit``: the task's held-out unit, ``condition`` or ``context`` (the
+    folds keep one unit's queries together). Returns (ensemble, its cross-fitted validation
+    prediction, its test prediction, "") or (None, None, None, why there is no ensemble)."""
     if len(members) < 2:
         return None, None, None, too_few(len(members))
-    conditions = [q.condition for q in val.queries]
-    n_folds = min(ENSEMBLE_FOLDS, len(set(conditions)))
+    units = [getattr(q, unit) for q in val.queries]
+    n_folds = min(ENSEMBLE_FOLDS, len(set(units)))
     if n_folds < 2:
-        return None, None, None, "fewer than two validation conditions: no cross-fitted score"
+        return None, None, None, f"fewer than two validation {unit}s: no cross-fitted score"
     P = np.stack([np.asarray(m[2], dtype=np.float64) for m in members])
     y = np.asarray(val.y, dtype=np.float64)
-    oof = cross_fitted(P, y, condition_folds(conditions, n_folds, seed))
+    oof = cross_fitted(P, y, condition_folds(units, n_folds, seed))
     # rounded as recorded, and the test prediction made from the recorded weights, so that the
     # Judge recomputes it exactly from the record
     w = [round(float(x), 6) for x in simplex_weights(P, y)]
@@ -91,7 +94,8 @@ def build_ensemble(members: list[tuple[str, str, np.ndarray, np.ndarray]], val: 
     agg = score(val, oof).aggregate
     name, value = headline_of(agg)
     ens = Ensemble(members=[m[0] for m in members], actions=[m[1] for m in members], weights=w,
-                   val_metric_name=name, val_metric=value, val_aggregate=agg, folds=n_folds, rule=RULE)
+                   val_metric_name=name, val_metric=value, val_aggregate=agg, folds=n_folds, fold_unit=unit,
+                   rule=RULE)
     return ens, oof.astype(np.float32), test, ""
 
 
@@ -125,8 +129,8 @@ def member_prediction(node, nodes_dir: Path, split: str) -> np.ndarray:
     return np.load(path)
 
 
-def ensemble_of_tree(tree: Tree, nodes_dir: Path, val: Targets | Callable[[], Targets], seed: int = 0
-                     ) -> tuple[Ensemble | None, str]:
+def ensemble_of_tree(tree: Tree, nodes_dir: Path, val: Targets | Callable[[], Targets], seed: int = 0,
+                     unit: str = "condition") -> tuple[Ensemble | None, str]:
     """The ensemble of the tree's top nodes from their saved predictions (each file checked
     against the sha256 the sandbox recorded), written to ``nodes_dir/ensemble/`` with the sha256s
     of what it wrote. ``val``: the validation targets, or what makes them (read only when there
@@ -136,7 +140,7 @@ def ensemble_of_tree(tree: Tree, nodes_dir: Path, val: Targets | Callable[[], Ta
         return None, too_few(len(top))
     members = [(n.id, n.action, member_prediction(n, nodes_dir, "val"), member_prediction(n, nodes_dir, "test"))
                for n in top]
-    ens, oof, test, why = build_ensemble(members, val() if callable(val) else val, seed)
+    ens, oof, test, why = build_ensemble(members, val() if callable(val) else val, seed, unit)
     if ens is None:
         return None, why
     out = Path(nodes_dir) / ENSEMBLE_DIR

@@ -98,6 +98,7 @@ class Ensemble(BaseModel):
     val_metric: float | None  # cross-fitted: each fold scored with weights fitted on the others
     val_aggregate: dict[str, float | None]
     folds: int
+    fold_unit: str = "condition"  # what one fold holds: the task's held-out unit (condition or context)
     rule: str = ""
     predictions: dict[str, str] = Field(default_factory=dict)  # split -> sha256 of the file the host wrote
 
@@ -174,7 +175,7 @@ class Tree(BaseModel):
               else "no node scored")
         won = "picked" if self.pick() == ENSEMBLE_ID else "not picked (not strictly better)"
         return (f"{ens.label()}: cross-fitted validation {ens.val_metric_name} {val} over {ens.folds} "
-                f"folds, {won}; {vs}")
+                f"folds of {ens.fold_unit}s, {won}; {vs}")
 
     def best_simple(self) -> Node | None:
         """The best closed-form node: the one a network learns the residual on (``on:SIMPLE``)."""
