@@ -6,6 +6,7 @@ No LLM decides validity: a confident wrong agent could talk its way past one.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -15,6 +16,8 @@ from harmonycell.agents.messages import Artifact, Check, TestScored, TranscriptH
 from harmonycell.sandbox.backends import is_isolated
 from harmonycell.tools.record import atomic
 from harmonycell.tools.search.code_checks import check_code
+from harmonycell.tools.search.ensemble import verify_ensemble
+from harmonycell.tools.search.tree import ENSEMBLE_ID, Tree
 from harmonycell.agents.policies.judge import report_addendum
 from harmonycell.tools.report.markdown import render_report
 from harmonycell.tools.report.plots import plot_report
@@ -82,6 +85,27 @@ def provenance(t: TestScored, sandbox_sha: str | None, now: str) -> Check:
                  else f"sandbox wrote {str(sandbox_sha)[:12]}, scored {t.predictions.sha256[:12]}, on disk {now[:12]}")
 
 
+def ensemble_provenance(t: TestScored, tree: Tree, nodes_dir: Path, now: str) -> Check:
+    """The scored test predictions are the ensemble the host built: each member's prediction is
+    the file its sandbox wrote (sha256 on its tree record), the scored file is their weighting by
+    the recorded weights (recomputed here), and it is the file the host recorded and the
+    Evaluator scored."""
+    ens = tree.ensemble
+    recorded = ens.predictions.get("test") if ens else None
+    problems = verify_ensemble(tree, nodes_dir, nodes_dir.parent / t.predictions.path)
+    if not (recorded is not None and recorded == t.predictions.sha256 == now):
+        problems.append(f"host wrote {str(recorded)[:12]}, scored {t.predictions.sha256[:12]}, on disk {now[:12]}")
+    return Check(name="provenance", passed=not problems,
+                 detail=(f"scored file sha256 {now[:12]} is {ens.label()} of the members' predictions, "
+                         "each the file its sandbox wrote") if not problems else "; ".join(problems))
+
+
+def picked_backend(nodes) -> str | None:
+    """The sandbox backend behind a pick: an unisolated member's, if any (the weakest wall)."""
+    backends = [n.backend for n in nodes]
+    return next((b for b in backends if not is_isolated(b)), backends[0] if backends else None)
+
+
 def isolation_check(backend: str | None) -> Check:
     """Whether the selected node ran behind a wall. Not an integrity check (the builtin
     templates' code may run unwalled where no wall exists) but said in the verdict and report."""
@@ -107,21 +131,24 @@ class Judge(StepAgent):
     def on_TestScored(self, t: TestScored) -> Verdict:
         run, cfg = self.ctx.run, self.ctx.config
         tree = self.ctx.search_tree()  # each node's record: its backend, attempts, the sandbox's sha256s
-        node = tree.nodes[t.node_id] if t.node_id is not None else None
+        picked = tree.picked_nodes(t.node_id)  # the node, or the ensemble's members
         adata = self.ctx.cache.get("adata") or ad.read_h5ad(run.unified)
         checks = [split_integrity(adata, cfg.task), sandbox_blind(run, adata, cfg.task)]
         if t.node_id is None:
             checks.append(Check(name="provenance", passed=False, detail="no node trained successfully"))
         else:
-            checks.append(provenance(t, node.predictions.get("test"), atomic.sha256_file(run.root / t.predictions.path)))
-            code = (run.node_dir(t.node_id) / "model.py").read_text()
-            problems = check_code(code)
-            checks.append(Check(name="code_is_clean", passed=not problems,
+            now = atomic.sha256_file(run.root / t.predictions.path)
+            checks.append(ensemble_provenance(t, tree, run.nodes_dir, now) if t.node_id == ENSEMBLE_ID
+                          else provenance(t, picked[0].predictions.get("test") if picked else None, now))
+            # the ensemble's own step is the host's weighting: the code that ran is its members'
+            problems = [f"{n.id}: {p}" if len(picked) > 1 else p for n in picked
+                        for p in check_code((run.node_dir(n.id) / "model.py").read_text())]
+            checks.append(Check(name="code_is_clean", passed=bool(picked) and not problems,
                                 detail="model code reads no files, network or processes" if not problems
                                 else "; ".join(problems)))
             checks += self._beats(t)
-        backend = node.backend if node is not None else None
-        if node is not None:
+        backend = picked_backend(picked)
+        if picked:
             checks.append(isolation_check(backend))
         valid = all(c.passed for c in checks if c.name in INTEGRITY) and t.node_id is not None
         useful, deciding = usefulness(t.comparisons)
@@ -145,7 +172,7 @@ class Judge(StepAgent):
             run_id=cfg.run_id, task=cfg.task, inputs=[i.path for i in cfg.inputs],
             unify_line=f"{adata.n_obs} cells x {adata.n_vars} genes after unification"
             + (f" ({unify.get('summary')})" if unify.get("summary") else ""),
-            tree=tree, best=t.node_id, best_action=tree.nodes[t.node_id].action if t.node_id else None,
+            tree=tree, best=t.node_id, best_action=tree.describe(t.node_id),
             test_metrics=t.metrics, baselines=t.baselines,
             checks=[c.model_dump() for c in checks], valid=valid, headline=line, unit=unit,
             comparisons=[c.model_dump() for c in t.comparisons], fallbacks=fallbacks,

@@ -126,11 +126,13 @@ class NodeScored(BaseModel):
 
 
 class SearchDone(BaseModel):
-    """Planner: budget spent; the best node goes to the final test."""
+    """Planner: budget spent; the pick (the best node, or the ensemble of the best nodes where it
+    is strictly better on validation) goes to the final test."""
 
-    best_node: str | None
+    best_node: str | None  # a node id, or "ensemble" (tools.search.tree.ENSEMBLE_ID): the tree's ensemble
     n_nodes: int
     reason: str
+    ensemble: str = ""  # one line: the ensemble of the best nodes, built (and picked or not) or why not
 
 
 class SearchReviewed(SearchDone):

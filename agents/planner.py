@@ -18,7 +18,7 @@ import anndata as ad
 
 from harmonycell.agents.base import StepAgent
 from harmonycell.agents.policies.planner import propose_expansion
-from harmonycell.agents.search import record_outcome, run_search
+from harmonycell.agents.search import ensemble_candidate, record_outcome, run_search
 from harmonycell.agents.messages import Approval, NodeAbandoned, NodePlan, NodeScored, SearchDone, UnifyDone
 from harmonycell.tools.search import tree as T
 from harmonycell.tools.search.actions import child_actions, closed_form, not_for, parse_action
@@ -172,15 +172,19 @@ class Planner(StepAgent):
         return None
 
     def _done(self, tree: T.Tree, reason: str, cut_short: bool) -> SearchDone:
-        best = tree.best()
         tree.stop_reason, tree.cut_short = reason, cut_short
+        ensemble_candidate(self.ctx, tree, self.name)  # competes with the best node for the pick
+        pick = tree.pick()
         tree.save(self.ctx.run.tree_json)
-        self._remember(tree, best)
-        return SearchDone(best_node=best.id if best else None, n_nodes=len(tree.trained()),
-                          reason=reason + (" (search cut short: best node so far)" if cut_short else ""))
+        self._remember(tree, tree.best())
+        return SearchDone(best_node=pick, n_nodes=len(tree.trained()),
+                          reason=reason + (" (search cut short: best node so far)" if cut_short else ""),
+                          ensemble=tree.ensemble_line())
 
     def _remember(self, tree: T.Tree, best: T.Node | None) -> None:
-        """Store the finished search in the knowledge base (never data or targets)."""
+        """Store the finished search in the knowledge base (never data or targets). Its selected
+        path is the best node's even where the ensemble is the pick: the KB's priors are over
+        action paths, and an ensemble is none."""
         cfg = self.ctx.config
         if not cfg.use_kb or cfg.kb_replay is not None or not tree.trained():
             return

@@ -8,12 +8,15 @@ Ray cluster) the Planner plans a node for every free worker, counting the nodes 
 visits that earned nothing (virtual loss, ``tools.search.tree.in_flight``) so that workers spread
 over the tree; results reach the Planner one at a time, in the order they finish; only the
 Planner's thread changes the tree. A stop (budget, time limit) lets the nodes in flight finish.
+When the search ends, ``ensemble_candidate`` builds the ensemble of its best nodes on the host
+(``tools.search.ensemble``), a candidate for the pick beside them (``Tree.pick``).
 """
 
 from __future__ import annotations
 
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
+import anndata as ad
 from pydantic import BaseModel
 
 from harmonycell.agents.base import StepAgent
@@ -23,8 +26,12 @@ from harmonycell.agents.debugger import Debugger
 from harmonycell.agents.evaluator import Evaluator
 from harmonycell.agents.messages import NodeAbandoned, NodePlan, NodeScored, SearchDone
 from harmonycell.agents.routing import derive, next_speaker
+from harmonycell.tools.errors import InputError
 from harmonycell.tools.evaluation.metrics import headline_of
-from harmonycell.tools.search.tree import Node, Tree
+from harmonycell.tools.evaluation.pseudobulk import targets_for
+from harmonycell.tools.search.ensemble import ensemble_of_tree
+from harmonycell.tools.search.tree import ENSEMBLE_ID, Node, Tree
+from harmonycell.tools.tasks.registry import task_kind
 
 # who carries a node, and the routes between them (read from their handlers)
 NODE_AGENTS: tuple[type[StepAgent], ...] = (Coder, Debugger, Evaluator)
@@ -65,6 +72,29 @@ def record_outcome(tree: Tree, outcome: NodeScored | NodeAbandoned) -> Node:
     node.predictions = {split: a.sha256 for split, a in outcome.predictions.items()}
     node.metrics = {k: v for k, v in outcome.metrics.items() if k not in ("wall_s", "cpu_s")}
     return node
+
+
+def ensemble_candidate(ctx: RunContext, tree: Tree, source: str) -> None:
+    """The ensemble of the tree's best nodes, built on the host from their sandbox-written
+    predictions (each checked against its recorded sha256), onto the tree (``tree.ensemble``, or
+    ``tree.ensemble_note`` saying why there is none) and the transcript. The caller saves the tree."""
+    def val():  # the Evaluator's cached copy where it has one
+        if "targets_val" not in ctx.cache:
+            if "adata" not in ctx.cache:
+                ctx.cache["adata"] = ad.read_h5ad(ctx.run.unified)
+            ctx.cache["targets_val"] = targets_for(ctx.cache["adata"], "val")
+        return ctx.cache["targets_val"]
+
+    try:
+        # folds keep one held-out unit together: the task kind's unit, as a query names it
+        ens, why = ensemble_of_tree(tree, ctx.run.nodes_dir, val, seed=tree.seed,
+                                    unit=task_kind(ctx.config.task).inner_unit)
+    except InputError as exc:  # a member's file changed since it was scored: no ensemble from it
+        ens, why = None, exc.one_line()
+    tree.ensemble, tree.ensemble_note = ens, why or None
+    content = {"built": True, **ens.model_dump(), "picked": tree.pick() == ENSEMBLE_ID} if ens else {"built": False, "why": why}
+    content["line"] = tree.ensemble_line()
+    ctx.transcript.append("event", source, "ensemble", content)
 
 
 def run_search(planner) -> SearchDone:

@@ -48,7 +48,8 @@ def summary(type_: str, c: dict) -> str:
         return (f"{c['node_id']} val {metric} {fmt_value(value)}, DeltaPCC "
                 f"{fmt_value(m.get('DeltaPCC'))}, RMSE {fmt_value(m.get('RMSE'))}, reward {c['reward']:.3f}")
     if type_ in ("SearchDone", "SearchReviewed"):
-        return f"best {c['best_node']} of {c['n_nodes']} node(s): {c['reason']}"
+        return (f"best {c['best_node']} of {c['n_nodes']} node(s): {c['reason']}"
+                + (f"; {c['ensemble']}" if c.get("ensemble") else ""))
     if type_ == "TestScored":
         m = c["metrics"]
         tm = c["baselines"].get("train_mean", {})

@@ -27,15 +27,22 @@ RESULTS = Path.cwd() / "bench" / "results" / "search_picks.json"
 
 
 def picks(parent: Path) -> list[dict]:
-    """What each fold's search picked, read from its tree and verdict."""
-    from harmonycell.tools.search.tree import Tree
+    """What each fold's search picked (its best node, or the ensemble of its best nodes where
+    that is strictly better on validation: ``Tree.pick``), read from its tree and verdict."""
+    from harmonycell.tools.search.tree import ENSEMBLE_ID, Tree
 
     out = []
     for fold in sorted(p for p in parent.iterdir() if (p / "verdict.json").exists()):
         tree = Tree.load(fold / "tree.json")
-        best = tree.best()
-        out.append({"fold": fold.name, "pick": best.action if best else None,
-                    "nodes": len(tree.trained()), "verdict": json.loads((fold / "verdict.json").read_text())["headline"]})
+        pick, best, ens = tree.pick(), tree.best(), tree.ensemble
+        label = (f"ensemble of {' + '.join(ens.actions)} (weights {', '.join(f'{w:.2f}' for w in ens.weights)})"
+                 if pick == ENSEMBLE_ID else tree.describe(pick))
+        out.append({"fold": fold.name, "pick": label, "pick_id": pick, "nodes": len(tree.trained()),
+                    "best_node": best.action if best else None, "best_node_val": best.val_metric if best else None,
+                    "ensemble": ({"members": ens.members, "actions": ens.actions, "weights": ens.weights,
+                                  "val_metric_name": ens.val_metric_name, "val_cross_fitted": ens.val_metric}
+                                 if ens else {"why_none": tree.ensemble_note}),
+                    "verdict": json.loads((fold / "verdict.json").read_text())["headline"]})
     return out
 
 

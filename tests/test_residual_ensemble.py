@@ -147,3 +147,20 @@ def test_ensemble_of_a_search_tree_reads_checked_predictions_and_writes_its_own(
     np.save(tmp_path / ens.members[1] / "pred_val.npy", members[2][2].astype(np.float32))  # swapped
     with pytest.raises(InputError, match="not the file the sandbox wrote"):
         ensemble_of_tree(tree, tmp_path, val)
+
+
+def test_folds_keep_a_held_out_context_together_where_the_task_holds_out_contexts():
+    from harmonycell.tools.search.ensemble import build_ensemble, condition_folds
+
+    val, members, _ = val_targets_and_members()
+    contexts = sorted({q.context for q in val.queries})
+    assert len(contexts) >= 2
+    ens, oof, _, why = build_ensemble(members, val, seed=0, unit="context")
+    assert why == "" and ens.fold_unit == "context" and ens.folds == min(5, len(contexts))
+    folds = condition_folds([q.context for q in val.queries], ens.folds, 0)
+    by_ctx = {}
+    for q, f in zip(val.queries, folds):
+        by_ctx.setdefault(q.context, set()).add(int(f))
+    assert all(len(s) == 1 for s in by_ctx.values())
+    # two contexts make two folds: every fold's weights are fitted on the other context alone
+    assert ens.folds == 2 and not np.allclose(oof, build_ensemble(members, val, seed=0)[1])

@@ -54,7 +54,7 @@ from harmonycell.tools.record.transcript import Transcript, read_records
 from harmonycell.tools.schema import (COMBO_SEP, OBSM_DOSE, OBSM_MASK, SPLIT, UNS_PERTS, VAR_SYMBOL,
                                       canonical_condition, context_labels)
 from harmonycell.tools.tasks.registry import task_kind
-from harmonycell.tools.search.tree import Tree
+from harmonycell.tools.search.tree import ENSEMBLE_ID, Tree
 from harmonycell.uncertainty import (NO_REFIT, ONE_MEMBER, SPREAD_LAYER, bootstrap_units, check_members,
                                      default_members, facts, member_seeds, none_because, sentence, spread)
 
@@ -102,6 +102,12 @@ def selected_node(run: RunFolder) -> str:
     if best is None:
         raise PredictionRefused("the run selected no model (its search ended without a trained node)",
                                 where=str(run.root), fix="start a run that trains a node, then predict with it")
+    ens = Tree.load(run.tree_json).ensemble if best == ENSEMBLE_ID else None
+    if ens is not None:  # prediction refits one node's code; an ensemble has none of its own
+        raise PredictionRefused(f"the run's pick is {ens.label()}; predict answers with one node's model, "
+                                f"and has no option to choose a member ({', '.join(f'{m}: {a}' for m, a in zip(ens.members, ens.actions))})",
+                                where=str(run.root), fix="start a run that searches one of those action paths, "
+                                "or read the ensemble's held-out predictions in nodes/ensemble/pred_test.npy")
     return best
 
 

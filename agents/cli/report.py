@@ -52,12 +52,11 @@ def list_runs(root: Path) -> Table:
         verdict = ("[green]VALID[/]" if v.get("valid") else "[red]INVALID[/]") if v else "-"
         if "useful" in v:
             verdict += " " + ("[green]useful[/]" if v["useful"] else "[yellow]not useful[/]")
-        node = r.tree.get("nodes", {}).get(r.best_node or "", {})
         dpcc = test_metrics(r)[0].get("DeltaPCC")
         tokens = r.llm_tokens()
         table.add_row(r.run_id, str((r.status or {}).get("state", "-")), str(r.task.get("task", "-")),
                       ", ".join(Path(str(i.get("path", ""))).stem for i in r.task.get("inputs") or []),
-                      node.get("action") or "-", verdict, "-" if dpcc is None else f"{dpcc:.3f}",
+                      r.selected_path or "-", verdict, "-" if dpcc is None else f"{dpcc:.3f}",
                       _duration(r.wall_s), "-" if tokens is None else str(tokens))
     return table
 

@@ -170,7 +170,7 @@ def add_tree_traces(fig: go.Figure, data: RunData, row: int | None = None, col: 
             ey += [y0, y1, None]
     fig.add_trace(go.Scatter(x=ex, y=ey, mode="lines", line=dict(color="#c4c7c5", width=2),
                              hoverinfo="skip", showlegend=False), **where)
-    best = data.best_node
+    selected = set(data.selected)  # the node, or the ensemble's members
     groups: dict[str, list[str]] = {}
     for nid in nodes:
         if nid in pos:
@@ -178,8 +178,8 @@ def add_tree_traces(fig: go.Figure, data: RunData, row: int | None = None, col: 
     for kind, ids in groups.items():
         xs, ys = [pos[i][0] for i in ids], [pos[i][1] for i in ids]
         text = [(nodes[i].get("action") or "root").split("/")[-1] if i != ROOT else "root" for i in ids]
-        hover = [_node_hover(nodes[i], i == best) for i in ids]
-        line = dict(width=[4 if i == best else 1 for i in ids], color=["#111" if i == best else "#555" for i in ids])
+        hover = [_node_hover(nodes[i], i in selected) for i in ids]
+        line = dict(width=[4 if i in selected else 1 for i in ids], color=["#111" if i in selected else "#555" for i in ids])
         if kind == "ok":
             lo, hi = crange or reward_range([data])
             marker = dict(size=22, color=[nodes[i]["reward"] for i in ids], colorscale="Viridis", cmin=lo, cmax=hi,
@@ -245,7 +245,7 @@ def node_detail(data: RunData, nid: str, recs: list[dict], routed: dict[int, str
     if executed:
         last = executed[-1]
         facts += [(k, last.get(k)) for k in ("backend", "isolation", "attempts") if last.get(k) is not None]
-    best = ' <span class="badge good">selected for test</span>' if nid == data.best_node else ""
+    best = ' <span class="badge good">selected for test</span>' if nid in data.selected else ""
     parts = [f'<h3>{_e(nid)}{best}</h3><p class="path">{steps or "(root)"}</p>',
              _facts(facts)]
     if files and files.train_log:
@@ -293,16 +293,20 @@ def search_section(data: RunData) -> str:
     ids = [i for i in nodes if i != ROOT]
     options = "".join(f'<option value="{_e(i)}">{_e(i)}: {_e(nodes[i].get("action"))} ({_e(nodes[i].get("status"))})</option>'
                       for i in ids)
-    start = data.best_node if data.best_node in nodes else (ids[0] if ids else "")
+    start = next((i for i in data.selected if i in nodes), ids[0] if ids else "")
     details = "".join(node_detail(data, i, recs.get(i, []), routed) for i in ids)
     depth = max((p[1] for p in tree_layout(nodes).values()), default=0)
-    body = (f'<div class="tree-wrap">{_fig(tree_figure(data), "tree", height=max(320, 120 * (depth + 1)))}</div>'
+    tree = data.search_tree()
+    pick = "".join(f"<p>{_e(line)}</p>" for line in (
+        [tree.pick_sentence(data.best_node), f"Ensemble: {tree.ensemble_line()}"
+         if tree.ensemble or tree.ensemble_note else ""] if tree else []) if line)
+    body = (pick + f'<div class="tree-wrap">{_fig(tree_figure(data), "tree", height=max(320, 120 * (depth + 1)))}</div>'
             f'<label class="pick">node <select id="node-select" data-start="{_e(start)}">{options}</select></label>'
             f'<div id="node-panel">{details}</div>')
     return _section("search", "Search tree", body,
                     "Click a node (or pick it below) for its action path, code, config, training curve, logs, "
                     "Debugger steps and routing. Colour: validation reward; &times;: failed; open circle: never trained; "
-                    "thick outline: the node selected for the test split.")
+                    "thick outline: the node selected for the test split (each member, where the pick is the ensemble).")
 
 
 # ---------------------------------------------------------------- verdicts and comparisons
@@ -369,7 +373,7 @@ def metrics_section(data: RunData) -> str:
     if not model and not baselines:
         return ""
     keys = [k for k in HEADLINE if k in model or any(k in b for b in baselines.values())]
-    rows = [[f"<b>model ({_e(data.best_node)})</b>"] + [_e(_f(model.get(k))) for k in keys]]
+    rows = [[f"<b>model ({_e(data.best_node)}: {_e(data.selected_path)})</b>"] + [_e(_f(model.get(k))) for k in keys]]
     rows += [[f"baseline: {_e(n)}"] + [_e(_f(b.get(k))) for k in keys] for n, b in baselines.items()]
     fig = go.Figure()
     for name, vals in [("model", model), *baselines.items()]:
@@ -617,7 +621,7 @@ def render_compare(runs: list[RunData]) -> str:
         verdict = ("VALID" if v.get("valid") else "INVALID") if v else "no verdict"
         if "useful" in v:
             verdict += ", " + ("useful" if v["useful"] else "not useful")
-        best = r.tree.get("nodes", {}).get(r.best_node or "", {}).get("action")
+        best = r.selected_path
         rows.append([_e(label), _e(r.task.get("task")), _e(best), _e(verdict)] + [_e(_f(model.get(k))) for k in keys])
     body = _table(["run", "task", "selected path", "verdict", *map(_e, keys)], rows, "runs")
     fig = go.Figure()

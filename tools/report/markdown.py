@@ -146,6 +146,8 @@ def render_report(*, run_id: str, task: str, inputs: list[str], unify_line: str,
         tree.summary(),
         "",
         *([tree.pick_sentence(best), ""] if tree.pick_sentence(best) else []),
+        *([f"Ensemble of the best nodes (weights fitted on validation only): {tree.ensemble_line()}.", ""]
+          if tree.ensemble or tree.ensemble_note else []),
         nodes_table(tree),
         "",
         "## Judge",

@@ -54,7 +54,7 @@ def export_run(data: RunData, uri: str | None = None) -> tuple[str, int]:
     parent = client.create_run(exp_id, run_name=data.run_id, tags={
         "harmonycell.run_id": data.run_id, "harmonycell.task": str(data.task.get("task")),
         "harmonycell.valid": str(v.get("valid")), "harmonycell.useful": str(v.get("useful")),
-        "harmonycell.best_node": str(data.best_node)})
+        "harmonycell.best_node": str(data.best_node), "harmonycell.selected_path": str(data.selected_path)})
     pid = parent.info.run_id
     params = {k: data.task.get(k) for k in ("task", "seed", "budget_nodes", "epochs", "backend")}
     params["inputs"] = ", ".join(Path(str(i.get("path"))).name for i in data.task.get("inputs") or [])
@@ -73,7 +73,7 @@ def export_run(data: RunData, uri: str | None = None) -> tuple[str, int]:
             continue
         run = client.create_run(exp_id, run_name=f"{data.run_id}/{nid}", tags={
             "mlflow.parentRunId": pid, "harmonycell.node": nid, "harmonycell.status": str(node.get("status")),
-            "harmonycell.selected": str(nid == data.best_node)})
+            "harmonycell.selected": str(nid in data.selected)})
         rid = run.info.run_id
         files = data.nodes.get(nid)
         params = _flat("", {"action": node.get("action"), "parent": node.get("parent")}, {})

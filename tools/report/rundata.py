@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from harmonycell.tools.errors import InputError
 from harmonycell.tools.record.transcript import read_records
+from harmonycell.tools.search.tree import Tree
 
 LOG_FILES = ("stdout.log", "stderr.log")
 LOG_TAIL_CHARS = 6000  # a page people open, not an archive: the end of a log is what explains it
@@ -61,6 +62,32 @@ class RunData(BaseModel):
             return test["node_id"]
         done = self.last_content("SearchDone")
         return done.get("best_node") if done else None
+
+    def search_tree(self) -> Tree | None:
+        """tree.json as the search's ``Tree`` (None where the run has none, or one this version
+        cannot read)."""
+        if not self.tree.get("nodes"):
+            return None
+        try:
+            return Tree.model_validate(self.tree)
+        except ValidationError:
+            return None
+
+    @property
+    def selected(self) -> list[str]:
+        """The nodes behind the pick: the node itself, or the ensemble's members."""
+        tree = self.search_tree()
+        if tree is None:
+            return [self.best_node] if self.best_node else []
+        return [n.id for n in tree.picked_nodes(self.best_node)]
+
+    @property
+    def selected_path(self) -> str | None:
+        """The pick in words: its action path, or "an ensemble of n003, n005 (weights ...)"."""
+        tree = self.search_tree()
+        if tree is None:
+            return self.tree.get("nodes", {}).get(self.best_node or "", {}).get("action")
+        return tree.describe(self.best_node)
 
     @property
     def chain_head(self) -> dict | None:

@@ -38,6 +38,7 @@ W_PERF, W_TIME = 0.8, 0.2
 ROOT = "root"
 HYPOTHESIS_PRIOR_FACTOR = 0.5  # a paradigm failing in 2+ backbones keeps half its exploration bonus
 VIRTUAL_LOSS = 0.0  # the reward an in-flight node is assumed to earn until it reports (pessimistic)
+ENSEMBLE_ID = "ensemble"  # the pick's name when the ensemble wins; also its folder beside the nodes'
 
 NodeStatus = Literal["planned", "ok", "failed", "decision"]
 Level = Literal["root", "paradigm", "backbone", "refinement"]
@@ -85,6 +86,32 @@ class Node(BaseModel):
         return ALPHA_QMIX * self.q_max + (1 - ALPHA_QMIX) * self.q_mean
 
 
+class Ensemble(BaseModel):
+    """The ensemble of the search's best nodes (``tools.search.ensemble``), a candidate for the
+    pick: its members, their weights and its validation score, on the tree for the Judge and the
+    report."""
+
+    members: list[str]  # node ids, best first
+    actions: list[str]
+    weights: list[float]  # fitted on every validation query: they make the test prediction
+    val_metric_name: str
+    val_metric: float | None  # cross-fitted: each fold scored with weights fitted on the others
+    val_aggregate: dict[str, float | None]
+    folds: int
+    fold_unit: str = "condition"  # what one fold holds: the task's held-out unit (condition or context)
+    rule: str = ""
+    predictions: dict[str, str] = Field(default_factory=dict)  # split -> sha256 of the file the host wrote
+
+    def label(self) -> str:
+        return (f"an ensemble of {', '.join(self.members)} "
+                f"(weights {', '.join(f'{w:.2f}' for w in self.weights)})")
+
+
+def _rank(value: float | None) -> float:
+    """The validation headline as the search ranks it (larger is better; undefined is last)."""
+    return oriented(SEARCH_METRIC, value) if value is not None else -math.inf
+
+
 class Tree(BaseModel):
     nodes: dict[str, Node] = Field(default_factory=lambda: {ROOT: Node(id=ROOT, parent=None, action="", status="decision")})
     t_root: float | None = None  # cost (CPU s) of the first working network (closed-form fits aside)
@@ -95,6 +122,8 @@ class Tree(BaseModel):
     route: dict[str, str] | None = None  # a pending routing decision: {"parent", "reason"}
     stop_reason: str | None = None
     cut_short: bool = False
+    ensemble: Ensemble | None = None  # built when the search ended (None: see ensemble_note)
+    ensemble_note: str | None = None  # why no ensemble was built
 
     def add(self, parent: str, action: str, chosen_by: str = "", status: NodeStatus = "planned") -> Node:
         node = Node(id=f"n{len(self.nodes):03d}", parent=parent, action=action, chosen_by=chosen_by,
@@ -110,8 +139,43 @@ class Tree(BaseModel):
         """The working node (among those ``where`` allows) with the best validation
         ``SEARCH_METRIC`` (its declared direction), ties broken by reward."""
         ok = [n for n in self.nodes.values() if n.status == "ok" and n.reward is not None and where(n)]
-        return max(ok, key=lambda n: (oriented(SEARCH_METRIC, n.val_metric) if n.val_metric is not None
-                                      else -math.inf, n.reward), default=None)
+        return max(ok, key=lambda n: (_rank(n.val_metric), n.reward), default=None)
+
+    def pick(self) -> str | None:
+        """What goes to the test: the ensemble where its cross-fitted validation headline is
+        strictly better than the best node's (``best``'s order), else the best node."""
+        best = self.best()
+        ens = self.ensemble
+        if ens is not None and ens.val_metric is not None and (
+                best is None or _rank(ens.val_metric) > _rank(best.val_metric)):
+            return ENSEMBLE_ID
+        return best.id if best else None
+
+    def picked_nodes(self, picked: str | None) -> list[Node]:
+        """The trained nodes behind a pick: the ensemble's members, or the node itself."""
+        if picked == ENSEMBLE_ID:
+            return [self.nodes[m] for m in self.ensemble.members] if self.ensemble else []
+        return [self.nodes[picked]] if picked in self.nodes else []
+
+    def describe(self, picked: str | None) -> str | None:
+        """The pick in words: its action path, or "an ensemble of n003, n005 (weights ...)"."""
+        if picked == ENSEMBLE_ID:
+            return self.ensemble.label() if self.ensemble else None
+        node = self.nodes.get(picked or "")
+        return node.action if node else None
+
+    def ensemble_line(self) -> str:
+        """One line on the ensemble: built (members, weights, cross-fitted score) or why not."""
+        ens = self.ensemble
+        if ens is None:
+            return f"no ensemble: {self.ensemble_note or 'not built'}"
+        best = self.best()
+        val = f"{ens.val_metric:.4f}" if ens.val_metric is not None else "undefined"
+        vs = (f"the best node {best.id} scored {best.val_metric:.4f}" if best and best.val_metric is not None
+              else "no node scored")
+        won = "picked" if self.pick() == ENSEMBLE_ID else "not picked (not strictly better)"
+        return (f"{ens.label()}: cross-fitted validation {ens.val_metric_name} {val} over {ens.folds} "
+                f"folds of {ens.fold_unit}s, {won}; {vs}")
 
     def best_simple(self) -> Node | None:
         """The best closed-form node: the one a network learns the residual on (``on:SIMPLE``)."""
@@ -119,11 +183,22 @@ class Tree(BaseModel):
 
     def pick_sentence(self, picked: str | None) -> str:
         """What kind of model the pick is, beside the best of the other kind, on validation (the
-        simple models are the yardstick every network must beat)."""
+        simple models are the yardstick every network must beat), and the ensemble's part."""
+        val = lambda n: f"{n.val_metric:.4f}" if n.val_metric is not None else "undefined"
+        if picked == ENSEMBLE_ID and self.ensemble is not None:
+            ens, best = self.ensemble, self.best()
+            parts = ", ".join(f"{m} (`{a}`, weight {w:.2f})" for m, a, w in zip(ens.members, ens.actions, ens.weights))
+            kinds = ("simple (closed-form) models only" if all(closed_form(a) for a in ens.actions) else
+                     "networks only" if not any(closed_form(a) for a in ens.actions) else "simple models and networks")
+            return (f"The pick is an ensemble ({kinds}) of {parts}: its cross-fitted validation {ens.val_metric_name} "
+                    f"{ens.val_metric:.4f} is better than the best single node's, {best.id} `{best.action}` "
+                    f"({val(best)}). The host combined the members' saved predictions; no code of its own ran.")
         node = self.nodes.get(picked or "")
         if node is None or node.status != "ok":
             return ""
-        val = lambda n: f"{n.val_metric:.4f}" if n.val_metric is not None else "undefined"
+        return self._node_pick_sentence(node, val)
+
+    def _node_pick_sentence(self, node: Node, val) -> str:
         if closed_form(node.action):
             net = self.best(lambda n: n.level != "paradigm" and not closed_form(n.action))
             other = (f"the best network, `{net.action}`, scored {val(net)}" if net
