@@ -9,7 +9,9 @@ visits that earned nothing (virtual loss, ``tools.search.tree.in_flight``) so th
 over the tree; results reach the Planner one at a time, in the order they finish; only the
 Planner's thread changes the tree. A stop (budget, time limit) lets the nodes in flight finish.
 When the search ends, ``ensemble_candidate`` builds the ensemble of its best nodes on the host
-(``tools.search.ensemble``), a candidate for the pick beside them (``Tree.pick``).
+(``tools.search.ensemble``), a candidate for the pick beside them, and ``pick_rule`` scores every
+candidate's saved validation prediction per query for the one-standard-error rule
+(``tools.search.selection``), whose choice ``Tree.pick`` returns.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import anndata as ad
+import numpy as np
 from pydantic import BaseModel
 
 from harmonycell.agents.base import StepAgent
@@ -27,9 +30,10 @@ from harmonycell.agents.evaluator import Evaluator
 from harmonycell.agents.messages import NodeAbandoned, NodePlan, NodeScored, SearchDone
 from harmonycell.agents.routing import derive, next_speaker
 from harmonycell.tools.errors import InputError
-from harmonycell.tools.evaluation.metrics import headline_of
+from harmonycell.tools.evaluation.metrics import AGGREGATE_OF, headline_of, score
 from harmonycell.tools.evaluation.pseudobulk import targets_for
-from harmonycell.tools.search.ensemble import ensemble_of_tree
+from harmonycell.tools.record import atomic
+from harmonycell.tools.search.ensemble import ENSEMBLE_DIR, PRED, ensemble_of_tree, member_prediction
 from harmonycell.tools.search.tree import ENSEMBLE_ID, Node, Tree
 from harmonycell.tools.tasks.registry import task_kind
 
@@ -74,27 +78,74 @@ def record_outcome(tree: Tree, outcome: NodeScored | NodeAbandoned) -> Node:
     return node
 
 
+def _val_targets(ctx: RunContext):
+    """The validation targets: the Evaluator's cached copy where it has one."""
+    if "targets_val" not in ctx.cache:
+        if "adata" not in ctx.cache:
+            ctx.cache["adata"] = ad.read_h5ad(ctx.run.unified)
+        ctx.cache["targets_val"] = targets_for(ctx.cache["adata"], "val")
+    return ctx.cache["targets_val"]
+
+
 def ensemble_candidate(ctx: RunContext, tree: Tree, source: str) -> None:
     """The ensemble of the tree's best nodes, built on the host from their sandbox-written
     predictions (each checked against its recorded sha256), onto the tree (``tree.ensemble``, or
-    ``tree.ensemble_note`` saying why there is none) and the transcript. The caller saves the tree."""
-    def val():  # the Evaluator's cached copy where it has one
-        if "targets_val" not in ctx.cache:
-            if "adata" not in ctx.cache:
-                ctx.cache["adata"] = ad.read_h5ad(ctx.run.unified)
-            ctx.cache["targets_val"] = targets_for(ctx.cache["adata"], "val")
-        return ctx.cache["targets_val"]
-
+    ``tree.ensemble_note`` saying why there is none) and the transcript; then the one-standard-error
+    rule on every candidate (``pick_rule``), so that ``Tree.pick`` is the rule's choice from here on.
+    The caller saves the tree."""
     try:
         # folds keep one held-out unit together: the task kind's unit, as a query names it
-        ens, why = ensemble_of_tree(tree, ctx.run.nodes_dir, val, seed=tree.seed,
+        ens, why = ensemble_of_tree(tree, ctx.run.nodes_dir, lambda: _val_targets(ctx), seed=tree.seed,
                                     unit=task_kind(ctx.config.task).inner_unit)
     except InputError as exc:  # a member's file changed since it was scored: no ensemble from it
         ens, why = None, exc.one_line()
     tree.ensemble, tree.ensemble_note = ens, why or None
+    pick_rule(ctx, tree, source)
     content = {"built": True, **ens.model_dump(), "picked": tree.pick() == ENSEMBLE_ID} if ens else {"built": False, "why": why}
     content["line"] = tree.ensemble_line()
     ctx.transcript.append("event", source, "ensemble", content)
+
+
+def per_query_values(ctx: RunContext, tree: Tree, metric: str) -> dict[str, list[float] | None]:
+    """Each pick candidate's per-query validation ``metric``, scored on the host from its saved
+    validation prediction (a node's checked against the sha256 the sandbox recorded; the
+    ensemble's cross-fitted one). None: its file is missing or changed, or the value is undefined
+    on some query."""
+    column = AGGREGATE_OF[metric]
+    out: dict[str, list[float] | None] = {}
+    for cid, _, _ in tree.pick_candidates():
+        try:
+            if cid == ENSEMBLE_ID:
+                path = ctx.run.nodes_dir / ENSEMBLE_DIR / PRED["val"]
+                if (tree.ensemble is None or not path.is_file()
+                        or atomic.sha256_file(path) != tree.ensemble.predictions.get("val")):
+                    out[cid] = None
+                    continue
+                pred = np.load(path)
+            else:
+                pred = member_prediction(tree.nodes[cid], ctx.run.nodes_dir, "val")
+            rows = score(_val_targets(ctx), pred).per_perturbation
+        except InputError:  # a file that is not the recorded one cannot be compared
+            out[cid] = None
+            continue
+        vals = [r.metrics.get(column) for r in rows]
+        out[cid] = None if any(v is None for v in vals) else [float(v) for v in vals]
+    return out
+
+
+def pick_rule(ctx: RunContext, tree: Tree, source: str) -> None:
+    """The one-standard-error rule on the pick's candidates (``Tree.record_pick_rule``), onto the
+    tree and the transcript. The caller saves the tree."""
+    best = tree.validation_pick()
+    if best is None:
+        tree.pick_rule = None
+        return
+    metric = (tree.ensemble.val_metric_name if best == ENSEMBLE_ID
+              else headline_of(tree.nodes[best].metrics)[0])
+    rule = tree.record_pick_rule(per_query_values(ctx, tree, metric), metric)
+    content = {**rule.model_dump(), "line": tree.pick_rule_sentence(rule.picked)} if rule else {"applied": False}
+    content["picked"] = tree.pick()
+    ctx.transcript.append("event", source, "pick_rule", content)
 
 
 def run_search(planner) -> SearchDone:

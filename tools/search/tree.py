@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 from harmonycell.tools.search.actions import closed_form, residual_base
 from harmonycell.tools.evaluation.metrics import HIGHER_IS_BETTER, SEARCH_METRIC, oriented
 from harmonycell.tools.record import atomic
+from harmonycell.tools.search.selection import Candidate, PickRule, complexity_of, ensemble_complexity, one_se_pick
 
 ALPHA_QMIX = 0.7
 C_UCT = 1.0
@@ -124,6 +125,7 @@ class Tree(BaseModel):
     cut_short: bool = False
     ensemble: Ensemble | None = None  # built when the search ended (None: see ensemble_note)
     ensemble_note: str | None = None  # why no ensemble was built
+    pick_rule: PickRule | None = None  # what the one-standard-error rule picked when the search ended
 
     def add(self, parent: str, action: str, chosen_by: str = "", status: NodeStatus = "planned") -> Node:
         node = Node(id=f"n{len(self.nodes):03d}", parent=parent, action=action, chosen_by=chosen_by,
@@ -141,8 +143,8 @@ class Tree(BaseModel):
         ok = [n for n in self.nodes.values() if n.status == "ok" and n.reward is not None and where(n)]
         return max(ok, key=lambda n: (_rank(n.val_metric), n.reward), default=None)
 
-    def pick(self) -> str | None:
-        """What goes to the test: the ensemble where its cross-fitted validation headline is
+    def validation_pick(self) -> str | None:
+        """The best on validation: the ensemble where its cross-fitted validation headline is
         strictly better than the best node's (``best``'s order), else the best node."""
         best = self.best()
         ens = self.ensemble
@@ -150,6 +152,43 @@ class Tree(BaseModel):
                 best is None or _rank(ens.val_metric) > _rank(best.val_metric)):
             return ENSEMBLE_ID
         return best.id if best else None
+
+    def pick(self) -> str | None:
+        """What goes to the test: the one-standard-error rule's choice recorded when the search
+        ended (``record_pick_rule``), else ``validation_pick``. A record whose best is no longer
+        the validation ranking's (the tree changed since) is stale and not used."""
+        best = self.validation_pick()
+        rule = self.pick_rule
+        if rule is not None and rule.best == best and (rule.picked in self.nodes or rule.picked == ENSEMBLE_ID):
+            return rule.picked
+        return best
+
+    def pick_candidates(self) -> list[tuple[str, str, int]]:
+        """(id, label, complexity rank) of every candidate for the pick: the working nodes with a
+        validation score, and the ensemble where it has one, in the validation ranking's order."""
+        ranked = [(_rank(n.val_metric), n.reward, n.id, n.action, complexity_of(n.action))
+                  for n in self.nodes.values() if n.status == "ok" and n.reward is not None and n.val_metric is not None]
+        ens = self.ensemble
+        if ens is not None and ens.val_metric is not None:
+            # below a node it ties with: the ensemble must be strictly better (``validation_pick``)
+            ranked.append((_rank(ens.val_metric), -math.inf, ENSEMBLE_ID, ens.label(), ensemble_complexity(ens.actions)))
+        ranked.sort(key=lambda t: (t[0], t[1]), reverse=True)
+        return [(i, label, c) for _, _, i, label, c in ranked]
+
+    def record_pick_rule(self, values: dict[str, list[float] | None], metric: str) -> PickRule | None:
+        """Apply the one-standard-error rule (``tools.search.selection``) to the candidates, with
+        ``values``: each one's per-query validation ``metric`` (the same queries for all; None or
+        missing: undefined), and record what it did on the tree. None where nothing was picked."""
+        best = self.validation_pick()
+        if best is None:
+            self.pick_rule = None
+            return None
+        cands = [Candidate(i, label, c, values.get(i)) for i, label, c in self.pick_candidates()]
+        if best not in {c.id for c in cands}:  # the best node has no validation score
+            self.pick_rule = None
+            return None
+        self.pick_rule = one_se_pick(cands, best, metric, HIGHER_IS_BETTER[metric])
+        return self.pick_rule
 
     def picked_nodes(self, picked: str | None) -> list[Node]:
         """The trained nodes behind a pick: the ensemble's members, or the node itself."""
@@ -173,7 +212,10 @@ class Tree(BaseModel):
         val = f"{ens.val_metric:.4f}" if ens.val_metric is not None else "undefined"
         vs = (f"the best node {best.id} scored {best.val_metric:.4f}" if best and best.val_metric is not None
               else "no node scored")
-        won = "picked" if self.pick() == ENSEMBLE_ID else "not picked (not strictly better)"
+        pick = self.pick()
+        won = ("picked" if pick == ENSEMBLE_ID else
+               "not picked (a simpler model is within one standard error)" if self.validation_pick() == ENSEMBLE_ID
+               else "not picked (not strictly better)")
         return (f"{ens.label()}: cross-fitted validation {ens.val_metric_name} {val} over {ens.folds} "
                 f"folds of {ens.fold_unit}s, {won}; {vs}")
 
@@ -183,26 +225,48 @@ class Tree(BaseModel):
 
     def pick_sentence(self, picked: str | None) -> str:
         """What kind of model the pick is, beside the best of the other kind, on validation (the
-        simple models are the yardstick every network must beat), and the ensemble's part."""
+        simple models are the yardstick every network must beat), the ensemble's part, and what
+        the one-standard-error rule did."""
         val = lambda n: f"{n.val_metric:.4f}" if n.val_metric is not None else "undefined"
         if picked == ENSEMBLE_ID and self.ensemble is not None:
             ens, best = self.ensemble, self.best()
             parts = ", ".join(f"{m} (`{a}`, weight {w:.2f})" for m, a, w in zip(ens.members, ens.actions, ens.weights))
             kinds = ("simple (closed-form) models only" if all(closed_form(a) for a in ens.actions) else
                      "networks only" if not any(closed_form(a) for a in ens.actions) else "simple models and networks")
-            return (f"The pick is an ensemble ({kinds}) of {parts}: its cross-fitted validation {ens.val_metric_name} "
+            text = (f"The pick is an ensemble ({kinds}) of {parts}: its cross-fitted validation {ens.val_metric_name} "
                     f"{ens.val_metric:.4f} is better than the best single node's, {best.id} `{best.action}` "
                     f"({val(best)}). The host combined the members' saved predictions; no code of its own ran.")
-        node = self.nodes.get(picked or "")
-        if node is None or node.status != "ok":
+        else:
+            node = self.nodes.get(picked or "")
+            if node is None or node.status != "ok":
+                return ""
+            text = self._node_pick_sentence(node, val)
+        rule = self.pick_rule_sentence(picked)
+        return f"{text} {rule}" if rule else text
+
+    def pick_rule_sentence(self, picked: str | None) -> str:
+        """What the one-standard-error rule did for ``picked``, in words ("" where it has no record)."""
+        r = self.pick_rule
+        if r is None or picked is None or r.picked != picked or self.pick() != picked:
             return ""
-        return self._node_pick_sentence(node, val)
+        if not r.applied:
+            return f"The one-standard-error rule did not apply: {r.why}."
+        name = lambda i, label: label if i == ENSEMBLE_ID else f"{i} `{label}`"
+        if r.picked != r.best:
+            return (f"{name(r.picked, r.picked_label)} is within one standard error ({r.se:.3f}) of the best "
+                    f"validation score ({name(r.best, r.best_label)}, {r.best_mean:.3f} vs {r.picked_mean:.3f}); "
+                    f"the simpler model is the pick (one-standard-error rule, {r.metric} paired over "
+                    f"{r.n_queries} validation queries).")
+        return (f"No simpler model is within one standard error of it ({r.metric} paired over "
+                f"{r.n_queries} validation queries).")
 
     def _node_pick_sentence(self, node: Node, val) -> str:
         if closed_form(node.action):
             net = self.best(lambda n: n.level != "paradigm" and not closed_form(n.action))
             other = (f"the best network, `{net.action}`, scored {val(net)}" if net
                      else "no network finished")
+            if node.id != self.validation_pick():  # picked by the one-standard-error rule
+                return f"The pick is a simple (closed-form) model, `{node.action}` (validation {val(node)}); {other}."
             return (f"The pick is a simple (closed-form) model, `{node.action}`: it is the best on "
                     f"validation ({val(node)}); {other}.")
         simple = self.best_simple()
