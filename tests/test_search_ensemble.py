@@ -117,6 +117,14 @@ def test_a_search_builds_the_ensemble_of_its_best_nodes_and_records_it(search_ru
     event = next(r["content"] for r in recs if r["type"] == "ensemble")
     assert event["built"] and event["members"] == ens.members and event["weights"] == ens.weights
     done = next(r["content"] for r in recs if r["type"] == "SearchDone")
+    # the one-standard-error rule ran on the host's per-query validation scores: their mean is
+    # the best's recorded validation headline, and its choice is the pick
+    rule = tree.pick_rule
+    assert rule is not None and rule.best == tree.validation_pick() and rule.picked == tree.pick()
+    best_val = ens.val_metric if rule.best == T.ENSEMBLE_ID else tree.nodes[rule.best].val_metric
+    assert rule.n_queries == len(val.queries) and rule.best_mean == pytest.approx(best_val, abs=1e-9)
+    rule_event = next(r["content"] for r in recs if r["type"] == "pick_rule")
+    assert rule_event["picked"] == rule.picked and rule_event["best"] == rule.best
     assert done["best_node"] == tree.pick() and "an ensemble of " + ", ".join(ens.members) in done["ensemble"]
     test = next(r["content"] for r in recs if r["type"] == "TestScored")
     verdict = json.loads((search_run / "verdict.json").read_text())
