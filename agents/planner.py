@@ -173,7 +173,8 @@ class Planner(StepAgent):
 
     def _done(self, tree: T.Tree, reason: str, cut_short: bool) -> SearchDone:
         tree.stop_reason, tree.cut_short = reason, cut_short
-        ensemble_candidate(self.ctx, tree, self.name)  # competes with the best node for the pick
+        # the ensemble competes with the nodes; the one-standard-error rule then makes the pick
+        ensemble_candidate(self.ctx, tree, self.name)
         pick = tree.pick()
         tree.save(self.ctx.run.tree_json)
         self._remember(tree, tree.best())
