@@ -76,8 +76,8 @@ def test_ten_questions_answered_from_the_records(synthetic_dir, tmp_path):
     assert cat["answer"].startswith("I found nothing in this run's records") and cat["sources"] == []
 
     tree = json.loads((run_dir / "tree.json").read_text())
-    best = max((n for n in tree["nodes"].values() if n.get("reward") is not None), key=lambda n: n["reward"])
-    assert got["which model won?"]["answer"].startswith(f"{best['id']} ({best['action']}) won")
+    picked = next(r["content"]["best_node"] for r in records(run_dir) if r["type"] == "SearchDone")  # sent to the test
+    assert got["which model won?"]["answer"].startswith(f"{picked} ({tree['nodes'][picked]['action']}) won: it is the run's pick")
     base = json.loads((run_dir / "baselines.json").read_text())["baselines"]
     ans = got["how did the baselines do?"]["answer"]
     shown = {name: "n/a" if v.get("DeltaPCC") is None else f"{v['DeltaPCC']:.3f}" for name, v in base.items()}

@@ -203,16 +203,19 @@ def _tree(run: RunFolder) -> T.Tree | None:
 
 def answer_winner(run: RunFolder, said: str) -> Answer:
     tree = _tree(run)
-    best = tree.best() if tree else None
-    if best is None:
+    picked = tree.pick() if tree else None
+    if picked is None:
         return Answer("no node finished training, so no model won.", ["tree.json"] if tree else [])
-    others = [n for n in tree.trained() if n.id != best.id]  # decision nodes (a paradigm) train nothing
+    inside = {n.id for n in tree.picked_nodes(picked)}
+    others = [n for n in tree.trained() if n.id not in inside]  # decision nodes (a paradigm) train nothing
     rest = "; ".join(f"{n.id} {n.action} {n.status}" + (f" reward {n.reward:.3f}" if n.reward is not None else "")
                      for n in others)
-    text = (f"{best.id} ({best.action}) won: the highest search reward, {best.reward:.3f} (validation {SEARCH_METRIC} "
-            f"{_f(best.val_metric)}, {best.wall_s or 0:.0f}s of training; reward = {T.W_PERF:g} x validation "
-            f"metric + {T.W_TIME:g} x a time term relative to the first node's training time). Others: {rest or 'none'}. It was chosen on validation only; the test split "
-            f"scored it once, afterwards.")
+    node = tree.nodes.get(picked)
+    how = (f" Its search reward is {node.reward:.3f} (validation {SEARCH_METRIC} {_f(node.val_metric)}, "
+           f"{node.wall_s or 0:.0f}s of training; reward = {T.W_PERF:g} x validation metric + {T.W_TIME:g} x a "
+           f"time term relative to the first node's training time)." if node is not None and node.reward is not None else "")
+    text = (f"{picked} ({tree.describe(picked)}) won: it is the run's pick. {tree.pick_sentence(picked)}{how} "
+            f"Others: {rest or 'none'}. It was chosen on validation only; the test split scored it once, afterwards.")
     return Answer(text, ["tree.json"])
 
 
