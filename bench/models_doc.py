@@ -285,9 +285,10 @@ def picks_section(path: Path = RESULTS / "search_picks.json") -> list[str]:
     picks = json.loads(path.read_text())
     lines = ["## HarmonyCell's pick", "",
              "What a user gets: `harmonycell run --folds K --budget B --no-kb` (`python bench/search_picks.py`),",
-             "each fold's search choosing its node on validation only (or the ensemble of its best nodes, where",
-             "that ensemble's cross-fitted validation score is strictly better), its test scores pooled over the",
-             "folds beside the baselines and the noise ceiling (the cross-validation report's numbers).", ""]
+             "each fold's search choosing on validation only: the simplest candidate (closed-form, then a network",
+             "on a simple model, then a network, then the ensemble of the best nodes) within one paired standard",
+             "error of the best validation score; its test scores pooled over the folds beside the baselines and",
+             "the noise ceiling (the cross-validation report's numbers). Results recorded before that rule say so.", ""]
     for key, r in picks.items():
         spread = r["spread"]
         metrics = list(next(iter(spread.values())))
@@ -295,7 +296,7 @@ def picks_section(path: Path = RESULTS / "search_picks.json") -> list[str]:
                   f"{r['folds']} folds, budget {r['budget']} nodes or {r['time_limit']} per fold, {r['n_queries']} "
                   f"test queries; {r['seconds']:.0f} s (load {r['load_avg_1m_before']} before); {r['finished']}. "
                   "Picks: " + "; ".join(f"{x['fold']}: `{x['pick']}` of {x['nodes']}" for x in r["picks"]) + ".",
-                  *ensemble_line(r["picks"]), "",
+                  *ensemble_line(r["picks"]), *rule_line(r["picks"]), "",
                   "| predictor | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
         for name, row in spread.items():
             label = "HarmonyCell's pick" if name == "model" else name
@@ -304,6 +305,21 @@ def picks_section(path: Path = RESULTS / "search_picks.json") -> list[str]:
                 if row[m]["sd"] is not None else f"{row[m]['mean']:.3f}" for m in metrics) + " |")
         lines += ["", f"**{r['verdict']}**", ""]
     return lines
+
+
+def rule_line(picks: list[dict]) -> list[str]:
+    """Each fold's best on validation beside its pick under the one-standard-error rule."""
+    def one(x: dict) -> str:
+        r = x["pick_rule"]
+        if not r["applied"]:
+            return f"{x['fold']}: not applied ({r['why']})"
+        same = r["picked"] == r["best"]
+        return (f"{x['fold']}: best `{r['best_label']}` {r['best_mean']:.3f}"
+                + ("" if same else f", picked `{r['picked_label']}` {r['picked_mean']:.3f} (SE {r['se']:.3f})"))
+    if not all(x.get("pick_rule") for x in picks):
+        return ["These folds were run before the one-standard-error rule: each picked its best on validation."]
+    return ["Best on validation, and the pick where the one-standard-error rule chose a simpler candidate: "
+            + "; ".join(one(x) for x in picks) + "."]
 
 
 def ensemble_line(picks: list[dict]) -> list[str]:
@@ -317,7 +333,7 @@ def ensemble_line(picks: list[dict]) -> list[str]:
                 f"{', '.join(f'{w:.2f}' for w in e['weights'])}")
     if not all("ensemble" in x for x in picks):
         return []
-    return ["Ensemble of the best nodes (cross-fitted validation headline; picked only when strictly better): "
+    return ["Ensemble of the best nodes (cross-fitted validation headline, a candidate under the same rule): "
             + "; ".join(one(x) for x in picks) + "."]
 
 

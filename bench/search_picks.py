@@ -27,8 +27,9 @@ RESULTS = Path.cwd() / "bench" / "results" / "search_picks.json"
 
 
 def picks(parent: Path) -> list[dict]:
-    """What each fold's search picked (its best node, or the ensemble of its best nodes where
-    that is strictly better on validation: ``Tree.pick``), read from its tree and verdict."""
+    """What each fold's search picked (``Tree.pick``: the simplest candidate, a node or the
+    ensemble of the best nodes, within one standard error of the best on validation), beside the
+    best on validation, read from its tree and verdict."""
     from harmonycell.tools.search.tree import ENSEMBLE_ID, Tree
 
     out = []
@@ -42,6 +43,8 @@ def picks(parent: Path) -> list[dict]:
                     "ensemble": ({"members": ens.members, "actions": ens.actions, "weights": ens.weights,
                                   "val_metric_name": ens.val_metric_name, "val_cross_fitted": ens.val_metric}
                                  if ens else {"why_none": tree.ensemble_note}),
+                    # the one-standard-error rule's record (None: the search ended before the rule)
+                    "pick_rule": tree.pick_rule.model_dump() if tree.pick_rule else None,
                     "verdict": json.loads((fold / "verdict.json").read_text())["headline"]})
     return out
 
