@@ -20,6 +20,7 @@ from harmonycell.agents.base import StepAgent
 from harmonycell.agents.policies.planner import propose_expansion
 from harmonycell.agents.search import ensemble_candidate, record_outcome, run_search
 from harmonycell.agents.messages import Approval, NodeAbandoned, NodePlan, NodeScored, SearchDone, UnifyDone
+from harmonycell.tools.record.rerun_compare import RESUMED_PLAN
 from harmonycell.tools.search import tree as T
 from harmonycell.tools.search.actions import child_actions, closed_form, not_for, parse_action
 from harmonycell.tools.search.budget import estimate_node_seconds, fmt_duration, nodes_that_fit
@@ -235,7 +236,7 @@ class Planner(StepAgent):
                         if n.status == "planned" and n.id != T.ROOT and n.id not in busy), None)
         if resumed is not None:  # a resumed run: planned (in flight) when the last stop came
             return NodePlan(node_id=resumed.id, action=resumed.action, parent=resumed.parent,
-                            reason="resumed: re-running a node interrupted by the last stop")
+                            reason=f"{resumed.plan_reason} {RESUMED_PLAN}".lstrip())
         stop = self._stop(tree, len(busy))
         if stop:
             return None if busy else self._done(tree, *stop)
@@ -252,6 +253,7 @@ class Planner(StepAgent):
         for action, why in zip(choice.actions[:-1], choice.chosen_by):
             parent = tree.add(parent, action, chosen_by=why, status="decision").id
         node = tree.add(parent, choice.actions[-1], chosen_by=choice.chosen_by[-1] if choice.chosen_by else "")
+        node.plan_reason = choice.reason
         tree.save(self.ctx.run.tree_json)
         return NodePlan(node_id=node.id, action=node.action, parent=parent, reason=choice.reason)
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from harmonycell.tools.record.rerun_compare import compare
+from harmonycell.tools.record.rerun_compare import RESUMED_PLAN, compare
 from harmonycell.tools.record.transcript import GENESIS, record_hash
 
 CLI = [sys.executable, "-m", "harmonycell.agents.cli"]
@@ -62,6 +62,22 @@ def test_a_stop_and_its_resume_compare_as_one_straight_run():
     # a resume that re-ran a node with another outcome is still caught
     killed[11]["content"]["node_id"] = "n004"
     assert "NodeScored: content.node_id" in compare(killed, straight).divergence.line()
+
+
+def test_a_plan_the_stop_kept_from_the_record_compares_as_first_given():
+    """The stop came after the tree held n003's plan but before its NodePlan was written: the
+    resumed run issues it with its own reason and the resumed mark, and compares as a straight run."""
+    m = lambda seq, source, type_, **c: rec(seq, "message", source, type_, c)
+    straight = [m(0, "Unifier", "UnifyDone"), m(1, "Planner", "NodePlan", node_id="n002", reason="prior"),
+                m(2, "Evaluator", "NodeScored", node_id="n002"), m(3, "Planner", "NodePlan", node_id="n003", reason="uct"),
+                m(4, "Evaluator", "NodeScored", node_id="n003"), m(5, "Planner", "SearchDone")]
+    killed = [m(0, "Unifier", "UnifyDone"), m(1, "Planner", "NodePlan", node_id="n002", reason="prior"),
+              m(2, "Evaluator", "NodeScored", node_id="n002"), rec(3, "event", "harmonycell", "resumed", {}),
+              m(4, "Unifier", "UnifyDone"), m(5, "Planner", "NodePlan", node_id="n003", reason=f"uct {RESUMED_PLAN}"),
+              m(6, "Evaluator", "NodeScored", node_id="n003"), m(7, "Planner", "SearchDone")]
+    assert compare(killed, straight).same
+    killed[5]["content"]["reason"] = f"prior {RESUMED_PLAN}"  # another reason than the straight run's
+    assert "NodePlan: content.reason" in compare(killed, straight).divergence.line()
 
 
 @pytest.fixture(scope="module")

@@ -87,6 +87,11 @@ def short(x: Any, n: int = 120) -> str:
     return s if len(s) <= n else s[: n - 3] + "..."
 
 
+# how a resumed run marks the re-issued plan of the node in flight at the stop, after the plan's
+# own reason (the Planner writes it; a comparison reads past it)
+RESUMED_PLAN = "(resumed: re-running a node interrupted by the last stop)"
+
+
 def compared(records: Iterable[dict]) -> list[dict]:
     """The records a rerun must reproduce, as one straight run writes them.
 
@@ -94,7 +99,8 @@ def compared(records: Iterable[dict]) -> list[dict]:
     they changed are in the recorded configuration the rerun starts from), and, at each
     ``resumed`` event, what a stop and its resume duplicate: the data stages the resumed attempt
     ran again, and the node that was in flight, whose plan the resumed attempt re-issued (its
-    first plan stays; its half-done records before the stop go)."""
+    first plan stays; its half-done records before the stop go; a plan the stop kept from the
+    record is compared without its resumed mark)."""
     out: list[dict] = []
     redo: list[dict] | None = None  # the resumed attempt's records, before its first Planner message
     for r in records:
@@ -116,6 +122,9 @@ def compared(records: Iterable[dict]) -> list[dict]:
             if first is not None:  # the node in flight at the stop: its first plan, then this attempt's run
                 del out[first + 1:]
                 continue
+            if node:  # the stop came before its plan reached the record: the plan as first given
+                reason = r["content"].get("reason", "")
+                r = {**r, "content": {**r["content"], "reason": reason.removesuffix(RESUMED_PLAN).rstrip()}}
         out.append(r)
     return out + (redo or [])
 

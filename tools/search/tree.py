@@ -73,6 +73,10 @@ class Node(BaseModel):
     prior: float = 1.0  # weight of the exploration term; lowered by a hypothesis failure
     blocked: str | None = None  # why nothing more is expanded below this node
     chosen_by: str = ""  # what picked this node when it was added (prior or routing rule)
+    # the reason its NodePlan gave: a resumed run re-issues the plan of a node in flight at the stop
+    # with it, so the record reads as one straight run's even where the stop came before the plan
+    # reached the transcript
+    plan_reason: str = ""
 
     @property
     def level(self) -> Level:
