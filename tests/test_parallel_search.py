@@ -13,6 +13,7 @@ import pytest
 from sandbox_helpers import walled_backend_name
 
 from harmonycell.sandbox.slots import plan_slots
+from harmonycell.tools.record.rerun_compare import RESUMED_PLAN
 from harmonycell.tools.search import tree as T
 from harmonycell.tools.search.failure_routing import REPRESENTATION, reopen_best
 
@@ -126,7 +127,7 @@ def test_resume_after_sigkill_with_two_nodes_in_flight_trains_each_node_once(syn
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     recs = _records(run_dir)
     resumed = [r["content"]["node_id"] for r in recs
-               if r["type"] == "NodePlan" and r["content"]["reason"].startswith("resumed")]
+               if r["type"] == "NodePlan" and r["content"]["reason"].endswith(RESUMED_PLAN)]
     assert sorted(resumed) == sorted(n["id"] for n in in_flight)  # both re-run, none lost
     _trained_once(run_dir, 3)
     ok = subprocess.run([*CLI, "replay", str(run_dir), "--verify"], capture_output=True, text=True)
