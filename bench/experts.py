@@ -548,7 +548,6 @@ def render_task(res: dict) -> tuple[list[str], dict]:
     first = cv[PICK]
     shown = [b for b in BASELINES if b in first.spread] + [b for b in first.spread if b not in BASELINES
                                                             and b not in ("model", NOISE_CEILING)]
-    n_runs = len(res["per_fold"])
     lines = ["", f"## {res['title']}", "",
              f"Task `{res['kind']}`, {res['folds']} folds x {len(seeds)} split seed(s) ({', '.join(map(str, seeds))}): "
              f"{first.n_queries} distinct test queries, {sum(f['n_queries'] for f in res['per_fold'])} over all folds. "
@@ -581,6 +580,7 @@ def render_task(res: dict) -> tuple[list[str], dict]:
         useful, deciding = a["useful"][m]
         lines.append(f"| {label(res, m) if m == PICK else m} | " + " | ".join(comparison_cell(deciding.get(b)) for b in shown)
                      + f" | {'' if m == PICK else comparison_cell(a['vs_pick'].get(m))} |")
+    no_pick = sum(1 for f in res["per_fold"] if "rows" not in f["entries"].get(PICK, {}))
     winners = [m for m in ran if a["useful"][m][0]]
     beats_pick = [m for m in ran if m != PICK and a["vs_pick"].get(m) and a["vs_pick"][m].conclusion == "better"]
     below_pick = [m for m in ran if m != PICK and a["vs_pick"].get(m) and a["vs_pick"][m].conclusion == "worse"]
@@ -590,8 +590,7 @@ def render_task(res: dict) -> tuple[list[str], dict]:
               + (f" Better than HarmonyCell's pick: {', '.join(beats_pick)}." if beats_pick else
                  " No expert is better than HarmonyCell's pick.")
               + (f" Worse than it: {', '.join(below_pick)}." if below_pick else "")
-              + (f" {n_runs - sum(1 for f in res['per_fold'] if f['entries'].get(PICK, {}).get('rows'))} fold(s) "
-                 "had no pick." if any(not f["entries"].get(PICK, {}).get("rows") for f in res["per_fold"]) else "")]
+              + (f" {no_pick} fold(s) had no pick." if no_pick else "")]
     return lines, {"title": res["title"], "decides": decides, "winners": winners, "beats_pick": beats_pick,
                    "pick_useful": a["useful"][PICK][0] if PICK in ran else False}
 

@@ -180,6 +180,10 @@ def test_the_doc_shows_the_ceiling_the_verdicts_and_the_reasons_and_the_csv_ever
     assert "Better than every baseline on Discrimination_score: biolord. Better than HarmonyCell's pick: biolord." in text
     assert ("HarmonyCell's pick is not better than every baseline; experts better than it: biolord; "
             "experts better than every baseline: biolord.") in text
+    res = task_result()
+    res["per_fold"][0]["entries"][ex.PICK] = {"status": "failed", "reason": "nothing was picked and tested"}
+    text = ex.render({"machine": "m", "finished": "f", "install": {}, "tasks": [res]})
+    assert "1 fold(s) had no pick." in text and "| HarmonyCell's pick (simple/ridge) | ok in 3 of 4 folds" in text
     table = list(csv.DictReader(io.StringIO(ex.fold_csv({"tasks": [task_result()]}))))
     assert len(table) == 4 * 5 and {r["seed"] for r in table} == {"0", "1"}
     assert all(abs(float(r[SEARCH_METRIC]) - 0.8) < 1e-9 for r in table if r["model"] == "biolord")
