@@ -386,14 +386,15 @@ def fold_results(res: dict, model: str, against: tuple[str, ...] | None = None):
 def analyse(res: dict) -> dict:
     """Everything the doc says about one task, computed from the stored per-query rows: each
     model's cross-validation summary against the baselines (sign-flip, Holm), its usefulness on
-    the deciding metric, and each expert against the pick."""
+    the deciding metric, each expert against the pick, and the models that ran in some fold."""
     from harmonycell.tools.evaluation.compare import deciding_metric, usefulness
     from harmonycell.tools.evaluation.crossval import pooled_comparisons, summarise
 
     seeds = sorted({f["seed"] for f in res["per_fold"]})
     cv = {m: summarise(fold_results(res, m), res["folds"], len(seeds), METRICS) for m in models_of(res)}
     decides = deciding_metric(cv[PICK].comparisons)
-    out = {"seeds": seeds, "decides": decides, "cv": cv, "useful": {}, "vs_pick": {}}
+    ran = [m for m in models_of(res) if any(f["entries"].get(m, {}).get("rows") for f in res["per_fold"])]
+    out = {"seeds": seeds, "decides": decides, "cv": cv, "ran": ran, "useful": {}, "vs_pick": {}}
     for m in models_of(res):
         out["useful"][m] = usefulness(cv[m].comparisons, decides)
         if m != PICK:
@@ -564,13 +565,13 @@ def render_task(res: dict) -> tuple[list[str], dict]:
                      + " | ".join(spread_cell(first.spread[NOISE_CEILING][m]) for m in METRICS) + " | | |")
     for m in models_of(res):
         status, why = status_of(res, m)
-        if m not in cv or not any(f.model_rows for f in fold_results(res, m)):
+        if m not in a["ran"]:
             lines.append(f"| {label(res, m)} | {status}: {why[:200]} | " + " | " * len(METRICS) + " |")
             continue
         note = f"{status} ({why[:120]})" if why else status
         lines.append(f"| {label(res, m)} | {note} | " + " | ".join(spread_cell(cv[m].spread["model"][mm]) for mm in METRICS)
                      + f" | {fmt(over_folds(res, m, 'wall_s'), 0)}{loads(res, m)} | {fmt(over_folds(res, m, 'peak_rss_mb', max), 0)} |")
-    ran = [m for m in models_of(res) if any(f.model_rows for f in fold_results(res, m))]
+    ran = a["ran"]
     lines += ["", f"Paired comparisons on `{decides}`, the metric that decides here (model - baseline, and "
                   "expert - HarmonyCell's pick; each query once, averaged over the folds and seeds that tested it; "
                   "95% sign-flip interval per comparison; exact sign-flip test, Holm over the baselines; "
@@ -578,7 +579,7 @@ def render_task(res: dict) -> tuple[list[str], dict]:
               "| model | " + " | ".join(shown) + " | vs HarmonyCell's pick |", "|---" * (len(shown) + 2) + "|"]
     for m in ran:
         useful, deciding = a["useful"][m]
-        lines.append(f"| {label(res, m) if m == PICK else m} | " + " | ".join(comparison_cell(deciding.get(b)) for b in shown)
+        lines.append(f"| {label(res, m)} | " + " | ".join(comparison_cell(deciding.get(b)) for b in shown)
                      + f" | {'' if m == PICK else comparison_cell(a['vs_pick'].get(m))} |")
     no_pick = sum(1 for f in res["per_fold"] if "rows" not in f["entries"].get(PICK, {}))
     winners = [m for m in ran if a["useful"][m][0]]

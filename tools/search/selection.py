@@ -52,8 +52,6 @@ class PickRule(BaseModel):
     picked: str
     picked_label: str
     picked_mean: float | None
-    best_complexity: int | None = None
-    picked_complexity: int | None = None
     se: float | None  # paired SE of the picked candidate's difference to the best (None: fell back)
     applied: bool  # False: the rule could not run and the pick is the validation ranking's
     why: str
@@ -100,8 +98,7 @@ def one_se_pick(candidates: list[Candidate], best: str, metric: str, higher_is_b
 
     def record(c: Candidate, se: float | None, applied: bool, why: str, n: int) -> PickRule:
         return PickRule(metric=metric, n_queries=n, best=top.id, best_label=top.label, best_mean=shown(top),
-                        picked=c.id, picked_label=c.label, picked_mean=shown(c), se=se, applied=applied, why=why,
-                        best_complexity=top.complexity, picked_complexity=c.complexity)
+                        picked=c.id, picked_label=c.label, picked_mean=shown(c), se=se, applied=applied, why=why)
 
     n = len(top.values) if top.values is not None else 0
     if n < MIN_QUERIES:
